@@ -1,0 +1,254 @@
+"""Settings: one frozen object, grouped, read once.
+
+:meth:`Settings.from_env` is called once, in :mod:`hub.cli`; the object is passed down
+explicitly and no other module reads ``os.environ``. Every variable is listed in the
+README's configuration table.
+
+Four values are also *runtime* settings (FLUX_COMPAT.md §1.9), changed through
+``PUT /api/admin/config``: ``rate_limit_enabled``, ``rate_limit_per_namespace_per_minute``,
+``body_size_limit_single_bytes`` and ``body_size_limit_batch_bytes``. The values here
+are their start-up defaults; see :mod:`hub.server.runtime`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = [
+    "DEFAULT_PORT",
+    "FanoutSettings",
+    "GatewaySettings",
+    "IngestSettings",
+    "LogSettings",
+    "RedisSettings",
+    "RuntimeDefaults",
+    "Settings",
+]
+
+DEFAULT_PORT = 3000
+MiB = 1024 * 1024
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RedisSettings(_Frozen):
+    """Where the state lives."""
+
+    #: An external Redis (``redis://``, ``rediss://``, ``unix://``); None: embedded.
+    url: str | None = None
+    #: Data directory of the embedded Redis (AOF and lock file).
+    data_dir: Path = Path("flux-data")
+    #: AOF fsync policy of the embedded Redis (README: what each can lose).
+    appendfsync: Literal["everysec", "always", "no"] = "everysec"
+    #: The redis-server (or valkey-server) binary; None: search (see embedded.py).
+    server_binary: str | None = None
+    #: How long to wait for the embedded server to load its data and answer.
+    start_timeout: float = Field(default=120.0, gt=0)
+    #: Prefix of every key the hub writes; lets several hubs share a Redis.
+    key_prefix: str = Field(default="flux", pattern=r"^[A-Za-z0-9_.:-]+$")
+    #: Number of partitions (Redis Cluster hash tags) the logs and state are split in.
+    partitions: int = Field(default=1, ge=1, le=1024)
+
+
+class LogSettings(_Frozen):
+    """Retention of the logs kept in Redis. Trimming is approximate (``MAXLEN ~``)."""
+
+    #: Event-log entries kept per partition (0: keep all). Bounds history and replay.
+    event_log_maxlen: int = Field(default=1_000_000, ge=0)
+    #: Delta-log entries kept per partition: how far back a resume can reach.
+    delta_log_maxlen: int = Field(default=100_000, ge=1000)
+    #: Events remembered per entity for ``GET /api/events`` (its limit is at most 500).
+    history_per_entity: int = Field(default=500, ge=1, le=100_000)
+    #: How long a client ``eventId`` is remembered for de-duplication.
+    dedup_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+
+
+class IngestSettings(_Frozen):
+    """How publishes are coalesced into reduce-script calls."""
+
+    #: Most events carried by one script call.
+    max_batch: int = Field(default=512, ge=1, le=10_000)
+    #: Events waiting for a script call; at the bound, publishers wait (backpressure).
+    queue_size: int = Field(default=16_384, ge=1)
+
+
+class GatewaySettings(_Frozen):
+    """The HTTP/WebSocket front door: address, auth and limits."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    auth_enabled: bool = False
+    #: Guards admin operations; None leaves them open (as Flux does).
+    admin_token: str | None = None
+    #: Absolute cap on any request body, whatever the runtime limits say.
+    max_body_bytes: int = Field(default=64 * MiB, ge=1024)
+    #: Largest WebSocket message accepted from a client.
+    max_frame_bytes: int = Field(default=1 * MiB, ge=1024)
+    #: Open connections (HTTP and WebSocket) per hub process; more are refused.
+    max_connections: int = Field(default=10_000, ge=1)
+    #: Entities one batch delete may name or match (Flux ``max_batch_delete``).
+    max_batch_delete: int = Field(default=10_000, ge=1)
+    #: Seconds a client may take to send a request's head and body.
+    request_timeout: float = Field(default=30.0, gt=0)
+    #: Seconds an idle keep-alive HTTP connection is kept.
+    keepalive_timeout: float = Field(default=75.0, gt=0)
+
+
+class FanoutSettings(_Frozen):
+    """Pushing deltas to WebSocket subscribers."""
+
+    #: Bytes buffered for one slow connection before it is closed with 1013.
+    max_send_buffer_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
+    #: Delta-log entries read per XREAD.
+    read_count: int = Field(default=1000, ge=1)
+    #: Seconds between compat ``metrics_update`` messages (Flux: 2).
+    metrics_interval: float = Field(default=2.0, gt=0)
+
+
+class RuntimeDefaults(_Frozen):
+    """Start-up values of the settings ``PUT /api/admin/config`` can change."""
+
+    rate_limit_enabled: bool = True
+    rate_limit_per_namespace_per_minute: int = Field(default=10_000, ge=1)
+    body_size_limit_single_bytes: int = Field(default=1 * MiB, ge=1024)
+    body_size_limit_batch_bytes: int = Field(default=10 * MiB, ge=1024)
+
+
+class Settings(_Frozen):
+    """Everything the hub is configured with."""
+
+    redis: RedisSettings = RedisSettings()
+    log: LogSettings = LogSettings()
+    ingest: IngestSettings = IngestSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    fanout: FanoutSettings = FanoutSettings()
+    runtime: RuntimeDefaults = RuntimeDefaults()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from environment variables, then apply ``overrides``.
+
+        Args:
+            env: the environment (``os.environ`` in the CLI).
+            overrides: dotted names (``gateway.port``) set by command-line flags.
+
+        Raises:
+            ConfigError: a variable or flag has a value that does not parse or is
+                out of range; the message names it.
+        """
+        tree: dict[str, dict[str, Any]] = {}
+        names: dict[tuple[str, str], str] = {}
+        for var, (group, field, parse) in _ENV.items():
+            raw = env.get(var)
+            if raw is None or raw == "" and var not in _EMPTY_IS_VALUE:
+                continue
+            try:
+                tree.setdefault(group, {})[field] = parse(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r}: not a valid value") from None
+            names[(group, field)] = var
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            group, _, field = dotted.partition(".")
+            tree.setdefault(group, {})[field] = value
+            names[(group, field)] = "--" + field.replace("_", "-")
+        level = tree.pop("", {}).get("log_level")
+        try:
+            groups: dict[str, Any] = {
+                name: _GROUPS[name](**values) for name, values in tree.items()
+            }
+            if level:
+                groups["log_level"] = level
+            return cls(**groups)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, names)) from None
+
+
+def _bool(raw: str) -> bool:
+    # Flux turns auth on only for the exact string "true"; other booleans accept the
+    # usual spellings and refuse anything else.
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _flux_flag(raw: str) -> bool:
+    """``FLUX_AUTH_ENABLED``: only the exact string ``true`` enables (Flux)."""
+    return raw == "true"
+
+
+_GROUPS: dict[str, Callable[..., _Frozen]] = {
+    "redis": RedisSettings,
+    "log": LogSettings,
+    "ingest": IngestSettings,
+    "gateway": GatewaySettings,
+    "fanout": FanoutSettings,
+    "runtime": RuntimeDefaults,
+}
+
+# variable -> (group, field, parser). Group "" holds top-level fields.
+_ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
+    "FLUX_REDIS_URL": ("redis", "url", str),
+    "FLUX_DATA_DIR": ("redis", "data_dir", Path),
+    "FLUX_APPENDFSYNC": ("redis", "appendfsync", str),
+    "FLUX_REDIS_SERVER": ("redis", "server_binary", str),
+    "FLUX_REDIS_START_TIMEOUT": ("redis", "start_timeout", float),
+    "FLUX_KEY_PREFIX": ("redis", "key_prefix", str),
+    "FLUX_PARTITIONS": ("redis", "partitions", int),
+    "FLUX_EVENT_LOG_MAXLEN": ("log", "event_log_maxlen", int),
+    "FLUX_DELTA_LOG_MAXLEN": ("log", "delta_log_maxlen", int),
+    "FLUX_HISTORY_PER_ENTITY": ("log", "history_per_entity", int),
+    "FLUX_DEDUP_TTL_SECONDS": ("log", "dedup_ttl_seconds", int),
+    "FLUX_INGEST_MAX_BATCH": ("ingest", "max_batch", int),
+    "FLUX_INGEST_QUEUE_SIZE": ("ingest", "queue_size", int),
+    "FLUX_HOST": ("gateway", "host", str),
+    "PORT": ("gateway", "port", int),
+    "FLUX_AUTH_ENABLED": ("gateway", "auth_enabled", _flux_flag),
+    "FLUX_ADMIN_TOKEN": ("gateway", "admin_token", str),
+    "FLUX_MAX_BODY_BYTES": ("gateway", "max_body_bytes", int),
+    "FLUX_MAX_FRAME_BYTES": ("gateway", "max_frame_bytes", int),
+    "FLUX_MAX_CONNECTIONS": ("gateway", "max_connections", int),
+    "FLUX_MAX_BATCH_DELETE": ("gateway", "max_batch_delete", int),
+    "FLUX_REQUEST_TIMEOUT": ("gateway", "request_timeout", float),
+    "FLUX_KEEPALIVE_TIMEOUT": ("gateway", "keepalive_timeout", float),
+    "FLUX_MAX_SEND_BUFFER_BYTES": ("fanout", "max_send_buffer_bytes", int),
+    "FLUX_METRICS_INTERVAL": ("fanout", "metrics_interval", float),
+    "FLUX_RATE_LIMIT_ENABLED": ("runtime", "rate_limit_enabled", _bool),
+    "FLUX_RATE_LIMIT_PER_NAMESPACE_PER_MINUTE": (
+        "runtime",
+        "rate_limit_per_namespace_per_minute",
+        int,
+    ),
+    "FLUX_BODY_SIZE_LIMIT_SINGLE_BYTES": ("runtime", "body_size_limit_single_bytes", int),
+    "FLUX_BODY_SIZE_LIMIT_BATCH_BYTES": ("runtime", "body_size_limit_batch_bytes", int),
+    "FLUX_LOG_LEVEL": ("", "log_level", str.lower),
+}
+
+# Flux: FLUX_ADMIN_TOKEN set but empty means "Bearer " + nothing, which no client can
+# send, so admin writes are off. We keep that meaning rather than treating it as unset.
+_EMPTY_IS_VALUE = frozenset({"FLUX_ADMIN_TOKEN"})
+
+
+def _explain(exc: ValidationError, names: dict[tuple[str, str], str]) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = tuple(str(p) for p in error["loc"])
+        field = loc[-1] if loc else "?"
+        origin = next((n for (g, f), n in names.items() if f == field), field)
+        parts.append(f"{origin}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,8 @@
+"""The hub's I/O shell: HTTP/WebSocket gateway, ingest, fan-out, REST API."""
+
+from __future__ import annotations
+
+from .app import Hub
+from .serve import serve
+
+__all__ = ["Hub", "serve"]

@@ -1,0 +1,265 @@
+"""The hub process: gateway, ingest and fan-out over one :class:`~hub.store.Store`.
+
+:class:`Hub` is an async context manager that owns one anyio task group; every
+long-lived loop (ingest, one delta-log tail per partition, runtime-config refresh,
+compat metrics, WebSocket keepalive) and every request handler runs in it::
+
+    async with await Store.connect(url, keys, settings.log) as store:
+        async with Hub(settings, store) as hub:
+            print(hub.port)
+            await anyio.sleep_forever()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..errors import LogUnavailable
+from ..wire.compat import Metrics, metrics_message
+from .compat_ws import CompatSession
+from .fanout import Fanout
+from .http import HttpConnection, Request, Response, error_response
+from .ingest import Ingest
+from .rest import RestApi
+from .runtime import RuntimeConfig
+from .ws import WebSocket, encode_frame, handshake
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+
+    from ..config import Settings
+    from ..store import Store
+
+__all__ = ["Hub"]
+
+logger = logging.getLogger("hub.gateway")
+
+WS_PATH = "/api/ws"
+#: Seconds between keepalive pings; a connection silent for two intervals is closed.
+PING_INTERVAL = 20.0
+#: Flux: events/s is measured over the last 5 s; active publishers over 10 s.
+RATE_WINDOW = 5.0
+PUBLISHER_WINDOW = 10.0
+#: Seconds given to open connections to close at shutdown.
+SHUTDOWN_GRACE = 2.0
+
+
+class Hub:
+    """One hub process. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        gateway = settings.gateway
+        self.request_timeout = gateway.request_timeout
+        self.keepalive_timeout = gateway.keepalive_timeout
+        self.max_body_bytes = gateway.max_body_bytes
+        self.ingest = Ingest(
+            store,
+            max_batch=settings.ingest.max_batch,
+            queue_size=settings.ingest.queue_size,
+            clock=clock,
+        )
+        self.fanout = Fanout(store, read_count=settings.fanout.read_count)
+        self.runtime = RuntimeConfig(store, settings.runtime)
+        self.rest = RestApi(
+            store,
+            self.ingest,
+            self.runtime,
+            admin_token=gateway.admin_token,
+            max_batch_delete=gateway.max_batch_delete,
+            clock=clock,
+        )
+        self.connections: set[HttpConnection] = set()
+        self.websockets: set[WebSocket] = set()
+        self._server: asyncio.Server | None = None
+        self._tg: TaskGroup | None = None
+        self._stack = AsyncExitStack()
+        self._event_totals: deque[tuple[float, int]] = deque(maxlen=64)
+        self._all_closed: anyio.Event | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Hub:
+        try:
+            self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+            await self.runtime.refresh()
+            self._tg.start_soon(self.ingest.run)
+            self._tg.start_soon(self.fanout.run)
+            self._tg.start_soon(self.runtime.run)
+            self._tg.start_soon(self._metrics_loop)
+            self._tg.start_soon(self._keepalive_loop)
+            with anyio.fail_after(10):
+                await self.fanout.ready.wait()
+            gateway = self.settings.gateway
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                lambda: HttpConnection(self),
+                gateway.host,
+                gateway.port,
+                backlog=2048,
+                reuse_address=True,
+            )
+        except BaseException:
+            await self._shutdown()
+            raise
+        logger.info("listening on http://%s:%d", self.settings.gateway.host, self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for ws in list(self.websockets):
+            ws.close(1001, "server shutting down")
+        for conn in list(self.connections):
+            if conn.websocket is None:
+                conn.close()
+        if self.connections:
+            self._all_closed = anyio.Event()
+            with anyio.move_on_after(SHUTDOWN_GRACE):
+                await self._all_closed.wait()
+        for conn in list(self.connections):
+            conn.abort()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        await self._stack.aclose()
+        self._tg = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port the hub listens on (useful with port 0)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    # ------------------------------------------------------------------ App protocol (http.py)
+
+    def body_limit(self, method: str, path: str) -> tuple[int, str]:
+        return self.rest.body_limit(method, path)
+
+    async def handle(self, request: Request) -> Response:
+        return await self.rest.handle(request)
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(_guarded, fn)
+
+    def connection_opened(self, conn: HttpConnection) -> bool:
+        if len(self.connections) >= self.settings.gateway.max_connections:
+            logger.warning(
+                "connection limit (%d) reached: refusing %s", len(self.connections), conn.client
+            )
+            return False
+        self.connections.add(conn)
+        return True
+
+    def connection_closed(self, conn: HttpConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def upgrade(self, request: Request, transport: asyncio.Transport) -> WebSocket | None:
+        if request.path != WS_PATH:
+            error = error_response(404, f"no WebSocket endpoint at {request.path}; use {WS_PATH}")
+            transport.write(
+                b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(error.body), error.body)
+            )
+            return None
+        protocol = handshake(
+            request,
+            transport,
+            max_frame_bytes=self.settings.gateway.max_frame_bytes,
+            subprotocols=[],
+        )
+        if protocol is None:
+            return None
+        ws = WebSocket(
+            transport,
+            protocol,
+            client=request.client,
+            max_send_buffer=self.settings.fanout.max_send_buffer_bytes,
+            on_closed=self.websockets.discard,
+        )
+        ws.session = CompatSession(ws, self.fanout)
+        self.websockets.add(ws)
+        return ws
+
+    # ------------------------------------------------------------------ periodic work
+
+    async def _metrics_loop(self) -> None:
+        """Send ``metrics_update`` to every compat connection (Flux: every 2 s)."""
+        interval = self.settings.fanout.metrics_interval
+        while True:
+            try:
+                message = await self.metrics_message()
+            except LogUnavailable as exc:
+                logger.debug("metrics skipped: %s", exc)
+            else:
+                frame = encode_frame(message)
+                for session in list(self.fanout.compat_sessions):
+                    session.ws.write_frames(frame, 1)
+            await anyio.sleep(interval)
+
+    async def metrics_message(self) -> bytes:
+        """Build a ``metrics_update`` with cluster-wide figures."""
+        entities, events = await self.store.counts()
+        now = anyio.current_time()
+        self._event_totals.append((now, events))
+        rate = 0.0
+        past = [(t, n) for t, n in self._event_totals if now - t >= RATE_WINDOW - 0.5]
+        if past:
+            t0, n0 = past[-1]
+            rate = round((events - n0) / max(now - t0, 1e-9), 2)
+        metrics = Metrics(
+            entities_total=entities,
+            events_total=events,
+            events_rate_per_second=rate,
+            websocket_connections=len(self.websockets),
+            publishers_active=self.fanout.active_sources(now, PUBLISHER_WINDOW),
+        )
+        return metrics_message(metrics, math.floor(self.clock() * 1000))
+
+    async def _keepalive_loop(self) -> None:
+        """Ping every WebSocket; close the ones that stopped answering."""
+        while True:
+            await anyio.sleep(PING_INTERVAL)
+            now = asyncio.get_running_loop().time()
+            for ws in list(self.websockets):
+                if now - ws.last_seen > 2 * PING_INTERVAL:
+                    ws.close(1011, "keepalive ping timeout")
+                else:
+                    ws.ping()
+
+
+async def _guarded(fn: Callable[[], Awaitable[None]]) -> None:
+    # A handler's failure must never cancel the hub's task group.
+    try:
+        await fn()
+    except Exception:
+        logger.exception("unhandled error in a connection task")

@@ -1,0 +1,134 @@
+"""Fan-out: tail the delta log and push each delta to the sessions that want it.
+
+One task per partition reads the delta log (XREAD BLOCK) from where it was when the hub
+started; nothing is pushed that is not in the log, so every hub process sends the same
+records, whichever hub accepted the event.
+
+Each delta is encoded once per protocol; the same frame bytes go to every matching
+connection (:meth:`hub.server.ws.WebSocket.write_frames`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..core.index import Pattern, SubscriptionIndex
+from ..errors import LogUnavailable
+from ..wire.compat import delta_messages
+from .ws import encode_frame
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..core.model import Delta
+    from ..store import Store
+    from .compat_ws import CompatSession
+
+__all__ = ["Fanout"]
+
+logger = logging.getLogger("hub.fanout")
+
+#: Longest XREAD BLOCK, in ms: bounds how long cancellation can take.
+BLOCK_MS = 1000
+#: Backoff bounds, in seconds, while Redis is unreachable.
+RETRY_MIN, RETRY_MAX = 0.1, 5.0
+
+
+class Fanout:
+    """Routes deltas from the log to subscribed sessions."""
+
+    def __init__(self, store: Store, *, read_count: int, clock: object = None) -> None:
+        self.store = store
+        self.read_count = read_count
+        self.compat_index: SubscriptionIndex[CompatSession] = SubscriptionIndex()
+        self.compat_sessions: set[CompatSession] = set()
+        #: Last time (loop clock) each event source was seen in the delta log.
+        self.sources: dict[str, float] = {}
+        #: Newest position read, per partition.
+        self.positions: dict[int, str] = {}
+        self.deltas_read = 0
+        self.ready = anyio.Event()
+        self._started = 0
+
+    # ------------------------------------------------------------------ sessions
+
+    def add_compat(self, session: CompatSession, patterns: Iterable[Pattern]) -> None:
+        self.compat_sessions.add(session)
+        for pattern in patterns:
+            self.compat_index.add(session, pattern)
+
+    def reindex_compat(
+        self, session: CompatSession, old: Iterable[Pattern], new: Iterable[Pattern]
+    ) -> None:
+        for pattern in old:
+            self.compat_index.remove(session, pattern)
+        for pattern in new:
+            self.compat_index.add(session, pattern)
+
+    def remove_compat(self, session: CompatSession, patterns: Iterable[Pattern]) -> None:
+        self.compat_sessions.discard(session)
+        for pattern in patterns:
+            self.compat_index.remove(session, pattern)
+
+    # ------------------------------------------------------------------ tailing
+
+    async def run(self) -> None:
+        """Tail every partition until cancelled."""
+        async with anyio.create_task_group() as tg:
+            for p in range(self.store.keys.partitions):
+                tg.start_soon(self._tail, p)
+
+    async def _tail(self, p: int) -> None:
+        delay = RETRY_MIN
+        position: str | None = None
+        while True:
+            try:
+                if position is None:
+                    position = await self.store.delta_log_head(p)
+                    self.positions[p] = position
+                    self._started += 1
+                    if self._started == self.store.keys.partitions:
+                        self.ready.set()
+                deltas = await self.store.read_deltas(p, position, self.read_count, BLOCK_MS)
+            except LogUnavailable as exc:
+                logger.warning("delta log of partition %d unreachable (%s); retrying", p, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            delay = RETRY_MIN
+            if deltas:
+                position = deltas[-1].position
+                self.positions[p] = position
+                self.deltas_read += len(deltas)
+                self.dispatch(deltas, anyio.current_time())
+
+    def dispatch(self, deltas: Iterable[Delta], now: float) -> None:
+        """Send deltas to every matching session (synchronously: no awaits)."""
+        sources = self.sources
+        for delta in deltas:
+            if delta.source:
+                sources[delta.source] = now
+            if delta.deleted:
+                # Flux sends entity_deleted to every connection, subscribed or not.
+                targets: Iterable[CompatSession] = list(self.compat_sessions)
+            else:
+                targets = self.compat_index.match(delta.entity_id)
+            if not targets:
+                continue
+            messages = delta_messages(delta)
+            if not messages:
+                continue
+            frames = b"".join(encode_frame(m) for m in messages)
+            for session in targets:
+                session.ws.write_frames(frames, len(messages))
+
+    def active_sources(self, now: float, window: float) -> int:
+        """Distinct sources seen within ``window`` seconds; forgets older ones."""
+        cutoff = now - window
+        stale = [s for s, seen in self.sources.items() if seen < cutoff]
+        for source in stale:
+            del self.sources[source]
+        return len(self.sources)

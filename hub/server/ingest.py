@@ -1,0 +1,146 @@
+"""Coalescing publishes into reduce-script calls.
+
+Every publish (REST single or batch, WebSocket frame) is queued here; one task takes
+everything waiting (up to ``max_batch`` events) and applies it with one script call per
+partition. Under load, batches grow by themselves while the previous call runs, so the
+per-command cost of redis-py is paid per batch, not per event (DESIGN.md §9).
+
+Ordering: one call at a time, in queue order, so events are applied in the order their
+publishes were submitted — a client that pipelines publishes without waiting for the
+acknowledgements still has them applied in its order.
+
+Bound: at most ``queue_size`` submissions wait; past that, :meth:`Ingest.submit` waits
+for room (backpressure reaches the client as a slower acknowledgement).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..errors import Closed, LogUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ..store import Applied, Store, Submission
+
+__all__ = ["Ingest"]
+
+logger = logging.getLogger("hub.ingest")
+
+
+@dataclass(slots=True)
+class _Pending:
+    items: Sequence[Submission]
+    done: anyio.Event
+    result: list[Applied] | None = None
+    error: BaseException | None = None
+
+
+class Ingest:
+    """Queue of publishes and the task that applies them.
+
+    Run :meth:`run` in a task group; call :meth:`submit` from anywhere.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int,
+        queue_size: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.clock = clock
+        send: MemoryObjectSendStream[_Pending]
+        receive: MemoryObjectReceiveStream[_Pending]
+        send, receive = anyio.create_memory_object_stream[_Pending](queue_size)
+        self._send = send
+        self._receive = receive
+        # Statistics.
+        self.batches = 0
+        self.events = 0
+
+    async def submit(self, items: Sequence[Submission]) -> list[Applied]:
+        """Apply events, in order; returns when Redis has applied them.
+
+        Raises:
+            LogUnavailable: Redis failed; none of these events was applied... unless
+                the failure came after Redis ran the script (a lost reply), which the
+                client can only tell by retrying with the same ``eventId``.
+            Closed: the hub is shutting down.
+        """
+        if not items:
+            return []
+        pending = _Pending(items, anyio.Event())
+        try:
+            await self._send.send(pending)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise Closed("the hub is shutting down") from None
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def statistics(self) -> tuple[int, int]:
+        """``(submissions waiting, capacity)``."""
+        stats = self._receive.statistics()
+        return stats.current_buffer_used, int(stats.max_buffer_size)
+
+    async def run(self) -> None:
+        """Apply queued publishes until cancelled."""
+        async with self._receive:
+            try:
+                async for first in self._receive:
+                    batch = [first]
+                    count = len(first.items)
+                    while count < self.max_batch:
+                        try:
+                            nxt = self._receive.receive_nowait()
+                        except anyio.WouldBlock:
+                            break
+                        batch.append(nxt)
+                        count += len(nxt.items)
+                    await self._apply(batch)
+            finally:
+                # Wake everyone still waiting: the hub is going away.
+                self._send.close()
+                while True:
+                    try:
+                        left = self._receive.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    left.error = Closed("the hub is shutting down")
+                    left.done.set()
+
+    async def _apply(self, batch: list[_Pending]) -> None:
+        items = [item for pending in batch for item in pending.items]
+        now_ms = math.floor(self.clock() * 1000)
+        try:
+            with anyio.CancelScope(shield=True):
+                # Shielded: once sent, the reply must reach the publishers.
+                results = await self.store.apply(items, now_ms)
+        except LogUnavailable as exc:
+            logger.warning("applying %d events failed: %s", len(items), exc)
+            for pending in batch:
+                pending.error = exc
+                pending.done.set()
+            return
+        self.batches += 1
+        self.events += len(items)
+        start = 0
+        for pending in batch:
+            end = start + len(pending.items)
+            pending.result = results[start:end]
+            start = end
+            pending.done.set()

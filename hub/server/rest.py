@@ -1,0 +1,463 @@
+"""The Flux REST API (FLUX_COMPAT.md §1), with the "Fix or extend" decisions.
+
+Handlers return :class:`Response` objects; errors are raised as
+:class:`~hub.errors.ProtocolError` and turned into ``{"error": …}`` with their status
+by :meth:`RestApi.handle`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from ..core.model import Change, Entity, OutcomeStatus
+from ..core.timefmt import format_ms, parse_rfc3339_ms
+from ..errors import (
+    BadRequest,
+    Closed,
+    InvalidEvent,
+    LogUnavailable,
+    MalformedEvent,
+    Overloaded,
+    PayloadTooLarge,
+    ProtocolError,
+)
+from ..wire.envelope import Envelope, EventLimits, parse_batch_body, parse_event, parse_event_body
+from ..wire.jsonutil import JSONError, dumps, loads, serde_message
+from .http import Request, Response, error_response, json_response, preflight_headers
+from .ids import uuid7
+
+if TYPE_CHECKING:
+    from ..store import Applied, Store
+    from .ingest import Ingest
+    from .runtime import RuntimeConfig
+
+__all__ = ["RestApi"]
+
+logger = logging.getLogger("hub.gateway")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+HISTORY_DEFAULT_LIMIT = 100
+HISTORY_MAX_LIMIT = 500
+HISTORY_DEFAULT_WINDOW_MS = 24 * 3600 * 1000
+#: Entities read per round trip when listing (and per chunk when streaming).
+LIST_PAGE = 1000
+#: Largest ``limit`` a paginated listing accepts.
+LIST_MAX_LIMIT = 10_000
+#: Tombstones submitted per ingest call during a batch delete.
+DELETE_CHUNK = 1000
+
+ENTITIES_PREFIX = "/api/state/entities/"
+
+
+class RestApi:
+    """Routes and handlers of the REST surface."""
+
+    def __init__(
+        self,
+        store: Store,
+        ingest: Ingest,
+        runtime: RuntimeConfig,
+        *,
+        admin_token: str | None,
+        max_batch_delete: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ingest = ingest
+        self.runtime = runtime
+        self.admin_token = admin_token
+        self.max_batch_delete = max_batch_delete
+        self.clock = clock
+        self.limits = EventLimits()
+        self._routes: dict[str, dict[str, Handler]] = {
+            "/api/events": {"POST": self.publish, "GET": self.history},
+            "/api/events/batch": {"POST": self.publish_batch},
+            "/api/state/entities": {"GET": self.list_entities},
+            "/api/state/entities/delete": {"POST": self.batch_delete},
+            "/api/admin/config": {"GET": self.get_config, "PUT": self.put_config},
+            "/healthz": {"GET": self.healthz},
+            "/readyz": {"GET": self.readyz},
+        }
+        self._entity_routes: dict[str, Handler] = {
+            "GET": self.get_entity,
+            "DELETE": self.delete_entity,
+        }
+
+    # ------------------------------------------------------------------ routing
+
+    def body_limit(self, method: str, path: str) -> tuple[int, str]:
+        """The body limit of a route (FLUX_COMPAT.md: 413 ``payload too large``)."""
+        values = self.runtime.values
+        if path in ("/api/events/batch", "/api/state/entities/delete"):
+            return values.body_size_limit_batch_bytes, "payload too large"
+        return values.body_size_limit_single_bytes, "payload too large"
+
+    async def handle(self, request: Request) -> Response:
+        """Route a request and turn errors into JSON responses."""
+        try:
+            handler = self._route(request)
+            return await handler(request)
+        except ProtocolError as exc:
+            return error_response(exc.status, str(exc))
+        except Overloaded as exc:
+            return error_response(503, str(exc), [(b"retry-after", b"1")])
+        except (LogUnavailable, Closed) as exc:
+            return error_response(503, f"storage unavailable: {exc}", [(b"retry-after", b"1")])
+
+    def _route(self, request: Request) -> Handler:
+        path = request.path
+        if request.method == "OPTIONS":
+            return _preflight
+        methods = self._routes.get(path)
+        if (
+            methods is None
+            and path.startswith(ENTITIES_PREFIX)
+            and len(path) > len(ENTITIES_PREFIX)
+        ):
+            if request.method == "POST" and path == "/api/state/entities/delete":
+                methods = self._routes[path]
+            else:
+                methods = self._entity_routes
+        elif (
+            methods is not None
+            and path == "/api/state/entities/delete"
+            and request.method != "POST"
+        ):
+            # An entity may be called "delete": GET/DELETE reach it.
+            methods = self._entity_routes
+        if methods is None:
+            raise BadRequest(f"no such endpoint: {path}", 404)
+        handler = methods.get(request.method)
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            raise BadRequest(
+                f"method {request.method} not allowed on {path} (allowed: {allowed})", 405
+            )
+        return handler
+
+    # ------------------------------------------------------------------ publishing
+
+    def _now_ms(self) -> int:
+        return math.floor(self.clock() * 1000)
+
+    async def publish(self, request: Request) -> Response:
+        """``POST /api/events``: one event; 200 once its state is applied."""
+        now = self._now_ms()
+        envelope = parse_event_body(
+            request.body, now_ms=now, new_id=lambda: uuid7(now), limits=self.limits
+        )
+        await self.ingest.submit([envelope])
+        return json_response({"eventId": envelope.event_id, "stream": envelope.stream})
+
+    async def publish_batch(self, request: Request) -> Response:
+        """``POST /api/events/batch``: per-event results, always 200."""
+        raw_events = parse_batch_body(request.body)
+        now = self._now_ms()
+        results: list[dict[str, Any] | None] = []
+        accepted: list[tuple[int, Envelope]] = []
+        # Shape errors in any element fail the whole batch before anything is
+        # published (Flux parses the whole body first); rule errors fail one item.
+        for raw in raw_events:
+            try:
+                envelope = parse_event(
+                    raw, now_ms=now, new_id=lambda: uuid7(now), limits=self.limits
+                )
+            except MalformedEvent:
+                raise
+            except (InvalidEvent, PayloadTooLarge) as exc:
+                stream = raw.get("stream") if isinstance(raw, dict) else None
+                results.append(
+                    {"eventId": None, "stream": stream, "error": f"validation failed: {exc}"}
+                )
+                continue
+            accepted.append((len(results), envelope))
+            results.append(None)
+        if accepted:
+            try:
+                await self.ingest.submit([e for _, e in accepted])
+                failure = None
+            except (LogUnavailable, Closed) as exc:
+                failure = f"publish failed: {exc}"
+            for index, envelope in accepted:
+                results[index] = {
+                    "eventId": envelope.event_id,
+                    "stream": envelope.stream,
+                    "error": failure,
+                }
+        failed = sum(1 for r in results if r is not None and r["error"] is not None)
+        return json_response(
+            {"successful": len(results) - failed, "failed": failed, "results": results}
+        )
+
+    # ------------------------------------------------------------------ history
+
+    async def history(self, request: Request) -> Response:
+        """``GET /api/events?entity=…``: the newest ``limit`` events, newest first."""
+        query = request.query
+        entity = query.get("entity")
+        if not entity:
+            raise BadRequest("entity parameter is required")
+        since_text = query.get("since")
+        if since_text is None:
+            since = self._now_ms() - HISTORY_DEFAULT_WINDOW_MS
+        else:
+            try:
+                since = parse_rfc3339_ms(since_text)
+            except ValueError:
+                raise BadRequest("invalid `since` timestamp (expected ISO 8601)") from None
+        limit = _query_int(query, "limit", HISTORY_DEFAULT_LIMIT)
+        limit = max(1, min(limit, HISTORY_MAX_LIMIT))
+        events = await self.store.history(entity, since, limit)
+        return Response(200, b"[" + b",".join(events) + b"]")
+
+    # ------------------------------------------------------------------ state
+
+    async def get_entity(self, request: Request) -> Response:
+        entity_id = _entity_id(request.path)
+        entity = await self.store.get(entity_id)
+        if entity is None:
+            raise BadRequest("Entity not found", 404)
+        return Response(200, encode_entity(entity))
+
+    async def list_entities(self, request: Request) -> Response:
+        """``GET /api/state/entities[?prefix&namespace&limit&cursor]``.
+
+        Without ``limit``: every matching entity, streamed in chunks (as Flux returns
+        all, but without building the whole answer in memory). With ``limit``: one
+        page, and ``X-Next-Cursor`` when there may be more.
+        """
+        query = request.query
+        prefix = _effective_prefix(query.get("prefix"), query.get("namespace"))
+        cursor = query.get("cursor") or None
+        if "limit" in query:
+            limit = _query_int(query, "limit", LIST_PAGE)
+            if not 1 <= limit <= LIST_MAX_LIMIT:
+                raise BadRequest(f"limit must be between 1 and {LIST_MAX_LIMIT}")
+            if prefix is None:
+                return Response(200, b"[]")
+            ids = await self.store.list_ids(prefix, limit, cursor)
+            entities = await self.store.get_many(ids)
+            body = b"[" + b",".join(encode_entity(e) for e in entities) + b"]"
+            headers = []
+            if len(ids) == limit:
+                headers.append((b"x-next-cursor", _header_value(ids[-1])))
+            return Response(200, body, headers=headers)
+        if prefix is None:
+            return Response(200, b"[]")
+        # Read the first page before answering, so that a storage failure is still
+        # a clean 503 rather than a cut stream.
+        first_ids = await self.store.list_ids(prefix, LIST_PAGE, cursor)
+        first = await self.store.get_many(first_ids)
+        return Response(200, stream=self._stream_entities(prefix, first_ids, first))
+
+    async def _stream_entities(
+        self, prefix: str, ids: list[str], entities: list[Entity]
+    ) -> AsyncIterator[bytes]:
+        opened = False
+        while True:
+            if entities:
+                chunk = b",".join(encode_entity(e) for e in entities)
+                yield (b"," if opened else b"[") + chunk
+                opened = True
+            if len(ids) < LIST_PAGE:
+                break
+            ids = await self.store.list_ids(prefix, LIST_PAGE, ids[-1])
+            entities = await self.store.get_many(ids)
+        yield b"]" if opened else b"[]"
+
+    # ------------------------------------------------------------------ deletion
+
+    def _tombstone(self, entity_id: str, now: int) -> Envelope:
+        event_id = uuid7(now)
+        payload = {
+            "entity_id": entity_id,
+            "properties": {"__deleted__": True, "__deleted_at__": now},
+        }
+        stored = {
+            "eventId": event_id,
+            "stream": "flux.events.deletions",
+            "source": "api",
+            "timestamp": now,
+            "key": entity_id,
+            "payload": payload,
+        }
+        change = Change.from_parts(
+            entity_id, {"__deleted__": b"true", "__deleted_at__": b"%d" % now}, source="api"
+        )
+        return Envelope(
+            event_id, "flux.events.deletions", "api", now, entity_id, change, dumps(stored)
+        )
+
+    async def delete_entity(self, request: Request) -> Response:
+        """``DELETE /api/state/entities/:id``: publishes a tombstone (200 even if absent)."""
+        entity_id = _entity_id(request.path)
+        tombstone = self._tombstone(entity_id, self._now_ms())
+        await self.ingest.submit([tombstone])
+        return json_response({"entity_id": entity_id, "eventId": tombstone.event_id})
+
+    async def batch_delete(self, request: Request) -> Response:
+        """``POST /api/state/entities/delete`` with a namespace, prefix or id list."""
+        body = _json_body(request)
+        ids = await self._ids_to_delete(body)
+        deleted = failed = 0
+        errors: list[str] = []
+        for start in range(0, len(ids), DELETE_CHUNK):
+            chunk = ids[start : start + DELETE_CHUNK]
+            now = self._now_ms()
+            try:
+                results = await self.ingest.submit([self._tombstone(i, now) for i in chunk])
+            except (LogUnavailable, Closed) as exc:
+                failed += len(chunk)
+                errors.extend(f"{i}: {exc}" for i in chunk)
+                continue
+            # Count entities that existed (Flux counts tombstones; see docs/compat.md).
+            deleted += sum(1 for r in results if _removed(r))
+        return json_response({"deleted": deleted, "failed": failed, "errors": errors})
+
+    async def _ids_to_delete(self, body: Any) -> list[str]:
+        if not isinstance(body, dict):
+            raise _unprocessable("expected an object with `namespace`, `prefix` or `entity_ids`")
+        limit = self.max_batch_delete
+        if "namespace" in body:
+            namespace = body["namespace"]
+            if not isinstance(namespace, str):
+                raise _unprocessable(f"namespace: expected a string, got {namespace!r}")
+            prefix: str | None = _effective_prefix(None, namespace)
+        elif "prefix" in body:
+            prefix = body["prefix"]
+            if not isinstance(prefix, str):
+                raise _unprocessable(f"prefix: expected a string, got {prefix!r}")
+        elif "entity_ids" in body:
+            given = body["entity_ids"]
+            if not isinstance(given, list) or not all(isinstance(i, str) for i in given):
+                raise _unprocessable("entity_ids: expected a list of strings")
+            if len(given) > limit:
+                raise BadRequest(
+                    f"Batch too large: {len(given)} entities requested, max is {limit}"
+                )
+            return list(dict.fromkeys(given))
+        else:
+            raise _unprocessable("expected one of `namespace`, `prefix` or `entity_ids`")
+        if prefix is None:
+            return []
+        ids = await self.store.list_ids(prefix, limit + 1)
+        if len(ids) > limit:
+            total = await self.store.count_ids(prefix)
+            raise BadRequest(f"Batch too large: {total} entities requested, max is {limit}")
+        return ids
+
+    # ------------------------------------------------------------------ admin
+
+    async def get_config(self, request: Request) -> Response:
+        return json_response(self.runtime.values.as_json())
+
+    async def put_config(self, request: Request) -> Response:
+        body = _json_body(request)
+        # Flux checks the token after parsing the body.
+        if self.admin_token is not None and not _bearer_matches(request, self.admin_token):
+            raise BadRequest("Unauthorized", 401)
+        values = await self.runtime.update(body)
+        return json_response(values.as_json())
+
+    # ------------------------------------------------------------------ health
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness: the process answers."""
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: Redis answers and the reduce script is loaded."""
+        if await self.store.ready():
+            return json_response({"status": "ready"})
+        return error_response(
+            503, "not ready: Redis does not answer or the reduce script is not loaded"
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+async def _preflight(request: Request) -> Response:
+    return Response(204, content_type=None, headers=preflight_headers())
+
+
+def encode_entity(entity: Entity) -> bytes:
+    """An entity as Flux shows it, plus its ``version``; values are already JSON."""
+    props = b",".join(dumps(name) + b":" + value for name, value in entity.properties.items())
+    return b'{"id":%b,"properties":{%b},"lastUpdated":"%b","version":%d}' % (
+        dumps(entity.id),
+        props,
+        format_ms(entity.last_updated).encode(),
+        entity.version,
+    )
+
+
+def _entity_id(path: str) -> str:
+    # Flux clients send the id percent-encoded (a/b as a%2Fb); an unencoded "/" is
+    # accepted too, as the rest of the path.
+    return unquote(path[len(ENTITIES_PREFIX) :])
+
+
+def _effective_prefix(prefix: str | None, namespace: str | None) -> str | None:
+    """Combine the ``prefix`` and ``namespace`` filters; None when nothing can match."""
+    if namespace is None:
+        return prefix or ""
+    if "/" in namespace:
+        return None  # The text before the first "/" can never contain a "/".
+    ns_prefix = namespace + "/"
+    if not prefix or ns_prefix.startswith(prefix):
+        return ns_prefix
+    if prefix.startswith(ns_prefix):
+        return prefix
+    return None
+
+
+def _query_int(query: dict[str, str], name: str, default: int) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit():
+        reason = (
+            "cannot parse integer from empty string"
+            if not text
+            else "invalid digit found in string"
+        )
+        raise BadRequest(f"Failed to deserialize query string: {name}: {reason}")
+    return int(text)
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return loads(request.body)
+    except JSONError as exc:
+        raise BadRequest(
+            f"Failed to parse the request body as JSON: {serde_message(exc)}"
+        ) from None
+
+
+def _unprocessable(detail: str) -> BadRequest:
+    return BadRequest(f"Failed to deserialize the JSON body into the target type: {detail}", 422)
+
+
+def _bearer_matches(request: Request, token: str) -> bool:
+    """``Authorization`` is exactly ``Bearer <token>``, compared in constant time."""
+    header = request.headers.get("authorization", "")
+    return hmac.compare_digest(header.encode(), b"Bearer " + token.encode())
+
+
+def _removed(result: Applied) -> bool:
+    return result.status is OutcomeStatus.APPLIED and bool(result.delta_position)
+
+
+def _header_value(text: str) -> bytes:
+    # Header values must be Latin-1 without controls; ids are arbitrary strings.
+    from urllib.parse import quote
+
+    return quote(text, safe="/").encode()

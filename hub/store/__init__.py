@@ -1,0 +1,21 @@
+"""Storage: the only package that talks to Redis.
+
+:class:`Store` is the seam (apply, get, list, history, tail); :class:`Keys` names every
+key; :class:`EmbeddedRedis` runs the private server ``flux serve`` uses by default.
+"""
+
+from __future__ import annotations
+
+from .embedded import EmbeddedRedis, find_server_binary
+from .keys import Keys
+from .store import MIN_REDIS_VERSION, Applied, Store, Submission
+
+__all__ = [
+    "MIN_REDIS_VERSION",
+    "Applied",
+    "EmbeddedRedis",
+    "Keys",
+    "Store",
+    "Submission",
+    "find_server_binary",
+]

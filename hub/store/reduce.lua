@@ -1,0 +1,154 @@
+-- The reducer, run atomically by Redis: one call applies a batch of events of one
+-- partition, in order. It must agree exactly with hub/core/reducer.py; the tests fold
+-- random event sequences through both and compare. Key layout: hub/store/keys.py.
+--
+-- KEYS: 1 event log, 2 delta log, 3 id index, 4 stats,
+--       then per event: entity hash, history list, dedup key
+--       (unused ones are given as KEYS[4] so every key stays in the partition's slot)
+-- ARGV: 1 now (ms), 2 event-log MAXLEN (0: none), 3 delta-log MAXLEN,
+--       4 history entries kept per entity, 5 dedup TTL (s), 6 number of events,
+--       then per event: kind (U update, D delete, L log only), client eventId or '',
+--       if_version or '', stored event JSON, entity id or '', source,
+--       number of properties, then name, canonical JSON value for each property
+--       (sorted by name).
+-- Returns a flat array, four items per event: status ('ok', 'dup', 'conflict'),
+--       version, delta-log id or '', event-log id or ''.
+
+-- XADD '*' is not deterministic: replicate effects, not the script (a no-op on 7+).
+redis.replicate_commands()
+
+local now = ARGV[1]
+local event_maxlen = tonumber(ARGV[2])
+local delta_maxlen = tonumber(ARGV[3])
+local history_cap = tonumber(ARGV[4])
+local dedup_ttl = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+
+local function xadd(key, maxlen, fields)
+  if maxlen > 0 then
+    return redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  end
+  return redis.call('XADD', key, '*', unpack(fields))
+end
+
+-- The version of a live entity, 0 if it does not exist (or is deleted).
+local function live_version(ekey)
+  local meta = redis.call('HMGET', ekey, '#v', '#d')
+  if meta[1] and not meta[2] then
+    return tonumber(meta[1])
+  end
+  return 0
+end
+
+local out = {}
+local accepted = 0
+local a = 7
+local k = 5
+for _ = 1, n do
+  local kind, dedup, if_version = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local stored, id, source = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local np = tonumber(ARGV[a + 6])
+  local first = a + 7
+  a = first + 2 * np
+  local ekey, hkey, xkey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
+
+  local status, version, dpos, epos = nil, 0, '', ''
+  if dedup ~= '' then
+    local prior = redis.call('GET', xkey)
+    if prior then
+      -- prior = "version|delta id|event id" of the first application.
+      local v, d, e = string.match(prior, '^([^|]*)|([^|]*)|(.*)$')
+      status, version, dpos, epos = 'dup', tonumber(v), d, e
+    end
+  end
+  if not status and if_version ~= '' and id ~= '' then
+    local current = live_version(ekey)
+    if current ~= tonumber(if_version) then
+      status, version = 'conflict', current
+    end
+  end
+
+  if not status then
+    status = 'ok'
+    accepted = accepted + 1
+    epos = xadd(KEYS[1], event_maxlen, {'e', stored})
+    if id ~= '' then
+      redis.call('LPUSH', hkey, epos)
+      redis.call('LTRIM', hkey, 0, history_cap - 1)
+    end
+
+    if kind == 'U' then
+      local fields = {'#v', '#d'}
+      for j = 0, np - 1 do
+        fields[j + 3] = '.' .. ARGV[first + 2 * j]
+      end
+      local old = redis.call('HMGET', ekey, unpack(fields))
+      local base = tonumber(old[1] or '0')
+      local was_deleted = old[2]
+      if was_deleted or not old[1] then
+        -- Created (or re-created): index it; a tombstone's version carries on.
+        if was_deleted then
+          redis.call('HDEL', ekey, '#d')
+        end
+        redis.call('ZADD', KEYS[3], 0, id)
+      end
+      local delta = {'i', id, 'b', base, 'v', 0, 't', now, 's', source}
+      local sets = {}
+      local changed = 0
+      for j = 0, np - 1 do
+        local name, value = ARGV[first + 2 * j], ARGV[first + 2 * j + 1]
+        local previous = old[j + 3]
+        if was_deleted then
+          previous = false
+        end
+        if previous == value then
+          delta[#delta + 1] = '~' .. name
+        else
+          delta[#delta + 1] = '=' .. name
+          sets[#sets + 1] = '.' .. name
+          sets[#sets + 1] = value
+          changed = changed + 1
+        end
+        delta[#delta + 1] = value
+      end
+      version = base
+      if changed > 0 then
+        version = base + 1
+      end
+      delta[6] = version
+      sets[#sets + 1] = '#v'
+      sets[#sets + 1] = version
+      sets[#sets + 1] = '#t'
+      sets[#sets + 1] = now
+      redis.call('HSET', ekey, unpack(sets))
+      dpos = xadd(KEYS[2], delta_maxlen, delta)
+    elseif kind == 'D' then
+      local base = live_version(ekey)
+      if base > 0 then
+        version = base + 1
+        redis.call('DEL', ekey)
+        redis.call('HSET', ekey, '#v', version, '#d', '1', '#t', now)
+        redis.call('ZREM', KEYS[3], id)
+        dpos = xadd(KEYS[2], delta_maxlen,
+          {'i', id, 'b', base, 'v', version, 't', now, 's', source, 'd', '1'})
+      end
+      -- Deleting what does not exist is a silent no-op (Flux); version stays 0.
+    elseif id ~= '' then
+      version = live_version(ekey)
+    end
+
+    if dedup ~= '' then
+      redis.call('SET', xkey, version .. '|' .. dpos .. '|' .. epos, 'EX', dedup_ttl)
+    end
+  end
+  out[#out + 1] = status
+  out[#out + 1] = tostring(version)
+  out[#out + 1] = dpos
+  out[#out + 1] = epos
+end
+
+if accepted > 0 then
+  redis.call('HINCRBY', KEYS[4], 'events', accepted)
+end
+return out

@@ -1,0 +1,435 @@
+"""The storage seam: everything the hub asks of Redis goes through :class:`Store`.
+
+One reduce-script call applies a batch of events atomically per partition (event-log
+append, entity merge, index, delta-log append, de-duplication): when :meth:`Store.apply`
+returns, every hub process serves the new state (read-your-writes).
+
+Connections: one pool for commands, and one dedicated connection per partition for
+the blocking delta-log reads (:meth:`Store.read_deltas`), so a tail never waits behind
+a publish or the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from ..core.model import Change, Delta, Entity, OutcomeStatus
+from ..errors import ConfigError, LogUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from ..config import LogSettings
+    from .keys import Keys
+
+__all__ = ["MIN_REDIS_VERSION", "Applied", "Store", "Submission"]
+
+logger = logging.getLogger("hub.store")
+
+#: XADD MINID, LPOS and GETDEL arrived in 6.2; Valkey reports a compatible version.
+MIN_REDIS_VERSION = (6, 2, 0)
+
+_REDUCE_SOURCE = resources.files(__package__).joinpath("reduce.lua").read_text()
+
+# Delta-log fields (see keys.py).
+_ID, _BASE, _VERSION, _TIME, _SOURCE, _DELETED = b"i", b"b", b"v", b"t", b"s", b"d"
+_CHANGED, _SAME = ord("="), ord("~")
+
+_REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+class Submission(Protocol):
+    """What :meth:`Store.apply` needs of an event."""
+
+    @property
+    def change(self) -> Change: ...
+
+    @property
+    def stored(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The store's answer for one event."""
+
+    status: OutcomeStatus
+    #: Entity version after the event (conflict: its current version).
+    version: int
+    #: Delta-log id, or "" when the event produced no delta.
+    delta_position: str
+    #: Event-log id, or "" for a conflict.
+    event_position: str
+    partition: int = 0
+
+
+class Store:
+    """Async access to the hub's state in Redis.
+
+    Build it with :meth:`connect`; close it with :meth:`aclose` (or ``async with``).
+    """
+
+    def __init__(self, url: str, keys: Keys, log: LogSettings) -> None:
+        self.url = url
+        self.keys = keys
+        self.log = log
+        self._client: aioredis.Redis = _client(url, max_connections=64)
+        self._tails: dict[int, aioredis.Redis] = {}
+        self._sha = ""
+
+    @classmethod
+    async def connect(cls, url: str, keys: Keys, log: LogSettings) -> Store:
+        """Connect, check the server's version and load the reduce script.
+
+        Raises:
+            LogUnavailable: Redis does not answer.
+            ConfigError: the server is older than Redis 6.2.
+        """
+        store = cls(url, keys, log)
+        try:
+            await store._start()
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    async def _start(self) -> None:
+        try:
+            info = await self._client.info("server")
+            version = str(info.get("redis_version", "0"))
+            if _version_tuple(version) < MIN_REDIS_VERSION:
+                raise ConfigError(
+                    f"Redis {version} at {_redact(self.url)} is too old: the hub needs 6.2 or newer"
+                )
+            self._sha = await self._client.script_load(_REDUCE_SOURCE)
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        for tail in self._tails.values():
+            await tail.aclose(close_connection_pool=True)
+        self._tails.clear()
+        await self._client.aclose(close_connection_pool=True)
+
+    # ------------------------------------------------------------------ writes
+
+    async def apply(self, items: Sequence[Submission], now_ms: int) -> list[Applied]:
+        """Apply events in order; one script call per partition touched.
+
+        Events of one partition are applied in the order given, atomically per call.
+        There is no order across partitions.
+
+        Raises:
+            LogUnavailable: Redis failed; nothing of a failed partition call was applied.
+        """
+        groups: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            p = self.keys.partition_of(item.change.entity_id)
+            groups.setdefault(p, []).append(index)
+        results: list[Applied | None] = [None] * len(items)
+        calls = [
+            (p, self._script_args(p, [items[i] for i in idx], now_ms)) for p, idx in groups.items()
+        ]
+        try:
+            if len(calls) == 1:
+                replies = [await self._evalsha(*calls[0][1])]
+            else:
+                replies = await self._evalsha_many([call for _, call in calls])
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while applying events: {exc}") from exc
+        except redis_errors.ResponseError as exc:
+            raise LogUnavailable(f"Redis refused the reduce script: {exc}") from exc
+        for (p, _), reply, (_, idx) in zip(calls, replies, groups.items(), strict=True):
+            for n, i in enumerate(idx):
+                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
+                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
+        return [r for r in results if r is not None]
+
+    def _script_args(
+        self, p: int, items: Sequence[Submission], now_ms: int
+    ) -> tuple[list[str], list[Any]]:
+        keys = self.keys
+        spare = keys.stats(p)
+        key_list = [keys.event_log(p), keys.delta_log(p), keys.ids(p), spare]
+        args: list[Any] = [
+            now_ms,
+            self.log.event_log_maxlen,
+            self.log.delta_log_maxlen,
+            self.log.history_per_entity,
+            self.log.dedup_ttl_seconds,
+            len(items),
+        ]
+        for item in items:
+            change = item.change
+            entity_id = change.entity_id
+            key_list.append(keys.entity(p, entity_id) if entity_id is not None else spare)
+            key_list.append(keys.history(p, entity_id) if entity_id is not None else spare)
+            key_list.append(keys.dedup(p, change.dedup_id) if change.dedup_id else spare)
+            args += (
+                change.kind.value,
+                change.dedup_id or "",
+                "" if change.if_version is None else change.if_version,
+                item.stored,
+                entity_id if entity_id is not None else "",
+                change.source,
+                len(change.properties),
+            )
+            for name, value in change.properties.items():
+                args += (name, value)
+        return key_list, args
+
+    async def _evalsha(self, keys: list[str], args: list[Any]) -> list[bytes]:
+        try:
+            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            # Redis restarted or SCRIPT FLUSH: nothing ran; load and try once more.
+            self._sha = await self._client.script_load(_REDUCE_SOURCE)
+            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        return list(cast("list[bytes]", reply))
+
+    async def _evalsha_many(self, calls: list[tuple[list[str], list[Any]]]) -> list[list[bytes]]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, redis_errors.NoScriptError) for r in replies):
+            # Only the calls that failed with NOSCRIPT are retried: the others ran.
+            self._sha = await self._client.script_load(_REDUCE_SOURCE)
+            for n, reply in enumerate(replies):
+                if isinstance(reply, redis_errors.NoScriptError):
+                    replies[n] = await self._evalsha(*calls[n])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [list(r) for r in replies]
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, entity_id: str) -> Entity | None:
+        """The current state of one entity, or None."""
+        p = self.keys.partition_of(entity_id)
+        try:
+            fields = cast(
+                "dict[bytes, bytes]", await self._client.hgetall(self.keys.entity(p, entity_id))
+            )
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
+        return _decode_entity(entity_id, fields)
+
+    async def list_ids(self, prefix: str, limit: int, after: str | None = None) -> list[str]:
+        """Entity ids starting with ``prefix``, in byte order, after ``after``."""
+        low = "[" + prefix
+        if after is not None and after >= prefix:
+            low = "(" + after
+        high = b"[" + prefix.encode() + b"\xff"
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for p in range(self.keys.partitions):
+                    pipe.zrangebylex(self.keys.ids(p), low, high, start=0, num=limit)
+                pages = await pipe.execute()
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while listing: {exc}") from exc
+        ids = sorted(i for page in pages for i in page)[:limit]
+        return [i.decode() for i in ids]
+
+    async def count_ids(self, prefix: str) -> int:
+        """How many live entity ids start with ``prefix``."""
+        high = b"[" + prefix.encode() + b"\xff"
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for p in range(self.keys.partitions):
+                    pipe.zlexcount(self.keys.ids(p), "[" + prefix, high)
+                counts = await pipe.execute()
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while counting: {exc}") from exc
+        return sum(int(c) for c in counts)
+
+    async def get_many(self, entity_ids: Sequence[str]) -> list[Entity]:
+        """The live entities among ``entity_ids``, in the order given."""
+        if not entity_ids:
+            return []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entity_id in entity_ids:
+                    pipe.hgetall(self.keys.entity(self.keys.partition_of(entity_id), entity_id))
+                replies = await pipe.execute()
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
+        entities = (_decode_entity(i, f) for i, f in zip(entity_ids, replies, strict=True))
+        return [e for e in entities if e is not None]
+
+    async def history(self, entity_id: str, since_ms: int, limit: int) -> list[bytes]:
+        """The newest ``limit`` stored events of an entity, newest first.
+
+        Only events the event log still holds and that were stored at or after
+        ``since_ms`` are returned.
+        """
+        p = self.keys.partition_of(entity_id)
+        try:
+            ids = cast(
+                "list[bytes]", await self._client.lrange(self.keys.history(p, entity_id), 0, -1)
+            )
+            wanted = [i for i in ids if int(i.split(b"-", 1)[0]) >= since_ms][:limit]
+            if not wanted:
+                return []
+            async with self._client.pipeline(transaction=False) as pipe:
+                for i in wanted:
+                    pipe.xrange(self.keys.event_log(p), i, i)
+                replies = await pipe.execute()
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading history: {exc}") from exc
+        return [entries[0][1][b"e"] for entries in replies if entries]
+
+    async def read_deltas(
+        self, p: int, after: str, count: int, block_ms: int | None
+    ) -> list[Delta]:
+        """Delta-log entries of partition ``p`` after position ``after``.
+
+        Blocks up to ``block_ms`` when there are none (None: do not block). Uses the
+        partition's dedicated connection: call it from one task per partition.
+        """
+        tail = self._tails.get(p)
+        if tail is None:
+            # socket_timeout must outlast the BLOCK time.
+            tail = self._tails[p] = _client(self.url, max_connections=1, socket_timeout=None)
+        try:
+            reply = cast(
+                "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",
+                await tail.xread({self.keys.delta_log(p): after}, count=count, block=block_ms),
+            )
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while tailing the delta log: {exc}") from exc
+        if not reply:
+            return []
+        return [_decode_delta(pos, fields) for pos, fields in reply[0][1]]
+
+    async def delta_log_head(self, p: int) -> str:
+        """The position of the newest delta of partition ``p`` ("0-0" if none)."""
+        try:
+            newest = cast(
+                "list[tuple[bytes, dict[bytes, bytes]]]",
+                await self._client.xrevrange(self.keys.delta_log(p), count=1),
+            )
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
+        return newest[0][0].decode() if newest else "0-0"
+
+    async def counts(self) -> tuple[int, int]:
+        """``(live entities, events accepted all time)`` over every partition."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for p in range(self.keys.partitions):
+                    pipe.zcard(self.keys.ids(p))
+                    pipe.hget(self.keys.stats(p), "events")
+                replies = await pipe.execute()
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while counting: {exc}") from exc
+        entities = sum(int(r) for r in replies[0::2])
+        events = sum(int(r or 0) for r in replies[1::2])
+        return entities, events
+
+    async def ready(self) -> bool:
+        """True when Redis answers and the reduce script is loaded."""
+        try:
+            return bool((await self._client.script_exists(self._sha))[0])
+        except (*_REDIS_FAILURES, redis_errors.ResponseError):
+            return False
+
+    # ------------------------------------------------------------------ runtime config
+
+    async def read_runtime_config(self) -> dict[str, str]:
+        """The runtime settings changed through the admin API (field -> text)."""
+        try:
+            raw = cast("dict[bytes, bytes]", await self._client.hgetall(self.keys.runtime_config()))
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading the config: {exc}") from exc
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def write_runtime_config(self, values: Mapping[str, str]) -> None:
+        """Record runtime settings for every hub (they survive restarts)."""
+        if not values:
+            return
+        try:
+            await self._client.hset(self.keys.runtime_config(), mapping=dict(values))  # type: ignore[arg-type]
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while saving the config: {exc}") from exc
+
+
+_STATUS = {
+    b"ok": OutcomeStatus.APPLIED,
+    b"dup": OutcomeStatus.DUPLICATE,
+    b"conflict": OutcomeStatus.CONFLICT,
+}
+
+
+def _client(
+    url: str, *, max_connections: int, socket_timeout: float | None = 30.0
+) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        max_connections=max_connections,
+        socket_connect_timeout=5.0,
+        socket_timeout=socket_timeout,
+        health_check_interval=0,
+    )
+
+
+def _decode_entity(entity_id: str, fields: Mapping[bytes, bytes]) -> Entity | None:
+    version = fields.get(b"#v")
+    if version is None or b"#d" in fields:
+        return None
+    properties = {k[1:].decode(): v for k, v in sorted(fields.items()) if k[:1] == b"."}
+    return Entity(entity_id, properties, int(version), int(fields.get(b"#t", b"0")))
+
+
+def _decode_delta(position: bytes, fields: Mapping[bytes, bytes]) -> Delta:
+    touched: dict[str, bytes] = {}
+    same: list[str] = []
+    for name, value in fields.items():
+        mark = name[0]
+        if mark == _CHANGED:
+            touched[name[1:].decode()] = value
+        elif mark == _SAME:
+            key = name[1:].decode()
+            touched[key] = value
+            same.append(key)
+    return Delta(
+        fields[_ID].decode(),
+        int(fields[_BASE]),
+        int(fields[_VERSION]),
+        int(fields[_TIME]),
+        touched=touched,
+        unchanged=frozenset(same),
+        deleted=_DELETED in fields,
+        source=fields.get(_SOURCE, b"").decode(),
+        position=position.decode(),
+    )
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    return f"{scheme}{sep}***@{rest.split('@', 1)[1]}"
