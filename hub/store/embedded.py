@@ -241,11 +241,17 @@ class EmbeddedRedis:
             self.socket_path.unlink()
 
     def _is_our_server(self, pid: int) -> bool:
+        """Whether ``pid`` is a Redis serving this data directory.
+
+        Redis rewrites its process title, so the command line cannot tell; but it
+        changes its working directory to ``dir``, which is our data directory.
+        """
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             return False
-        return str(self.config_path).encode() in cmdline
+        return cwd == str(self.data_dir) and ("redis" in name or "valkey" in name)
 
     def _write_config(self) -> None:
         lines = [
@@ -299,18 +305,19 @@ class EmbeddedRedis:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is running (a zombie, exited but not reaped, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie child still answers kill(0); reap it if it is ours.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
+    try:
+        # /proc/<pid>/stat: "pid (comm) state ..."; comm may contain spaces.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def _ping(path: Path) -> bytes:

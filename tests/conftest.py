@@ -1,0 +1,134 @@
+"""Shared fixtures: a real Redis, a fresh key prefix per test, a real hub on port 0.
+
+Redis: ``FLUX_TEST_REDIS_URL`` if set, else the embedded server the hub itself uses,
+started once per session in a temporary directory. Each test gets its own key prefix,
+so tests never see each other's data and need no FLUSHDB.
+
+Timeouts scale with ``FLUX_TESTS_TIMEOUT_FACTOR`` (default 1) for slow CI machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.config import Settings
+from hub.server import Hub
+from hub.store import EmbeddedRedis, Keys, Store
+
+TIMEOUT_FACTOR = float(os.environ.get("FLUX_TESTS_TIMEOUT_FACTOR", "1"))
+
+
+def timeout(seconds: float) -> float:
+    """A test timeout, scaled for slow machines."""
+    return seconds * TIMEOUT_FACTOR
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis for the whole session."""
+    external = os.environ.get("FLUX_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix no other test uses."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+def make_settings(key_prefix: str, **groups: dict[str, Any]) -> Settings:
+    """Settings for a test hub: loopback, port 0, the test's key prefix.
+
+    Args:
+        key_prefix: the test's prefix.
+        groups: overrides per settings group, e.g. ``gateway={"admin_token": "x"}``.
+    """
+    base: dict[str, dict[str, Any]] = {
+        "gateway": {"host": "127.0.0.1", "port": 0},
+        "redis": {"key_prefix": key_prefix},
+    }
+    for group, values in groups.items():
+        base.setdefault(group, {}).update(values)
+    return Settings.model_validate(base)
+
+
+@pytest.fixture
+def settings(key_prefix: str) -> Settings:
+    return make_settings(key_prefix)
+
+
+@pytest.fixture
+async def store(redis_url: str, settings: Settings) -> AsyncIterator[Store]:
+    keys = Keys(settings.redis.key_prefix, settings.redis.partitions)
+    async with await Store.connect(redis_url, keys, settings.log) as s:
+        yield s
+
+
+@asynccontextmanager
+async def running_hub(settings: Settings, store: Store) -> AsyncIterator[Hub]:
+    """Run a hub in a task of its own while the body runs.
+
+    pytest-asyncio runs a fixture's setup and teardown in different tasks, and an
+    anyio task group must be entered and left in one task: so the hub lives in its
+    own task, started here and told to stop at the end.
+    """
+    started: asyncio.Future[Hub] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        try:
+            async with Hub(settings, store) as h:
+                started.set_result(h)
+                await stop.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            raise
+
+    task = asyncio.create_task(run())
+    try:
+        yield await started
+    finally:
+        stop.set()
+        await task
+
+
+@pytest.fixture
+async def hub(store: Store, settings: Settings) -> AsyncIterator[Hub]:
+    """A real hub on 127.0.0.1, port 0."""
+    async with running_hub(settings, store) as h:
+        yield h
+
+
+@pytest.fixture
+def base_url(hub: Hub) -> str:
+    return f"http://127.0.0.1:{hub.port}"
+
+
+@pytest.fixture
+def ws_url(hub: Hub) -> str:
+    return f"ws://127.0.0.1:{hub.port}/api/ws"
+
+
+@pytest.fixture
+async def http(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout(10)) as client:
+        yield client
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "flux-data"
