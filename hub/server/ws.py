@@ -38,6 +38,9 @@ _protocol_logger = logging.getLogger("hub.ws.protocol")
 
 #: Seconds a closing connection may take to finish the closing handshake.
 CLOSE_TIMEOUT = 5.0
+#: Seconds a slow consumer gets to read what is buffered, then its 1013 close frame.
+#: Its buffer is already bounded (``max_send_buffer``), so waiting costs no more memory.
+SLOW_CLOSE_TIMEOUT = 30.0
 
 
 def encode_frame(payload: bytes, text: bool = True) -> bytes:
@@ -186,7 +189,11 @@ class WebSocket:
             return
         buffered = self.transport.get_write_buffer_size()
         if buffered + len(frames) > self.max_send_buffer:
-            self.close(1013, f"slow consumer: {buffered} bytes unread; reconnect")
+            self.close(
+                1013,
+                f"slow consumer: {buffered} bytes unread; reconnect",
+                timeout=SLOW_CLOSE_TIMEOUT,
+            )
             return
         self.transport.write(frames)
         self.frames_sent += count
@@ -197,8 +204,14 @@ class WebSocket:
             self.protocol.send_ping(data)
             self._flush()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake; the transport is cut if it does not finish."""
+    def close(self, code: int = 1000, reason: str = "", timeout: float = CLOSE_TIMEOUT) -> None:
+        """Start the closing handshake; the transport is cut if it does not finish.
+
+        Args:
+            code: RFC 6455 §7.4 close code.
+            reason: shown to the client; say what it can do.
+            timeout: seconds before the TCP connection is cut regardless.
+        """
         if self.closed:
             return
         if self.protocol.state is State.OPEN:
@@ -206,7 +219,7 @@ class WebSocket:
             self._flush()
         if self._close_timer is None and not self.closed:
             self._close_timer = asyncio.get_running_loop().call_later(
-                CLOSE_TIMEOUT, self.transport.abort
+                timeout, self.transport.abort
             )
 
     def _flush(self) -> None:
