@@ -162,3 +162,32 @@ async def test_connections_past_the_limit_get_503(store: Store, key_prefix: str)
         await asyncio.sleep(0.1)
         response = await _exchange(hub.port, b"GET /healthz HTTP/1.1\r\nconnection: close\r\n\r\n")
         assert response.startswith(b"HTTP/1.1 200")
+
+
+async def test_client_that_half_closes_after_its_request_still_gets_the_answer(hub: Hub) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        writer.write_eof()
+        response = await asyncio.wait_for(reader.read(), timeout(5))
+    finally:
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 200")
+    assert response.endswith(b'{"status":"ok"}')
+
+
+async def test_refused_upload_is_read_to_the_end_so_the_client_sees_the_413(hub: Hub) -> None:
+    # A client that sends its whole body before reading must get the answer, not a reset.
+    limit = hub.runtime.values.body_size_limit_single_bytes
+    body = b"x" * (limit + 500_000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    try:
+        writer.write(
+            b"POST /api/events HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
+        writer.write(body)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout(10))
+    finally:
+        writer.close()
+    assert _status_and_body(response) == (413, {"error": "payload too large"})

@@ -40,6 +40,11 @@ logger = logging.getLogger("hub.gateway")
 MAX_PIPELINED = 16
 #: Largest request head (request line plus headers) accepted.
 MAX_HEAD_BYTES = 64 * 1024
+#: After refusing a request mid-body, how long and how much of the rest is read and
+#: thrown away before closing ("lingering close"): closing a socket with unread input
+#: sends a reset, and the client would lose our answer while still sending.
+LINGER_SECONDS = 5.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 _REASONS = {
     100: b"Continue",
@@ -170,6 +175,8 @@ class HttpConnection(asyncio.Protocol):
         self._body_limit = 0
         self._limit_message = ""
         self._rejected = False
+        self._discarded = 0
+        self._eof = False
         # Complete requests waiting to be handled, and whether a handler runs.
         self._pending: deque[tuple[Request, bool]] = deque()
         self._busy = False
@@ -221,6 +228,9 @@ class HttpConnection(asyncio.Protocol):
             self.websocket.data_received(data)
             return
         if self._rejected:
+            self._discarded += len(data)
+            if self._discarded > LINGER_MAX_BYTES:
+                self.abort()
             return
         try:
             self.parser.feed_data(data)
@@ -324,7 +334,9 @@ class HttpConnection(asyncio.Protocol):
                     return
         finally:
             self._busy = False
-        if not self.closed and not self._pending:
+        if self._eof:
+            self.close()
+        elif not self.closed and not self._pending:
             self._arm_timer(self.app.keepalive_timeout)
 
     async def _send(self, response: Response, keep_alive: bool) -> None:
@@ -366,12 +378,29 @@ class HttpConnection(asyncio.Protocol):
             websocket.data_received(rest)
 
     def _reject(self, status: int, message: str) -> None:
-        """Answer a request we will not read further, then close."""
+        """Answer a request we will not read further, then close.
+
+        The client may still be sending its body: half-close (our answer, then EOF)
+        and discard what still comes, for a while, before closing.
+        """
         self._rejected = True
         self._cancel_timer()
-        if self.transport is not None and not self.closed:
-            self.transport.write(_serialize(error_response(status, message), False))
-        self.close()
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(_serialize(error_response(status, message), False))
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._timer = self.loop.call_later(LINGER_SECONDS, self.close)
+        else:
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        """The client finished sending (half-close): answer what it asked, then close."""
+        self._eof = True
+        if self._rejected or not (self._busy or self._pending):
+            self.close()
+        return True  # keep the transport open for the answers still to come
 
     # ------------------------------------------------------------------ closing
 
@@ -397,7 +426,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _on_timeout(self) -> None:
         self._timer = None
-        if self.websocket is not None or self._busy:
+        if self.websocket is not None or self._busy or self._rejected:
             return
         if self._headers or self._url:
             self._reject(408, "request timed out")

@@ -218,9 +218,7 @@ class WebSocket:
             self.protocol.send_close(code, reason)
             self._flush()
         if self._close_timer is None and not self.closed:
-            self._close_timer = asyncio.get_running_loop().call_later(
-                timeout, self.transport.abort
-            )
+            self._close_timer = asyncio.get_running_loop().call_later(timeout, self.transport.abort)
 
     def _flush(self) -> None:
         for data in self.protocol.data_to_send():
