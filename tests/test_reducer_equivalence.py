@@ -79,7 +79,16 @@ def runner() -> Iterator[asyncio.Runner]:
 
 
 def _delta_key(d: Delta) -> tuple[Any, ...]:
-    return (d.entity_id, d.base, d.version, d.last_updated, d.touched, d.unchanged, d.deleted)
+    return (
+        d.entity_id,
+        d.base,
+        d.version,
+        d.last_updated,
+        d.touched,
+        d.unchanged,
+        d.deleted,
+        d.created,
+    )
 
 
 def _per_entity_event_ids(plan: list[list[Change]]) -> list[list[Change]]:

@@ -120,6 +120,9 @@ class Delta:
     #: Names in ``touched`` whose value did not change.
     unchanged: frozenset[str] = frozenset()
     deleted: bool = False
+    #: The entity did not exist before this delta (new, or re-created after deletion).
+    #: A client holding no copy of it must see this first: anything else is a gap.
+    created: bool = False
     source: str = ""
     #: Position in the delta log (a Redis stream id); empty until stored.
     position: str = ""

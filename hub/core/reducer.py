@@ -83,6 +83,7 @@ class World:
 
     def _update(self, entity_id: str, change: Change, now_ms: int) -> Outcome:
         entity = self.entities.get(entity_id)
+        created = entity is None
         if entity is None:
             base = self.tombstones.pop(entity_id, 0)
             entity = Entity(entity_id, {}, base, now_ms)
@@ -101,6 +102,7 @@ class World:
             now_ms,
             touched=change.properties,
             unchanged=unchanged,
+            created=created,
             source=change.source,
         )
         return Outcome(OutcomeStatus.APPLIED, entity.version, delta)

@@ -18,8 +18,9 @@ partition lives in one Redis Cluster slot; the number of partitions is a setting
 raising it later changes no key format (entities are placed by CRC32 of their id).
 
 Delta-log entry fields: ``i`` entity id, ``b`` base version, ``v`` new version, ``t``
-lastUpdated (ms), ``s`` source; then ``d`` = ``1`` for a deletion, or for each property
-the event carried ``=<name>`` (value changed) or ``~<name>`` (same value) -> JSON value.
+lastUpdated (ms), ``s`` source; then ``d`` = ``1`` for a deletion, or for an update
+``c`` = ``1`` if it created the entity, and for each property the event carried
+``=<name>`` (value changed) or ``~<name>`` (same value) -> JSON value.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ for _ = 1, n do
       local old = redis.call('HMGET', ekey, unpack(fields))
       local base = tonumber(old[1] or '0')
       local was_deleted = old[2]
-      if was_deleted or not old[1] then
+      local created = was_deleted or not old[1]
+      if created then
         -- Created (or re-created): index it; a tombstone's version carries on.
         if was_deleted then
           redis.call('HDEL', ekey, '#d')
@@ -94,6 +95,10 @@ for _ = 1, n do
         redis.call('ZADD', KEYS[3], 0, id)
       end
       local delta = {'i', id, 'b', base, 'v', 0, 't', now, 's', source}
+      if created then
+        delta[#delta + 1] = 'c'
+        delta[#delta + 1] = '1'
+      end
       local sets = {}
       local changed = 0
       for j = 0, np - 1 do

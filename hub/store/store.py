@@ -38,7 +38,8 @@ MIN_REDIS_VERSION = (6, 2, 0)
 _REDUCE_SOURCE = resources.files(__package__).joinpath("reduce.lua").read_text()
 
 # Delta-log fields (see keys.py).
-_ID, _BASE, _VERSION, _TIME, _SOURCE, _DELETED = b"i", b"b", b"v", b"t", b"s", b"d"
+_ID, _BASE, _VERSION, _TIME, _SOURCE = b"i", b"b", b"v", b"t", b"s"
+_DELETED, _CREATED = b"d", b"c"
 _CHANGED, _SAME = ord("="), ord("~")
 
 _REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
@@ -414,6 +415,7 @@ def _decode_delta(position: bytes, fields: Mapping[bytes, bytes]) -> Delta:
         touched=touched,
         unchanged=frozenset(same),
         deleted=_DELETED in fields,
+        created=_CREATED in fields,
         source=fields.get(_SOURCE, b"").decode(),
         position=position.decode(),
     )
