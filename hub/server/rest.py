@@ -7,6 +7,7 @@ by :meth:`RestApi.handle`.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 import math
@@ -104,6 +105,8 @@ class RestApi:
         try:
             handler = self._route(request)
             return await handler(request)
+        except MethodNotAllowed as exc:
+            return error_response(405, str(exc), [(b"allow", exc.allowed.encode())])
         except ProtocolError as exc:
             return error_response(exc.status, str(exc))
         except Overloaded as exc:
@@ -235,7 +238,7 @@ class RestApi:
         """
         query = request.query
         prefix = _effective_prefix(query.get("prefix"), query.get("namespace"))
-        cursor = query.get("cursor") or None
+        cursor = _decode_cursor(query.get("cursor"))
         if "limit" in query:
             limit = _query_int(query, "limit", LIST_PAGE)
             if not 1 <= limit <= LIST_MAX_LIMIT:
@@ -247,7 +250,7 @@ class RestApi:
             body = b"[" + b",".join(encode_entity(e) for e in entities) + b"]"
             headers = []
             if len(ids) == limit:
-                headers.append((b"x-next-cursor", _header_value(ids[-1])))
+                headers.append((b"x-next-cursor", _encode_cursor(ids[-1])))
             return Response(200, body, headers=headers)
         if prefix is None:
             return Response(200, b"[]")
@@ -325,26 +328,25 @@ class RestApi:
         if not isinstance(body, dict):
             raise _unprocessable("expected an object with `namespace`, `prefix` or `entity_ids`")
         limit = self.max_batch_delete
-        if "namespace" in body:
-            namespace = body["namespace"]
-            if not isinstance(namespace, str):
-                raise _unprocessable(f"namespace: expected a string, got {namespace!r}")
+        # Flux's filter is an untagged enum: the first variant whose field has the
+        # right type wins (so {"namespace": null, "prefix": "p"} deletes by prefix).
+        namespace = body.get("namespace")
+        prefix_value = body.get("prefix")
+        given = body.get("entity_ids")
+        if isinstance(namespace, str):
             prefix: str | None = _effective_prefix(None, namespace)
-        elif "prefix" in body:
-            prefix = body["prefix"]
-            if not isinstance(prefix, str):
-                raise _unprocessable(f"prefix: expected a string, got {prefix!r}")
-        elif "entity_ids" in body:
-            given = body["entity_ids"]
-            if not isinstance(given, list) or not all(isinstance(i, str) for i in given):
-                raise _unprocessable("entity_ids: expected a list of strings")
+        elif isinstance(prefix_value, str):
+            prefix = prefix_value
+        elif isinstance(given, list) and all(isinstance(i, str) for i in given):
             if len(given) > limit:
                 raise BadRequest(
                     f"Batch too large: {len(given)} entities requested, max is {limit}"
                 )
             return list(dict.fromkeys(given))
         else:
-            raise _unprocessable("expected one of `namespace`, `prefix` or `entity_ids`")
+            raise _unprocessable(
+                "expected `namespace` (string), `prefix` (string) or `entity_ids` (list of strings)"
+            )
         if prefix is None:
             return []
         ids = await self.store.list_ids(prefix, limit + 1)
@@ -359,11 +361,11 @@ class RestApi:
         return json_response(self.runtime.values.as_json())
 
     async def put_config(self, request: Request) -> Response:
-        body = _json_body(request)
-        # Flux checks the token after parsing the body.
+        # Flux checks the token after parsing the body, shape and types included.
+        changes = self.runtime.parse(_json_body(request))
         if self.admin_token is not None and not _bearer_matches(request, self.admin_token):
             raise BadRequest("Unauthorized", 401)
-        values = await self.runtime.update(body)
+        values = await self.runtime.apply(changes)
         return json_response(values.as_json())
 
     # ------------------------------------------------------------------ health
@@ -382,6 +384,14 @@ class RestApi:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+class MethodNotAllowed(BadRequest):
+    """405, with the methods the path does allow (for the ``Allow`` header)."""
+
+    def __init__(self, message: str, allowed: str) -> None:
+        super().__init__(message, 405)
+        self.allowed = allowed
 
 
 async def _preflight(request: Request) -> Response:
@@ -456,8 +466,19 @@ def _removed(result: Applied) -> bool:
     return result.status is OutcomeStatus.APPLIED and bool(result.delta_position)
 
 
-def _header_value(text: str) -> bytes:
-    # Header values must be Latin-1 without controls; ids are arbitrary strings.
-    from urllib.parse import quote
+def _encode_cursor(entity_id: str) -> bytes:
+    """A listing cursor: the last id, base64url without padding.
 
-    return quote(text, safe="/").encode()
+    It reads the same whether or not a client percent-encodes it again, and holds any
+    id (spaces, non-ASCII, ``%``) in a header value.
+    """
+    return base64.urlsafe_b64encode(entity_id.encode()).rstrip(b"=")
+
+
+def _decode_cursor(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(f"invalid cursor {text!r}: pass back the X-Next-Cursor value") from None

@@ -75,8 +75,10 @@ class RuntimeConfig:
             except LogUnavailable as exc:
                 logger.debug("runtime config refresh failed: %s", exc)
 
-    async def update(self, body: Any) -> RuntimeValues:
-        """Apply a PUT body: any subset of the four fields; unknown ones are ignored.
+    @staticmethod
+    def parse(body: Any) -> dict[str, Any]:
+        """Check a PUT body: any subset of the four fields; unknown fields are ignored
+        and ``null`` means "not given" (Flux's fields are all optional).
 
         Raises:
             BadRequest: (422) a field has the wrong type or is out of bounds.
@@ -87,9 +89,9 @@ class RuntimeConfig:
             )
         changes: dict[str, Any] = {}
         for f in fields(RuntimeValues):
-            if f.name not in body:
+            value = body.get(f.name)
+            if value is None:
                 continue
-            value = body[f.name]
             if f.name == "rate_limit_enabled":
                 if not isinstance(value, bool):
                     raise _type_error(f.name, "a boolean", value)
@@ -100,6 +102,10 @@ class RuntimeConfig:
                 if not low <= value <= high:
                     raise BadRequest(f"{f.name} must be between {low} and {high}, got {value}", 422)
             changes[f.name] = value
+        return changes
+
+    async def apply(self, changes: dict[str, Any]) -> RuntimeValues:
+        """Record checked changes (from :meth:`parse`) for every hub."""
         await self.store.write_runtime_config(
             {name: _encode(value) for name, value in changes.items()}
         )
