@@ -92,8 +92,17 @@ class GatewaySettings(_Frozen):
     admin_token: str | None = None
     #: Absolute cap on any request body, whatever the runtime limits say.
     max_body_bytes: int = Field(default=64 * MiB, ge=1024)
-    #: Largest WebSocket message accepted from a client.
+    #: Largest WebSocket message accepted from a client. Compat connections are closed
+    #: with 1009 past it; native ones get an error frame, up to 4 times this size,
+    #: and are closed with 1009 beyond that.
     max_frame_bytes: int = Field(default=1 * MiB, ge=1024)
+    #: Events one native publish frame may carry.
+    max_events_per_frame: int = Field(default=1000, ge=1)
+    #: Native subscriptions one connection may hold.
+    max_subscriptions: int = Field(default=100, ge=1)
+    #: Native requests (publish, get, list) read ahead of the one being handled, per
+    #: connection; past it the hub stops reading that socket until it catches up.
+    max_pending_requests: int = Field(default=64, ge=1)
     #: Open connections (HTTP and WebSocket) per hub process; more are refused.
     max_connections: int = Field(default=10_000, ge=1)
     #: Entities one batch delete may name or match (Flux ``max_batch_delete``).
@@ -109,6 +118,18 @@ class FanoutSettings(_Frozen):
 
     #: Bytes buffered for one slow connection before it is closed with 1013.
     max_send_buffer_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
+    #: Bytes buffered for a native connection before its deltas are conflated.
+    conflate_after_bytes: int = Field(default=1 * MiB, ge=16 * 1024)
+    #: Conflated (subscription, entity) deltas one native connection may have
+    #: pending; past it, it is closed with 1013 and resumes.
+    max_pending_entities: int = Field(default=10_000, ge=1)
+    #: Deltas held for a subscription while its snapshot or catch-up is read; past
+    #: it, the subscription is reset and read again.
+    max_held_deltas: int = Field(default=100_000, ge=1000)
+    #: Entities per snapshot page (one atomic Redis read, one snapshot frame).
+    snapshot_page: int = Field(default=500, ge=1, le=10_000)
+    #: Seconds between checkpoint frames to live native subscriptions.
+    checkpoint_interval: float = Field(default=10.0, gt=0)
     #: Delta-log entries read per XREAD.
     read_count: int = Field(default=1000, ge=1)
     #: Seconds between compat ``metrics_update`` messages (Flux: 2).
@@ -223,10 +244,18 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_MAX_BODY_BYTES": ("gateway", "max_body_bytes", int),
     "FLUX_MAX_FRAME_BYTES": ("gateway", "max_frame_bytes", int),
     "FLUX_MAX_CONNECTIONS": ("gateway", "max_connections", int),
+    "FLUX_MAX_EVENTS_PER_FRAME": ("gateway", "max_events_per_frame", int),
+    "FLUX_MAX_SUBSCRIPTIONS": ("gateway", "max_subscriptions", int),
+    "FLUX_MAX_PENDING_REQUESTS": ("gateway", "max_pending_requests", int),
     "FLUX_MAX_BATCH_DELETE": ("gateway", "max_batch_delete", int),
     "FLUX_REQUEST_TIMEOUT": ("gateway", "request_timeout", float),
     "FLUX_KEEPALIVE_TIMEOUT": ("gateway", "keepalive_timeout", float),
     "FLUX_MAX_SEND_BUFFER_BYTES": ("fanout", "max_send_buffer_bytes", int),
+    "FLUX_CONFLATE_AFTER_BYTES": ("fanout", "conflate_after_bytes", int),
+    "FLUX_MAX_PENDING_ENTITIES": ("fanout", "max_pending_entities", int),
+    "FLUX_MAX_HELD_DELTAS": ("fanout", "max_held_deltas", int),
+    "FLUX_SNAPSHOT_PAGE": ("fanout", "snapshot_page", int),
+    "FLUX_CHECKPOINT_INTERVAL": ("fanout", "checkpoint_interval", float),
     "FLUX_METRICS_INTERVAL": ("fanout", "metrics_interval", float),
     "FLUX_RATE_LIMIT_ENABLED": ("runtime", "rate_limit_enabled", _bool),
     "FLUX_RATE_LIMIT_PER_NAMESPACE_PER_MINUTE": (

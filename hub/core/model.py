@@ -123,6 +123,9 @@ class Delta:
     #: The entity did not exist before this delta (new, or re-created after deletion).
     #: A client holding no copy of it must see this first: anything else is a gap.
     created: bool = False
+    #: Only on merged deltas (see conflate.py): a deletion and a re-creation merged
+    #: into one. The client held the entity at ``base`` and must replace it.
+    replaced: bool = False
     source: str = ""
     #: Position in the delta log (a Redis stream id); empty until stored.
     position: str = ""

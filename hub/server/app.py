@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import LogUnavailable
+from ..wire.codec import JSON, MSGPACK, codec_for
 from ..wire.compat import Metrics, metrics_message
 from .compat_ws import CompatSession
 from .fanout import Fanout
 from .http import HttpConnection, Request, Response, error_response
 from .ingest import Ingest
+from .native_ws import NativeSession
 from .rest import RestApi
 from .runtime import RuntimeConfig
 from .ws import WebSocket, encode_frame, handshake
@@ -90,6 +92,7 @@ class Hub:
         )
         self.connections: set[HttpConnection] = set()
         self.websockets: set[WebSocket] = set()
+        self.native_sessions: set[NativeSession] = set()
         self._server: asyncio.Server | None = None
         self._tg: TaskGroup | None = None
         self._stack = AsyncExitStack()
@@ -107,6 +110,7 @@ class Hub:
             self._tg.start_soon(self.runtime.run)
             self._tg.start_soon(self._metrics_loop)
             self._tg.start_soon(self._keepalive_loop)
+            self._tg.start_soon(self._checkpoint_loop)
             with anyio.fail_after(10):
                 await self.fanout.ready.wait()
             gateway = self.settings.gateway
@@ -191,11 +195,12 @@ class Hub:
                 b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(error.body), error.body)
             )
             return None
+        max_frame = self.settings.gateway.max_frame_bytes
         protocol = handshake(
             request,
             transport,
-            max_frame_bytes=self.settings.gateway.max_frame_bytes,
-            subprotocols=[],
+            max_frame_bytes=max_frame,
+            subprotocols=[JSON.subprotocol, MSGPACK.subprotocol],
         )
         if protocol is None:
             return None
@@ -204,11 +209,27 @@ class Hub:
             protocol,
             client=request.client,
             max_send_buffer=self.settings.fanout.max_send_buffer_bytes,
-            on_closed=self.websockets.discard,
+            on_closed=self._websocket_closed,
         )
-        ws.session = CompatSession(ws, self.fanout)
+        codec = codec_for(protocol.subprotocol)
+        if codec is None:
+            ws.session = CompatSession(ws, self.fanout)
+        else:
+            # Native clients get an error frame for a frame over the limit; only one
+            # far over it (4x, where buffering it would cost) ends the connection.
+            protocol.max_message_size = 4 * max_frame
+            conflate = self.settings.fanout.conflate_after_bytes
+            transport.set_write_buffer_limits(high=conflate, low=conflate // 4)
+            session = NativeSession(ws, self, codec)
+            ws.session = session
+            self.native_sessions.add(session)
         self.websockets.add(ws)
         return ws
+
+    def _websocket_closed(self, ws: WebSocket) -> None:
+        self.websockets.discard(ws)
+        if isinstance(ws.session, NativeSession):
+            self.native_sessions.discard(ws.session)
 
     # ------------------------------------------------------------------ periodic work
 
@@ -244,6 +265,14 @@ class Hub:
             publishers_active=self.fanout.active_sources(now, PUBLISHER_WINDOW),
         )
         return metrics_message(metrics, math.floor(self.clock() * 1000))
+
+    async def _checkpoint_loop(self) -> None:
+        """Tell live native subscriptions how far the hub has read, so that a resume
+        after a quiet spell starts from a recent position."""
+        while True:
+            await anyio.sleep(self.settings.fanout.checkpoint_interval)
+            for session in list(self.native_sessions):
+                session.checkpoint()
 
     async def _keepalive_loop(self) -> None:
         """Ping every WebSocket; close the ones that stopped answering."""

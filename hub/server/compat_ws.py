@@ -80,3 +80,10 @@ class CompatSession:
 
     def on_close(self) -> None:
         self.fanout.remove_compat(self, self.patterns())
+
+    # Compat output is bounded by the WebSocket's send-buffer cap alone.
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ..core.cursor import Position
 from ..core.index import Pattern, SubscriptionIndex
 from ..errors import LogUnavailable
 from ..wire.compat import delta_messages
+from ..wire.native import DeltaEncoder
 from .ws import encode_frame
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from ..core.model import Delta
     from ..store import Store
     from .compat_ws import CompatSession
+    from .native_ws import NativeSubscription
 
 __all__ = ["Fanout"]
 
@@ -40,11 +43,12 @@ RETRY_MIN, RETRY_MAX = 0.1, 5.0
 class Fanout:
     """Routes deltas from the log to subscribed sessions."""
 
-    def __init__(self, store: Store, *, read_count: int, clock: object = None) -> None:
+    def __init__(self, store: Store, *, read_count: int) -> None:
         self.store = store
         self.read_count = read_count
         self.compat_index: SubscriptionIndex[CompatSession] = SubscriptionIndex()
         self.compat_sessions: set[CompatSession] = set()
+        self.native_index: SubscriptionIndex[NativeSubscription] = SubscriptionIndex()
         #: Last time (loop clock) each event source was seen in the delta log.
         self.sources: dict[str, float] = {}
         #: Newest position read, per partition.
@@ -52,6 +56,8 @@ class Fanout:
         self.deltas_read = 0
         self.ready = anyio.Event()
         self._started = 0
+        # Set (and replaced) after every dispatch: wakes wait_past().
+        self._progress = anyio.Event()
 
     # ------------------------------------------------------------------ sessions
 
@@ -72,6 +78,21 @@ class Fanout:
         self.compat_sessions.discard(session)
         for pattern in patterns:
             self.compat_index.remove(session, pattern)
+
+    def passed(self, positions: dict[int, Position]) -> bool:
+        """Whether every delta up to ``positions`` has been dispatched."""
+        current = self.cursor()
+        return all(p in current and current[p] >= pos for p, pos in positions.items())
+
+    async def wait_past(self, positions: dict[int, Position]) -> None:
+        """Return once every delta up to ``positions`` has been dispatched."""
+        while not self.passed(positions):
+            await self._progress.wait()
+
+    def cursor(self) -> dict[int, Position]:
+        """How far the fan-out has read, per partition: every delta up to here has
+        been dispatched (sent, held or conflated) to every subscription."""
+        return {p: Position.of(p, text) for p, text in self.positions.items()}
 
     # ------------------------------------------------------------------ tailing
 
@@ -103,14 +124,28 @@ class Fanout:
                 position = deltas[-1].position
                 self.positions[p] = position
                 self.deltas_read += len(deltas)
-                self.dispatch(deltas, anyio.current_time())
+                self.dispatch(deltas, anyio.current_time(), p)
+                progress, self._progress = self._progress, anyio.Event()
+                progress.set()
 
-    def dispatch(self, deltas: Iterable[Delta], now: float) -> None:
+    def dispatch(self, deltas: Iterable[Delta], now: float, partition: int = 0) -> None:
         """Send deltas to every matching session (synchronously: no awaits)."""
         sources = self.sources
+        native = self.native_index
         for delta in deltas:
             if delta.source:
                 sources[delta.source] = now
+            subs = native.match(delta.entity_id)
+            if subs:
+                position = Position.of(partition, delta.position)
+                encoder = DeltaEncoder(delta, position)
+                for sub in subs:
+                    try:
+                        sub.on_delta(delta, position, encoder)
+                    except Exception:
+                        # One connection's failure must not stop the fan-out.
+                        logger.exception("delivering a delta to %r failed; closing", sub.sub)
+                        sub.session.ws.close(1011, "internal error while sending a delta")
             if delta.deleted:
                 # Flux sends entity_deleted to every connection, subscribed or not.
                 targets: Iterable[CompatSession] = list(self.compat_sessions)

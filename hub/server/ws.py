@@ -61,6 +61,12 @@ class Session(Protocol):
 
     def on_close(self) -> None: ...
 
+    def pause_writing(self) -> None:
+        """The transport's buffer went over its high-water mark."""
+
+    def resume_writing(self) -> None:
+        """The transport's buffer drained below its low-water mark."""
+
 
 def handshake(
     request: Request,
@@ -233,10 +239,12 @@ class WebSocket:
     # ------------------------------------------------------------------ transport events
 
     def pause_writing(self) -> None:
-        pass
+        if self.session is not None:
+            self.session.pause_writing()
 
     def resume_writing(self) -> None:
-        pass
+        if self.session is not None:
+            self.session.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:

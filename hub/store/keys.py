@@ -5,7 +5,8 @@ Layout (prefix ``flux``, partition ``p``)::
     flux:{p}:events       STREAM  event log: field ``e`` = the stored event JSON
     flux:{p}:deltas       STREAM  delta log: one entry per applied event (see below)
     flux:{p}:ids          ZSET    live entity ids, score 0: lexicographic index
-    flux:{p}:stats        HASH    ``events``: events accepted, all time
+    flux:{p}:stats        HASH    ``events``: events accepted, ``deltas``: deltas
+                                  appended, all time
     flux:{p}:e:<id>       HASH    entity: ``.<name>`` -> canonical JSON value,
                                   ``#v`` version, ``#t`` lastUpdated (ms),
                                   ``#d`` present when deleted (tombstone)

@@ -42,6 +42,7 @@ end
 
 local out = {}
 local accepted = 0
+local deltas = 0
 local a = 7
 local k = 5
 for _ = 1, n do
@@ -128,6 +129,7 @@ for _ = 1, n do
       sets[#sets + 1] = now
       redis.call('HSET', ekey, unpack(sets))
       dpos = xadd(KEYS[2], delta_maxlen, delta)
+      deltas = deltas + 1
     elseif kind == 'D' then
       local base = live_version(ekey)
       if base > 0 then
@@ -137,6 +139,7 @@ for _ = 1, n do
         redis.call('ZREM', KEYS[3], id)
         dpos = xadd(KEYS[2], delta_maxlen,
           {'i', id, 'b', base, 'v', version, 't', now, 's', source, 'd', '1'})
+        deltas = deltas + 1
       end
       -- Deleting what does not exist is a silent no-op (Flux); version stays 0.
     elseif id ~= '' then
@@ -155,5 +158,9 @@ end
 
 if accepted > 0 then
   redis.call('HINCRBY', KEYS[4], 'events', accepted)
+end
+if deltas > 0 then
+  -- Compared with XLEN, tells whether the delta log was ever trimmed.
+  redis.call('HINCRBY', KEYS[4], 'deltas', deltas)
 end
 return out

@@ -36,6 +36,7 @@ logger = logging.getLogger("hub.store")
 MIN_REDIS_VERSION = (6, 2, 0)
 
 _REDUCE_SOURCE = resources.files(__package__).joinpath("reduce.lua").read_text()
+_SNAPSHOT_SOURCE = resources.files(__package__).joinpath("snapshot.lua").read_text()
 
 # Delta-log fields (see keys.py).
 _ID, _BASE, _VERSION, _TIME, _SOURCE = b"i", b"b", b"v", b"t", b"s"
@@ -82,6 +83,7 @@ class Store:
         self._client: aioredis.Redis = _client(url, max_connections=64)
         self._tails: dict[int, aioredis.Redis] = {}
         self._sha = ""
+        self._snapshot_sha = ""
 
     @classmethod
     async def connect(cls, url: str, keys: Keys, log: LogSettings) -> Store:
@@ -108,6 +110,7 @@ class Store:
                     f"Redis {version} at {_redact(self.url)} is too old: the hub needs 6.2 or newer"
                 )
             self._sha = await self._client.script_load(_REDUCE_SOURCE)
+            self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
         except _REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
 
@@ -316,6 +319,76 @@ class Store:
             return []
         return [_decode_delta(pos, fields) for pos, fields in reply[0][1]]
 
+    async def snapshot_range(
+        self, p: int, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Entity], str | None, str]:
+        """One snapshot page of partition ``p``: live entities whose id starts with
+        ``prefix``, after ``after``, read atomically with the delta-log head.
+
+        Returns:
+            ``(entities, last id read or None when the range is exhausted, head)``.
+        """
+        low = "[" + prefix if after is None or after < prefix else "(" + after
+        high = b"[" + prefix.encode() + b"\xff"
+        keys = [self.keys.ids(p), self.keys.delta_log(p)]
+        args: list[Any] = [self.keys.entity(p, ""), "range", low, high, limit]
+        reply = await self._snapshot_call(keys, args)
+        head, count = reply[0].decode(), int(reply[1])
+        entities, last = _decode_snapshot(reply)
+        return entities, (last if count >= limit else None), head
+
+    async def snapshot_ids(self, p: int, entity_ids: Sequence[str]) -> tuple[list[Entity], str]:
+        """The live entities among ``entity_ids`` (all of partition ``p``), read
+        atomically with the delta-log head: ``(entities, head)``."""
+        keys = [self.keys.ids(p), self.keys.delta_log(p)]
+        reply = await self._snapshot_call(keys, [self.keys.entity(p, ""), "ids", *entity_ids])
+        entities, _ = _decode_snapshot(reply)
+        return entities, reply[0].decode()
+
+    async def _snapshot_call(self, keys: list[str], args: list[Any]) -> list[Any]:
+        try:
+            try:
+                reply = await self._client.evalsha(self._snapshot_sha, len(keys), *keys, *args)
+            except redis_errors.NoScriptError:
+                self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
+                reply = await self._client.evalsha(self._snapshot_sha, len(keys), *keys, *args)
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading a snapshot: {exc}") from exc
+        return list(cast("list[Any]", reply))
+
+    async def read_range(self, p: int, after: str, count: int) -> list[Delta]:
+        """Up to ``count`` deltas of partition ``p`` after position ``after`` (catch-up)."""
+        try:
+            entries = cast(
+                "list[tuple[bytes, dict[bytes, bytes]]]",
+                await self._client.xrange(self.keys.delta_log(p), "(" + after, "+", count=count),
+            )
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
+        return [_decode_delta(pos, fields) for pos, fields in entries]
+
+    async def has_delta(self, p: int, position: str) -> bool:
+        """Whether the delta log of ``p`` still holds the entry at ``position``.
+
+        Streams are trimmed from the oldest end: if the entry a client last saw is
+        still there, nothing after it was trimmed.
+        """
+        log = self.keys.delta_log(p)
+        try:
+            if position == "0-0":
+                # Before the first delta: reachable if nothing was ever trimmed.
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.xlen(log)
+                    pipe.hget(self.keys.stats(p), "deltas")
+                    length, added = await pipe.execute()
+                return int(length) == int(added or 0)
+            entries = await self._client.xrange(log, position, position, count=1)
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
+        except redis_errors.ResponseError:
+            return False  # not a valid stream id
+        return bool(entries)
+
     async def delta_log_head(self, p: int) -> str:
         """The position of the newest delta of partition ``p`` ("0-0" if none)."""
         try:
@@ -394,6 +467,21 @@ def _decode_entity(entity_id: str, fields: Mapping[bytes, bytes]) -> Entity | No
         return None
     properties = {k[1:].decode(): v for k, v in sorted(fields.items()) if k[:1] == b"."}
     return Entity(entity_id, properties, int(version), int(fields.get(b"#t", b"0")))
+
+
+def _decode_snapshot(reply: list[Any]) -> tuple[list[Entity], str | None]:
+    """Entities of a snapshot.lua reply, and the last id it read."""
+    entities = []
+    last = None
+    for n in range(2, len(reply), 2):
+        entity_id = reply[n].decode()
+        last = entity_id
+        flat = reply[n + 1]
+        fields = dict(zip(flat[0::2], flat[1::2], strict=True))
+        entity = _decode_entity(entity_id, fields)
+        if entity is not None:
+            entities.append(entity)
+    return entities, last
 
 
 def _decode_delta(position: bytes, fields: Mapping[bytes, bytes]) -> Delta:

@@ -1,0 +1,57 @@
+"""Conflation: merging consecutive deltas of one entity into one.
+
+When a subscriber falls behind, its pending deltas are merged per entity: the merged
+delta takes the client from the first delta's ``base`` to the last one's ``version``
+in one step, so the state the client ends with is exactly the state it would have
+reached applying each delta — with memory bounded by the number of entities pending,
+not the number of deltas.
+
+Rules for ``merge(a, b)`` (``b.base == a.version``):
+
+- an update after an update: properties changed by either, ``b``'s value winning;
+- a deletion after anything: a deletion from ``a.base`` — or nothing at all if ``a``
+  created the entity from nothing (the client never held it);
+- an update after a deletion: a re-creation (``created`` and ``replaced``: the client
+  held the entity at ``base``), whose properties replace what the client held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import Delta
+
+__all__ = ["merge"]
+
+
+def merge(a: Delta, b: Delta) -> Delta | None:
+    """Merge two consecutive deltas of one entity; None when they cancel out.
+
+    Raises:
+        ValueError: the deltas are not consecutive deltas of one entity.
+    """
+    if a.entity_id != b.entity_id or b.base != a.version:
+        raise ValueError(
+            f"cannot merge {a.entity_id}@{a.base}->{a.version} "
+            f"with {b.entity_id}@{b.base}->{b.version}"
+        )
+    if b.deleted:
+        if a.created and not a.replaced:
+            return None
+        return replace(b, base=a.base)
+    if a.deleted:
+        # Deleted, then created again: the client replaces what it held.
+        return replace(b, base=a.base, created=True, replaced=True)
+    touched = {**a.touched, **b.touched}
+    changed = a.changed.keys() | b.changed.keys()
+    unchanged = frozenset(k for k in touched if k not in changed)
+    return replace(
+        b,
+        base=a.base,
+        touched=dict(sorted(touched.items())),
+        unchanged=unchanged,
+        created=a.created,
+        replaced=a.replaced,
+    )

@@ -1,0 +1,618 @@
+"""The native WebSocket protocol (subprotocols ``flux.v1`` and ``flux.v1.msgpack``).
+
+One :class:`NativeSession` per connection. Frames are described in docs/protocol.md.
+
+Requests (publish, get, list) are handled one at a time, in order, by a task of the
+session; at most ``max_pending_requests`` wait, then the hub stops reading the socket
+until it catches up (TCP backpressure). Subscribe and unsubscribe take effect at once.
+
+A subscription is *live* (deltas go out as the fan-out dispatches them) or *holding*
+(while its snapshot or catch-up is read, dispatched deltas are kept, up to
+``max_held_deltas``; then it is reset and read again). See hub/core/handoff.py for
+the snapshot hand-off, and :meth:`NativeSession._catch_up` for resume.
+
+Slow consumers: past ``conflate_after_bytes`` unsent, a connection's deltas are merged
+per (subscription, entity) instead of queued (hub/core/conflate.py); when the socket
+drains they go out marked ``conflated``, followed by a ``checkpoint`` per subscription.
+More than ``max_pending_entities`` merged deltas, or more than ``max_send_buffer_bytes``
+unsent: close 1013 with a reason; the client resumes from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import ValidationError
+
+from ..core.conflate import merge
+from ..core.cursor import Position, format_cursor, parse_cursor
+from ..core.handoff import SnapshotCut, plan_snapshot
+from ..core.index import Pattern
+from ..core.model import Delta, OutcomeStatus
+from ..errors import Closed, LogUnavailable, PayloadTooLarge, ProtocolError
+from ..wire.codec import JSON, MSGPACK, Codec, DecodeError
+from ..wire.envelope import Envelope, parse_event
+from ..wire.frames import (
+    CLIENT_FRAMES,
+    ClientFrame,
+    Filter,
+    GetFrame,
+    ListFrame,
+    PublishFrame,
+    Ref,
+    SubscribeFrame,
+    UnsubscribeFrame,
+    describe_error,
+    ref_of,
+)
+from ..wire.native import DeltaEncoder, SubPrefix, delta_frame, entity_value
+from .ids import uuid7
+from .ws import WebSocket, encode_frame
+
+if TYPE_CHECKING:
+    from .app import Hub
+
+__all__ = ["NativeSession", "NativeSubscription", "patterns_of"]
+
+logger = logging.getLogger("hub.gateway")
+
+#: Deltas read per round trip while catching up.
+CATCH_UP_BATCH = 1000
+#: Resets in a row (held buffer overflowing) before the connection is closed.
+MAX_RESETS = 3
+
+
+def patterns_of(spec: Filter) -> list[Pattern]:
+    """The index patterns of a subscription filter."""
+    if spec.all:
+        return [Pattern.all()]
+    patterns = [Pattern.exact(i) for i in spec.ids]
+    patterns += [Pattern.prefix(p) for p in spec.prefixes]
+    patterns += [Pattern.namespace(n) for n in spec.namespaces]
+    patterns += [Pattern.glob(g) for g in spec.globs]
+    return list(dict.fromkeys(patterns))
+
+
+class NativeSubscription:
+    """One subscription of a native connection."""
+
+    def __init__(self, session: NativeSession, frame: SubscribeFrame) -> None:
+        self.session = session
+        self.sub = frame.sub
+        self.patterns = patterns_of(frame.filter)
+        self.properties = frozenset(frame.properties) if frame.properties is not None else None
+        self.touches = frame.touches
+        self.prefix = SubPrefix.of(session.codec, frame.sub)
+        #: Deltas dispatched while the snapshot or catch-up is read; None when live.
+        self.holding: list[tuple[Delta, Position]] | None = None
+        #: Per partition, the last position already sent by a catch-up: live deltas
+        #: at or before it are not sent again.
+        self.sent_upto: dict[int, Position] = {}
+        #: After a snapshot, until the fan-out has passed every page position: live
+        #: deltas the snapshot already reflects are dropped by it.
+        self.cut: SnapshotCut | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.resets = 0
+        self.closed = False
+
+    def matches(self, entity_id: str) -> bool:
+        return any(p.matches(entity_id) for p in self.patterns)
+
+    def on_delta(self, delta: Delta, position: Position, encoder: DeltaEncoder) -> None:
+        """Called by the fan-out for every dispatched delta this subscription matches."""
+        if self.holding is not None:
+            self.holding.append((delta, position))
+            if len(self.holding) > self.session.max_held:
+                self.session.overflow(self)
+            return
+        upto = self.sent_upto.get(position.partition)
+        if upto is not None and position <= upto:
+            return
+        if self.cut is not None and self.cut.reflected(delta.entity_id, position):
+            return
+        self.session.queue_delta(self, delta, position, encoder)
+
+    @property
+    def synced(self) -> bool:
+        """Live, with an exact cursor: what a checkpoint may be sent to."""
+        return self.holding is None and self.cut is None
+
+
+class NativeSession:
+    """State of one native-protocol connection."""
+
+    def __init__(self, ws: WebSocket, hub: Hub, codec: Codec) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.codec = codec
+        settings = hub.settings
+        self.max_soft_frame = settings.gateway.max_frame_bytes
+        self.max_events = settings.gateway.max_events_per_frame
+        self.max_subscriptions = settings.gateway.max_subscriptions
+        self.max_requests = settings.gateway.max_pending_requests
+        self.max_held = settings.fanout.max_held_deltas
+        self.max_pending = settings.fanout.max_pending_entities
+        self.page = settings.fanout.snapshot_page
+        self.subscriptions: dict[str, NativeSubscription] = {}
+        self._requests: deque[ClientFrame] = deque()
+        self._serving = False
+        self._reading_paused = False
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        #: Conflated deltas waiting for the socket to drain, in arrival order.
+        self._pending: dict[tuple[str, str], tuple[NativeSubscription, Delta, Position]] = {}
+        self.paused = False
+        self._writable = anyio.Event()
+        self._writable.set()
+        # Statistics.
+        self.conflated = 0
+
+    # ------------------------------------------------------------------ incoming
+
+    def on_message(self, data: bytes, text: bool) -> None:
+        if len(data) > self.max_soft_frame:
+            self._error(
+                None,
+                "too_large",
+                f"frame of {len(data)} bytes is over the limit of {self.max_soft_frame}",
+            )
+            return
+        codec = JSON if text else MSGPACK
+        try:
+            raw = codec.decode(data)
+        except DecodeError as exc:
+            self._error(None, "bad_frame", str(exc))
+            return
+        try:
+            frame = CLIENT_FRAMES.validate_python(raw)
+        except ValidationError as exc:
+            self._error(ref_of(raw), "bad_frame", describe_error(exc))
+            return
+        if isinstance(frame, SubscribeFrame):
+            self._subscribe(frame)
+        elif isinstance(frame, UnsubscribeFrame):
+            self._unsubscribe(frame)
+        else:
+            self._requests.append(frame)
+            if len(self._requests) >= self.max_requests and not self._reading_paused:
+                self._reading_paused = True
+                self.ws.transport.pause_reading()
+            if not self._serving:
+                self._serving = True
+                self.hub.spawn(self._serve_requests)
+
+    def on_close(self) -> None:
+        for sub in list(self.subscriptions.values()):
+            self._drop(sub)
+        self._requests.clear()
+        self._pending.clear()
+        self._writable.set()
+
+    # ------------------------------------------------------------------ requests
+
+    async def _serve_requests(self) -> None:
+        try:
+            while self._requests and self.ws.open:
+                frame = self._requests.popleft()
+                if self._reading_paused and len(self._requests) < self.max_requests // 2:
+                    self._reading_paused = False
+                    self.ws.transport.resume_reading()
+                try:
+                    if isinstance(frame, PublishFrame):
+                        await self._publish(frame)
+                    elif isinstance(frame, GetFrame):
+                        await self._get(frame)
+                    elif isinstance(frame, ListFrame):
+                        await self._list(frame)
+                except ProtocolError as exc:
+                    self._error(frame.ref, "bad_frame", str(exc))
+                except (LogUnavailable, Closed) as exc:
+                    self._error(frame.ref, "unavailable", str(exc))
+        finally:
+            self._serving = False
+
+    async def _publish(self, frame: PublishFrame) -> None:
+        if len(frame.events) > self.max_events:
+            self._error(
+                frame.ref,
+                "too_many_events",
+                f"{len(frame.events)} events in one frame; the limit is {self.max_events}",
+            )
+            return
+        now = math.floor(self.hub.clock() * 1000)
+        results: list[dict[str, Any] | None] = [None] * len(frame.events)
+        accepted: list[tuple[int, Envelope]] = []
+        for index, raw in enumerate(frame.events):
+            try:
+                if_version = _if_version(raw)
+                envelope = parse_event(
+                    raw,
+                    now_ms=now,
+                    new_id=lambda: uuid7(now),
+                    limits=self.hub.rest.limits,
+                    if_version=if_version,
+                )
+            except PayloadTooLarge as exc:
+                results[index] = _failure(raw, "too_large", str(exc))
+                continue
+            except ProtocolError as exc:
+                results[index] = _failure(raw, "invalid", str(exc))
+                continue
+            accepted.append((index, envelope))
+        if accepted:
+            try:
+                applied = await self.hub.ingest.submit([e for _, e in accepted])
+            except (LogUnavailable, Closed) as exc:
+                for index, envelope in accepted:
+                    results[index] = {
+                        "eventId": envelope.event_id,
+                        "error": {"code": "unavailable", "message": str(exc)},
+                    }
+            else:
+                for (index, envelope), result in zip(accepted, applied, strict=True):
+                    position = (
+                        str(Position.of(result.partition, result.delta_position))
+                        if result.delta_position
+                        else None
+                    )
+                    if result.status is OutcomeStatus.CONFLICT:
+                        results[index] = {
+                            "eventId": envelope.event_id,
+                            "error": {
+                                "code": "conflict",
+                                "message": f"entity is at version {result.version}",
+                            },
+                            "version": result.version,
+                        }
+                    else:
+                        results[index] = {
+                            "eventId": envelope.event_id,
+                            "status": "duplicate"
+                            if result.status is OutcomeStatus.DUPLICATE
+                            else "ok",
+                            "version": result.version,
+                            "position": position,
+                        }
+        self._send_value({"type": "ack", "ref": frame.ref, "results": results})
+
+    async def _get(self, frame: GetFrame) -> None:
+        entities = await self.hub.store.get_many(list(dict.fromkeys(frame.ids)))
+        found = {e.id for e in entities}
+        self._send_value(
+            {
+                "type": "entities",
+                "ref": frame.ref,
+                "entities": [entity_value(e, self.codec) for e in entities],
+                "missing": [i for i in frame.ids if i not in found],
+            }
+        )
+
+    async def _list(self, frame: ListFrame) -> None:
+        prefix = frame.prefix
+        if frame.namespace is not None:
+            ns_prefix = frame.namespace + "/"
+            if prefix.startswith(ns_prefix):
+                pass
+            elif ns_prefix.startswith(prefix) and "/" not in frame.namespace:
+                prefix = ns_prefix
+            else:
+                self._send_value(
+                    {"type": "entities", "ref": frame.ref, "entities": [], "next": None}
+                )
+                return
+        ids = await self.hub.store.list_ids(prefix, frame.limit, frame.cursor)
+        entities = await self.hub.store.get_many(ids)
+        self._send_value(
+            {
+                "type": "entities",
+                "ref": frame.ref,
+                "entities": [entity_value(e, self.codec) for e in entities],
+                "next": ids[-1] if len(ids) == frame.limit else None,
+            }
+        )
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def _subscribe(self, frame: SubscribeFrame) -> None:
+        if frame.sub in self.subscriptions:
+            self._error(
+                frame.ref,
+                "duplicate_subscription",
+                f"subscription {frame.sub!r} already exists on this connection",
+            )
+            return
+        if len(self.subscriptions) >= self.max_subscriptions:
+            self._error(
+                frame.ref,
+                "too_many_subscriptions",
+                f"a connection may hold {self.max_subscriptions} subscriptions",
+            )
+            return
+        cursor = None
+        if frame.from_ is not None:
+            try:
+                cursor = parse_cursor(frame.from_)
+            except ValueError as exc:
+                self._error(frame.ref, "bad_cursor", str(exc))
+                return
+        sub = NativeSubscription(self, frame)
+        self.subscriptions[sub.sub] = sub
+        for pattern in sub.patterns:
+            self.hub.fanout.native_index.add(sub, pattern)
+        if frame.snapshot or cursor is not None:
+            sub.holding = []
+            self._send_value({"type": "subscribed", "ref": frame.ref, "sub": sub.sub})
+            self._start_sync(sub, cursor, None)
+        else:
+            # Live from here: every delta the fan-out dispatches from now on.
+            cursor_text = format_cursor(self.hub.fanout.cursor())
+            self._send_value(
+                {"type": "subscribed", "ref": frame.ref, "sub": sub.sub, "cursor": cursor_text}
+            )
+
+    def _unsubscribe(self, frame: UnsubscribeFrame) -> None:
+        sub = self.subscriptions.get(frame.sub)
+        if sub is None:
+            self._error(
+                frame.ref,
+                "unknown_subscription",
+                f"no subscription {frame.sub!r} on this connection",
+            )
+            return
+        self._drop(sub)
+        self._send_value({"type": "unsubscribed", "ref": frame.ref, "sub": frame.sub})
+
+    def _drop(self, sub: NativeSubscription) -> None:
+        sub.closed = True
+        self.subscriptions.pop(sub.sub, None)
+        for pattern in sub.patterns:
+            self.hub.fanout.native_index.remove(sub, pattern)
+        if sub.scope is not None:
+            sub.scope.cancel()
+        sub.holding = None
+
+    def _start_sync(
+        self, sub: NativeSubscription, cursor: dict[int, Position] | None, reset: str | None
+    ) -> None:
+        scope = anyio.CancelScope()
+        sub.scope = scope
+
+        async def run() -> None:
+            with scope:
+                try:
+                    if cursor is not None and reset is None:
+                        problem = await self._check_cursor(cursor)
+                        if problem is None:
+                            await self._catch_up(sub, cursor)
+                            return
+                        await self._snapshot(sub, problem)
+                    else:
+                        await self._snapshot(sub, reset)
+                except (LogUnavailable, Closed) as exc:
+                    logger.warning("subscription %r: %s", sub.sub, exc)
+                    if not sub.closed:
+                        self._drop(sub)
+                        self._error(
+                            None,
+                            "unavailable",
+                            f"subscription {sub.sub!r} ended: {exc}",
+                            sub=sub.sub,
+                        )
+
+        self.hub.spawn(run)
+
+    def overflow(self, sub: NativeSubscription) -> None:
+        """The held buffer overflowed: start the subscription over, or give up."""
+        if sub.scope is not None:
+            sub.scope.cancel()
+        sub.resets += 1
+        if sub.resets > MAX_RESETS:
+            self.ws.close(
+                1013,
+                f"subscription {sub.sub!r} cannot keep up with the update rate; reconnect later",
+            )
+            return
+        sub.holding = []
+        self._start_sync(
+            sub, None, f"more than {self.max_held} deltas arrived while reading the snapshot"
+        )
+
+    async def _check_cursor(self, cursor: dict[int, Position]) -> str | None:
+        """Why a resume from ``cursor`` is impossible, or None if it is possible."""
+        partitions = self.hub.store.keys.partitions
+        if set(cursor) != set(range(partitions)):
+            return f"the cursor must name all {partitions} partitions"
+        for p, position in cursor.items():
+            if not await self.hub.store.has_delta(p, position.stream_id):
+                return f"the delta log no longer reaches back to {position}"
+        return None
+
+    async def _catch_up(self, sub: NativeSubscription, cursor: dict[int, Position]) -> None:
+        """Send exactly the deltas after ``cursor``, then the held ones, then go live."""
+        store = self.hub.store
+        sent = dict(cursor)
+        for p in range(store.keys.partitions):
+            while True:
+                deltas = await store.read_range(p, sent[p].stream_id, CATCH_UP_BATCH)
+                if not deltas:
+                    break
+                for delta in deltas:
+                    position = Position.of(p, delta.position)
+                    sent[p] = position
+                    if sub.matches(delta.entity_id):
+                        self.queue_delta(sub, delta, position, DeltaEncoder(delta, position))
+                await self._wait_writable()
+        # No await from here on: the hand-off to live happens in one step.
+        held, sub.holding = sub.holding or [], None
+        for delta, position in held:
+            if position > sent[position.partition]:
+                self.queue_delta(sub, delta, position, DeltaEncoder(delta, position))
+                sent[position.partition] = position
+        sub.sent_upto = sent
+        sub.resets = 0
+        self._send_value({"type": "synced", "sub": sub.sub, "cursor": format_cursor(sent)})
+
+    async def _snapshot(self, sub: NativeSubscription, reset: str | None) -> None:
+        """Send the matching entities, then the held deltas they do not reflect."""
+        if reset is not None:
+            self._send_value({"type": "reset", "sub": sub.sub, "reason": reset})
+        store = self.hub.store
+        plan = plan_snapshot(sub.patterns)
+        cut = SnapshotCut()
+        for p in range(store.keys.partitions):
+            for prefix in plan.ranges:
+                after: str | None = None
+                while True:
+                    entities, last, head = await store.snapshot_range(p, prefix, after, self.page)
+                    cut.add_page(p, prefix, last, Position.of(p, head))
+                    await self._snapshot_chunk(sub, [e for e in entities if sub.matches(e.id)])
+                    if last is None:
+                        break
+                    after = last
+            ids = [i for i in plan.ids if store.keys.partition_of(i) == p]
+            for start in range(0, len(ids), self.page):
+                chunk = ids[start : start + self.page]
+                entities, head = await store.snapshot_ids(p, chunk)
+                cut.add_ids(chunk, Position.of(p, head))
+                await self._snapshot_chunk(sub, entities)
+        self._send_value({"type": "snapshot", "sub": sub.sub, "entities": [], "done": True})
+        # No await from here on: the hand-off to live happens in one step.
+        held, sub.holding = sub.holding or [], None
+        sub.cut = cut
+        for delta, position in held:
+            if not cut.reflected(delta.entity_id, position):
+                self.queue_delta(sub, delta, position, DeltaEncoder(delta, position))
+        # The fan-out may still be behind the positions the pages were read at; until
+        # it passes them, the cut keeps filtering live deltas, and the client has no
+        # exact cursor yet. Then it does: everything up to the fan-out's position.
+        await self.hub.fanout.wait_past(cut.latest())
+        sub.cut = None
+        sub.resets = 0
+        cursor = format_cursor(self.hub.fanout.cursor())
+        self._send_value({"type": "synced", "sub": sub.sub, "cursor": cursor})
+
+    async def _snapshot_chunk(self, sub: NativeSubscription, entities: list[Any]) -> None:
+        if not entities:
+            return
+        await self._wait_writable()
+        values = [entity_value(e, self.codec, sub.properties) for e in entities]
+        self._send_value({"type": "snapshot", "sub": sub.sub, "entities": values, "done": False})
+
+    # ------------------------------------------------------------------ outgoing
+
+    def queue_delta(
+        self, sub: NativeSubscription, delta: Delta, position: Position, encoder: DeltaEncoder
+    ) -> None:
+        """Send a delta to a subscription, or conflate it if the client is behind."""
+        if self.paused or self._pending:
+            key = (sub.sub, delta.entity_id)
+            earlier = self._pending.get(key)
+            if earlier is None:
+                if len(self._pending) >= self.max_pending:
+                    self.ws.close(
+                        1013,
+                        f"slow consumer: more than {self.max_pending} entities pending; reconnect and resume from your cursor",
+                    )
+                    self._pending.clear()
+                    return
+                self._pending[key] = (sub, delta, position)
+                return
+            self.conflated += 1
+            merged = merge(earlier[1], delta)
+            if merged is None:
+                del self._pending[key]
+            else:
+                self._pending[key] = (sub, merged, position)
+            return
+        body = encoder.body(self.codec, sub.properties, sub.touches)
+        if body is not None:
+            self._send(delta_frame(self.codec, sub.prefix, body))
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self._writable = anyio.Event()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._writable.set()
+        if self._pending:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        items, self._pending = list(self._pending.values()), {}
+        touched: dict[str, NativeSubscription] = {}
+        for sub, delta, position in items:
+            if sub.closed:
+                continue
+            body = DeltaEncoder(delta, position).body(
+                self.codec, sub.properties, sub.touches, conflated=True
+            )
+            if body is not None:
+                self._send(delta_frame(self.codec, sub.prefix, body))
+            touched[sub.sub] = sub
+        cursor = format_cursor(self.hub.fanout.cursor())
+        for sub in touched.values():
+            if sub.synced:
+                self._send_value({"type": "checkpoint", "sub": sub.sub, "cursor": cursor})
+
+    def checkpoint(self) -> None:
+        """Tell every live subscription how far the hub has read (called periodically)."""
+        if self.paused or self._pending:
+            return
+        cursor = format_cursor(self.hub.fanout.cursor())
+        for sub in self.subscriptions.values():
+            if sub.synced:
+                self._send_value({"type": "checkpoint", "sub": sub.sub, "cursor": cursor})
+
+    async def _wait_writable(self) -> None:
+        while self.paused and self.ws.open:
+            await self._writable.wait()
+
+    def _send_value(self, value: dict[str, Any]) -> None:
+        self._send(self.codec.encode(value))
+
+    def _error(self, ref: Ref, code: str, message: str, sub: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "ref": ref, "code": code, "message": message}
+        if sub is not None:
+            frame["sub"] = sub
+        self._send_value(frame)
+
+    def _send(self, payload: bytes) -> None:
+        self._out.append(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every frame queued since the last flush, in one write."""
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if not out or not self.ws.open:
+            return
+        text = self.codec.text
+        self.ws.write_frames(b"".join(encode_frame(p, text) for p in out), len(out))
+
+
+def _if_version(raw: Any) -> int | None:
+    if not isinstance(raw, dict) or "if_version" not in raw:
+        return None
+    value = raw["if_version"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"if_version must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _failure(raw: Any, code: str, message: str) -> dict[str, Any]:
+    event_id = raw.get("eventId") if isinstance(raw, dict) else None
+    return {
+        "eventId": event_id if isinstance(event_id, str) and event_id else None,
+        "error": {"code": code, "message": message},
+    }

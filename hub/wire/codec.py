@@ -1,0 +1,104 @@
+"""The two encodings of the native protocol: JSON text frames and MessagePack binary
+frames. This is the only module that calls ``msgpack``.
+
+Both carry the same frames. Property values inside the hub are canonical JSON; a
+MessagePack frame carries them as MessagePack values (decoded once per delta).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .jsonutil import JSONError, dumps, loads, serde_message
+
+__all__ = ["JSON", "MSGPACK", "Codec", "DecodeError", "codec_for"]
+
+JSON_SUBPROTOCOL = "flux.v1"
+MSGPACK_SUBPROTOCOL = "flux.v1.msgpack"
+
+
+class DecodeError(ValueError):
+    """A frame that is not valid in its encoding; the message names the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """One encoding: its subprotocol name and whether its frames are text."""
+
+    name: str
+    subprotocol: str
+    text: bool
+
+    def decode(self, data: bytes) -> Any:
+        """Decode a frame body into Python values.
+
+        Raises:
+            DecodeError: malformed, or holding a value JSON cannot carry.
+        """
+        if self.text:
+            try:
+                return loads(data)
+            except JSONError as exc:
+                raise DecodeError(f"invalid JSON: {serde_message(exc)}") from None
+        try:
+            value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except (ValueError, msgpack.UnpackException, TypeError) as exc:
+            raise DecodeError(f"invalid MessagePack: {exc}") from None
+        _check_json_compatible(value)
+        return value
+
+    def encode(self, value: Any) -> bytes:
+        """Encode a frame."""
+        if self.text:
+            return dumps(value)
+        return msgpack.packb(value, use_bin_type=True)
+
+    def encode_value(self, canonical_json: bytes) -> bytes:
+        """Encode one property value given as canonical JSON."""
+        if self.text:
+            return canonical_json
+        return msgpack.packb(loads(canonical_json), use_bin_type=True)
+
+    def map_header(self, size: int) -> bytes:
+        """MessagePack map header for ``size`` entries (splicing pre-encoded entries)."""
+        if size < 16:
+            return bytes((0x80 | size,))
+        if size < 65536:
+            return b"\xde" + size.to_bytes(2, "big")
+        return b"\xdf" + size.to_bytes(4, "big")
+
+
+JSON = Codec("json", JSON_SUBPROTOCOL, text=True)
+MSGPACK = Codec("msgpack", MSGPACK_SUBPROTOCOL, text=False)
+
+_BY_SUBPROTOCOL = {c.subprotocol: c for c in (JSON, MSGPACK)}
+
+
+def codec_for(subprotocol: str | None) -> Codec | None:
+    """The codec of a negotiated subprotocol; None for the Flux-compatible protocol."""
+    if subprotocol is None:
+        return None
+    return _BY_SUBPROTOCOL.get(subprotocol)
+
+
+def _check_json_compatible(value: Any, depth: int = 0) -> None:
+    """Refuse what JSON (and so the hub's state) cannot hold: binary, NaN, infinity."""
+    if depth > 512:
+        raise DecodeError("MessagePack value nested too deeply")
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise DecodeError("NaN and infinity cannot be stored (JSON has no such numbers)")
+    elif isinstance(value, bytes | bytearray):
+        raise DecodeError("binary values cannot be stored; send text or numbers")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_json_compatible(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_compatible(item, depth + 1)
+    elif not isinstance(value, str | int | None):
+        raise DecodeError(f"unsupported MessagePack value of type {type(value).__name__}")
