@@ -265,8 +265,9 @@ async def test_snapshot_sends_current_state_then_live_deltas(client: Native) -> 
     chunk = await client.recv_type("snapshot")
     assert sorted(e["id"] for e in chunk["entities"]) == ["s/1", "s/2"]
     done = await client.recv_type("snapshot")
-    assert done["done"] is True and done["cursor"]
-    await client.recv_type("synced")
+    assert done["done"] is True
+    synced = await client.recv_type("synced")
+    assert synced["cursor"]  # the first exact resume point
     await client.publish(event("s/1", v=10))
     delta = await client.recv_type("delta")
     assert (delta["id"], delta["base"], delta["set"]) == ("s/1", 1, {"v": 10})
