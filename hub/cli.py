@@ -93,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.log_level != "debug":
         # websockets logs each connection's opening and closing at INFO.
         logging.getLogger("hub.ws.protocol").setLevel(logging.WARNING)
-    from .server.serve import run
+    from .server.runner import run
 
     try:
         run(settings)

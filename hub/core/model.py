@@ -1,7 +1,7 @@
 """Values the reducer consumes and produces.
 
 Property values travel through the core as *canonical JSON bytes* (encoded once, keys
-sorted, by :mod:`hub.wire.json`). The core never decodes them: two values are equal
+sorted, by :mod:`hub.wire.jsonutil`). The core never decodes them: two values are equal
 exactly when their bytes are equal, which is also how the Redis reduce script decides
 whether a property changed. That keeps ``1``, ``1.0`` and ``true`` distinct, as JSON
 (and Flux, through serde_json) does.
@@ -87,7 +87,8 @@ class Change:
             props = {}
         else:
             kind = ChangeKind.UPDATE
-            props = properties
+            # Sorted by name: deltas (and Flux's state_update messages) follow this order.
+            props = dict(sorted(properties.items()))
         return cls(kind, entity_id, props, dedup_id, if_version, source)
 
 

@@ -8,9 +8,12 @@ Flux's forms parse; every client we know of parses ours.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 __all__ = ["format_ms", "parse_rfc3339_ms"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def format_ms(ms: int) -> str:
@@ -45,4 +48,6 @@ def parse_rfc3339_ms(text: str) -> int:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    # Integer arithmetic: going through a float timestamp loses a millisecond now and
+    # then, and int() would round times before 1970 the wrong way.
+    return (parsed - _EPOCH) // _MILLISECOND

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .app import Hub
-from .serve import serve
+from .runner import serve
 
 __all__ = ["Hub", "serve"]

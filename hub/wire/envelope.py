@@ -179,7 +179,7 @@ def parse_event(
             raise PayloadTooLarge(
                 f"too many properties: {len(raw_properties)} (limit {limits.max_properties})"
             )
-        properties = {name: canonical(raw_properties[name]) for name in sorted(raw_properties)}
+        properties = {name: canonical(value) for name, value in raw_properties.items()}
         if limits.max_value_bytes:
             for name, value in properties.items():
                 if len(value) > limits.max_value_bytes:
