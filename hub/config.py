@@ -67,6 +67,8 @@ class LogSettings(_Frozen):
     event_log_maxlen: int = Field(default=1_000_000, ge=0)
     #: Delta-log entries kept per partition: how far back a resume can reach.
     delta_log_maxlen: int = Field(default=100_000, ge=1000)
+    #: Also drop deltas older than this many seconds (0: no age limit).
+    delta_log_max_age_seconds: int = Field(default=0, ge=0)
     #: Events remembered per entity for ``GET /api/events`` (its limit is at most 500).
     history_per_entity: int = Field(default=500, ge=1, le=100_000)
     #: How long a client ``eventId`` is remembered for de-duplication.
@@ -233,6 +235,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_PARTITIONS": ("redis", "partitions", int),
     "FLUX_EVENT_LOG_MAXLEN": ("log", "event_log_maxlen", int),
     "FLUX_DELTA_LOG_MAXLEN": ("log", "delta_log_maxlen", int),
+    "FLUX_DELTA_LOG_MAX_AGE_SECONDS": ("log", "delta_log_max_age_seconds", int),
     "FLUX_HISTORY_PER_ENTITY": ("log", "history_per_entity", int),
     "FLUX_DEDUP_TTL_SECONDS": ("log", "dedup_ttl_seconds", int),
     "FLUX_INGEST_MAX_BATCH": ("ingest", "max_batch", int),

@@ -2,7 +2,8 @@
 
 One subscriber reads nothing for 5 s while 50,000 deltas (10,000 events/s over 50
 entities) flow. Meanwhile two other subscribers, in a process of their own, measure
-publish-to-delivery latency; the publisher runs in a third process. The test checks:
+publish-to-delivery latency on ten of the entities (so that they keep up, and what they
+measure is the hub); the publisher runs in a third process. The test checks:
 
 - memory: the slow connection's unsent bytes stay under the conflation threshold plus
   one dispatch batch, and it holds at most one merged delta per entity (50);
@@ -39,7 +40,7 @@ DISPATCH_BATCH_BYTES = 1000 * 256
 
 def _p99(samples: list[tuple[float, float]], start: float, end: float) -> float:
     latencies = sorted(lat for t, lat in samples if start <= t <= end)
-    assert len(latencies) > 1000, f"too few samples between {start} and {end}: {len(latencies)}"
+    assert len(latencies) > 500, f"too few samples between {start} and {end}: {len(latencies)}"
     return statistics.quantiles(latencies, n=100)[98]
 
 

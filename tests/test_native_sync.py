@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 import pytest
+import websockets
 
 from hub.server import Hub
 from hub.store import Keys, Store
@@ -233,3 +234,43 @@ async def test_resume_catches_up_from_the_cursor_of_a_live_subscription(
     synced = await client.recv_type("synced")
     assert synced["cursor"]
     await client.close()
+
+
+async def test_hub_that_falls_behind_the_log_resets_subscribers_instead_of_skipping(
+    redis_url: str, key_prefix: str
+) -> None:
+    # One script call appends 3,000 deltas to a log kept at ~1,000: the hub's own
+    # reader cannot see them all before they are trimmed.
+    settings = make_settings(
+        key_prefix,
+        log={"delta_log_maxlen": 1000},
+        ingest={"max_batch": 5000},
+        gateway={"max_events_per_frame": 5000},
+    )
+    async with (
+        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
+        running_hub(settings, store) as hub,
+    ):
+        url = f"ws://127.0.0.1:{hub.port}/api/ws"
+        base = f"http://127.0.0.1:{hub.port}"
+        native = await Native.connect(url)
+        subscribed = await native.request(
+            {"type": "subscribe", "sub": "s", "filter": {"all": True}}, "subscribed"
+        )
+        replica = Replica()
+        replica.set_cursor(subscribed["cursor"])
+        compat = await websockets.connect(url)
+        publisher = await Native.connect(url, MSGPACK_PROTOCOL)
+        await publisher.publish(*[event(f"g/{n % 40}", n=n) for n in range(3000)])
+        await publisher.close()
+
+        reset = await native.recv_type("reset")
+        assert "fell behind" in reset["reason"]
+        replica.apply(reset)
+        await _until_equal(native, replica, base, "")
+        await native.close()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(compat.recv(), timeout(5))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert hub.fanout.gaps >= 1

@@ -130,6 +130,9 @@ class Delta:
     source: str = ""
     #: Position in the delta log (a Redis stream id); empty until stored.
     position: str = ""
+    #: Sequence number in its partition's delta log (1, 2, 3 ...); 0 until stored.
+    #: Consecutive deltas differ by 1: a jump means the reader missed trimmed ones.
+    seq: int = 0
 
     @property
     def changed(self) -> dict[str, bytes]:

@@ -81,6 +81,7 @@ class Hub:
             clock=clock,
         )
         self.fanout = Fanout(store, read_count=settings.fanout.read_count)
+        self.fanout.on_gap = self._delta_gap
         self.runtime = RuntimeConfig(store, settings.runtime)
         self.rest = RestApi(
             store,
@@ -225,6 +226,15 @@ class Hub:
             self.native_sessions.add(session)
         self.websockets.add(ws)
         return ws
+
+    def _delta_gap(self, partition: int) -> None:
+        """Deltas were trimmed before this hub read them: nobody may miss them silently."""
+        for session in list(self.native_sessions):
+            session.reset_all("the hub fell behind the delta log and missed updates")
+        for compat in list(self.fanout.compat_sessions):
+            compat.ws.close(
+                1013, "the hub fell behind and missed updates; reconnect and re-read the state"
+            )
 
     def _websocket_closed(self, ws: WebSocket) -> None:
         self.websockets.discard(ws)

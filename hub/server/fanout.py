@@ -23,7 +23,7 @@ from ..wire.native import DeltaEncoder
 from .ws import encode_frame
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from ..core.model import Delta
     from ..store import Store
@@ -58,6 +58,11 @@ class Fanout:
         self._started = 0
         # Set (and replaced) after every dispatch: wakes wait_past().
         self._progress = anyio.Event()
+        #: Sequence number of the last delta read, per partition.
+        self.seqs: dict[int, int] = {}
+        #: Called with a partition when deltas were trimmed before this hub read them.
+        self.on_gap: Callable[[int], None] = lambda p: None
+        self.gaps = 0
 
     # ------------------------------------------------------------------ sessions
 
@@ -108,7 +113,7 @@ class Fanout:
         while True:
             try:
                 if position is None:
-                    position = await self.store.delta_log_head(p)
+                    position, self.seqs[p] = await self.store.delta_log_head(p)
                     self.positions[p] = position
                     self._started += 1
                     if self._started == self.store.keys.partitions:
@@ -121,12 +126,33 @@ class Fanout:
                 continue
             delay = RETRY_MIN
             if deltas:
+                self._check_sequence(p, deltas)
                 position = deltas[-1].position
                 self.positions[p] = position
                 self.deltas_read += len(deltas)
                 self.dispatch(deltas, anyio.current_time(), p)
                 progress, self._progress = self._progress, anyio.Event()
                 progress.set()
+
+    def _check_sequence(self, p: int, deltas: list[Delta]) -> None:
+        """Detect deltas trimmed from the log before this hub could read them.
+
+        That happens only when a hub falls behind by more than the log's retention
+        (stalled, or Redis unreachable for long). Subscribers are told — reset or
+        closed — instead of silently missing updates.
+        """
+        expected = self.seqs.get(p, 0) + 1
+        first = deltas[0].seq
+        if first and first != expected:
+            self.gaps += 1
+            logger.warning(
+                "partition %d: %d deltas were trimmed before this hub read them; "
+                "resetting its subscribers",
+                p,
+                first - expected,
+            )
+            self.on_gap(p)
+        self.seqs[p] = deltas[-1].seq
 
     def dispatch(self, deltas: Iterable[Delta], now: float, partition: int = 0) -> None:
         """Send deltas to every matching session (synchronously: no awaits)."""

@@ -409,8 +409,6 @@ class NativeSession:
 
     def overflow(self, sub: NativeSubscription) -> None:
         """The held buffer overflowed: start the subscription over, or give up."""
-        if sub.scope is not None:
-            sub.scope.cancel()
         sub.resets += 1
         if sub.resets > MAX_RESETS:
             self.ws.close(
@@ -418,10 +416,24 @@ class NativeSession:
                 f"subscription {sub.sub!r} cannot keep up with the update rate; reconnect later",
             )
             return
+        self.reset(sub, f"more than {self.max_held} deltas arrived while reading the snapshot")
+
+    def reset(self, sub: NativeSubscription, reason: str) -> None:
+        """Start a subscription over: a ``reset`` frame, then a fresh snapshot."""
+        if sub.scope is not None:
+            sub.scope.cancel()
+        # Whatever was conflated for it belongs to the state being replaced.
+        for key in [k for k in self._pending if k[0] == sub.sub]:
+            del self._pending[key]
         sub.holding = []
-        self._start_sync(
-            sub, None, f"more than {self.max_held} deltas arrived while reading the snapshot"
-        )
+        sub.cut = None
+        sub.sent_upto = {}
+        self._start_sync(sub, None, reason)
+
+    def reset_all(self, reason: str) -> None:
+        """Start every subscription over (the hub missed deltas)."""
+        for sub in list(self.subscriptions.values()):
+            self.reset(sub, reason)
 
     async def _check_cursor(self, cursor: dict[int, Position]) -> str | None:
         """Why a resume from ``cursor`` is impossible, or None if it is possible."""
@@ -438,10 +450,16 @@ class NativeSession:
         store = self.hub.store
         sent = dict(cursor)
         for p in range(store.keys.partitions):
+            expected_seq = None
             while True:
                 deltas = await store.read_range(p, sent[p].stream_id, CATCH_UP_BATCH)
                 if not deltas:
                     break
+                if expected_seq is not None and deltas[0].seq != expected_seq:
+                    # Trimming overtook this reader: start over from a snapshot.
+                    self.reset(sub, "the delta log was trimmed while catching up")
+                    return
+                expected_seq = deltas[-1].seq + 1
                 for delta in deltas:
                     position = Position.of(p, delta.position)
                     sent[p] = position

@@ -5,8 +5,8 @@ Layout (prefix ``flux``, partition ``p``)::
     flux:{p}:events       STREAM  event log: field ``e`` = the stored event JSON
     flux:{p}:deltas       STREAM  delta log: one entry per applied event (see below)
     flux:{p}:ids          ZSET    live entity ids, score 0: lexicographic index
-    flux:{p}:stats        HASH    ``events``: events accepted, ``deltas``: deltas
-                                  appended, all time
+    flux:{p}:stats        HASH    ``events``: events accepted, all time;
+                                  ``deltas``: sequence number of the last delta
     flux:{p}:e:<id>       HASH    entity: ``.<name>`` -> canonical JSON value,
                                   ``#v`` version, ``#t`` lastUpdated (ms),
                                   ``#d`` present when deleted (tombstone)
@@ -19,7 +19,8 @@ partition lives in one Redis Cluster slot; the number of partitions is a setting
 raising it later changes no key format (entities are placed by CRC32 of their id).
 
 Delta-log entry fields: ``i`` entity id, ``b`` base version, ``v`` new version, ``t``
-lastUpdated (ms), ``s`` source; then ``d`` = ``1`` for a deletion, or for an update
+lastUpdated (ms), ``s`` source, ``n`` sequence number (1, 2, 3 ... per partition: a
+jump tells a reader that trimming overtook it); then ``d`` = ``1`` for a deletion, or for an update
 ``c`` = ``1`` if it created the entity, and for each property the event carried
 ``=<name>`` (value changed) or ``~<name>`` (same value) -> JSON value.
 """

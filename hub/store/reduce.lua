@@ -7,6 +7,7 @@
 --       (unused ones are given as KEYS[4] so every key stays in the partition's slot)
 -- ARGV: 1 now (ms), 2 event-log MAXLEN (0: none), 3 delta-log MAXLEN,
 --       4 history entries kept per entity, 5 dedup TTL (s), 6 number of events,
+--       7 oldest delta-log id to keep by age ('' : no age limit),
 --       then per event: kind (U update, D delete, L log only), client eventId or '',
 --       if_version or '', stored event JSON, entity id or '', source,
 --       number of properties, then name, canonical JSON value for each property
@@ -23,11 +24,9 @@ local delta_maxlen = tonumber(ARGV[3])
 local history_cap = tonumber(ARGV[4])
 local dedup_ttl = tonumber(ARGV[5])
 local n = tonumber(ARGV[6])
+local delta_minid = ARGV[7]
 
-local function xadd(key, maxlen, fields)
-  if maxlen > 0 then
-    return redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
-  end
+local function xadd(key, fields)
   return redis.call('XADD', key, '*', unpack(fields))
 end
 
@@ -42,8 +41,11 @@ end
 
 local out = {}
 local accepted = 0
-local deltas = 0
-local a = 7
+-- Sequence number of the partition's last delta: every delta gets the next one, so a
+-- reader sees a jump where the log was trimmed before it could read.
+local seq = tonumber(redis.call('HGET', KEYS[4], 'deltas') or '0')
+local first_seq = seq
+local a = 8
 local k = 5
 for _ = 1, n do
   local kind, dedup, if_version = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -73,7 +75,7 @@ for _ = 1, n do
   if not status then
     status = 'ok'
     accepted = accepted + 1
-    epos = xadd(KEYS[1], event_maxlen, {'e', stored})
+    epos = xadd(KEYS[1], {'e', stored})
     if id ~= '' then
       redis.call('LPUSH', hkey, epos)
       redis.call('LTRIM', hkey, 0, history_cap - 1)
@@ -95,7 +97,8 @@ for _ = 1, n do
         end
         redis.call('ZADD', KEYS[3], 0, id)
       end
-      local delta = {'i', id, 'b', base, 'v', 0, 't', now, 's', source}
+      seq = seq + 1
+      local delta = {'i', id, 'b', base, 'v', 0, 't', now, 's', source, 'n', seq}
       if created then
         delta[#delta + 1] = 'c'
         delta[#delta + 1] = '1'
@@ -128,8 +131,7 @@ for _ = 1, n do
       sets[#sets + 1] = '#t'
       sets[#sets + 1] = now
       redis.call('HSET', ekey, unpack(sets))
-      dpos = xadd(KEYS[2], delta_maxlen, delta)
-      deltas = deltas + 1
+      dpos = xadd(KEYS[2], delta)
     elseif kind == 'D' then
       local base = live_version(ekey)
       if base > 0 then
@@ -137,9 +139,9 @@ for _ = 1, n do
         redis.call('DEL', ekey)
         redis.call('HSET', ekey, '#v', version, '#d', '1', '#t', now)
         redis.call('ZREM', KEYS[3], id)
-        dpos = xadd(KEYS[2], delta_maxlen,
-          {'i', id, 'b', base, 'v', version, 't', now, 's', source, 'd', '1'})
-        deltas = deltas + 1
+        seq = seq + 1
+        dpos = xadd(KEYS[2],
+          {'i', id, 'b', base, 'v', version, 't', now, 's', source, 'n', seq, 'd', '1'})
       end
       -- Deleting what does not exist is a silent no-op (Flux); version stays 0.
     elseif id ~= '' then
@@ -158,9 +160,16 @@ end
 
 if accepted > 0 then
   redis.call('HINCRBY', KEYS[4], 'events', accepted)
+  -- Retention, once per call ('~': whole stream nodes only, which is cheap).
+  if event_maxlen > 0 then
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', event_maxlen)
+  end
 end
-if deltas > 0 then
-  -- Compared with XLEN, tells whether the delta log was ever trimmed.
-  redis.call('HINCRBY', KEYS[4], 'deltas', deltas)
+if seq > first_seq then
+  redis.call('HSET', KEYS[4], 'deltas', seq)
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', delta_maxlen)
+  if delta_minid ~= '' then
+    redis.call('XTRIM', KEYS[2], 'MINID', '~', delta_minid)
+  end
 end
 return out

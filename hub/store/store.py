@@ -40,7 +40,7 @@ _SNAPSHOT_SOURCE = resources.files(__package__).joinpath("snapshot.lua").read_te
 
 # Delta-log fields (see keys.py).
 _ID, _BASE, _VERSION, _TIME, _SOURCE = b"i", b"b", b"v", b"t", b"s"
-_DELETED, _CREATED = b"d", b"c"
+_DELETED, _CREATED, _SEQ = b"d", b"c", b"n"
 _CHANGED, _SAME = ord("="), ord("~")
 
 _REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
@@ -174,6 +174,9 @@ class Store:
             self.log.history_per_entity,
             self.log.dedup_ttl_seconds,
             len(items),
+            f"{now_ms - self.log.delta_log_max_age_seconds * 1000}-0"
+            if self.log.delta_log_max_age_seconds
+            else "",
         ]
         for item in items:
             change = item.change
@@ -376,12 +379,15 @@ class Store:
         log = self.keys.delta_log(p)
         try:
             if position == "0-0":
-                # Before the first delta: reachable if nothing was ever trimmed.
-                async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.xlen(log)
+                # Before the first delta: reachable if nothing was ever trimmed, that
+                # is, if the oldest delta left is still number 1.
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.xrange(log, count=1)
                     pipe.hget(self.keys.stats(p), "deltas")
-                    length, added = await pipe.execute()
-                return int(length) == int(added or 0)
+                    oldest, last = await pipe.execute()
+                if not oldest:
+                    return not last
+                return int(oldest[0][1].get(_SEQ, b"0")) == 1
             entries = await self._client.xrange(log, position, position, count=1)
         except _REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
@@ -389,16 +395,21 @@ class Store:
             return False  # not a valid stream id
         return bool(entries)
 
-    async def delta_log_head(self, p: int) -> str:
-        """The position of the newest delta of partition ``p`` ("0-0" if none)."""
+    async def delta_log_head(self, p: int) -> tuple[str, int]:
+        """Position and sequence number of the newest delta of partition ``p``
+        (``("0-0", 0)`` if there is none)."""
         try:
-            newest = cast(
-                "list[tuple[bytes, dict[bytes, bytes]]]",
-                await self._client.xrevrange(self.keys.delta_log(p), count=1),
-            )
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xrevrange(self.keys.delta_log(p), count=1)
+                pipe.hget(self.keys.stats(p), "deltas")
+                newest, seq = await pipe.execute()
         except _REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
-        return newest[0][0].decode() if newest else "0-0"
+        if newest:
+            return newest[0][0].decode(), int(newest[0][1].get(_SEQ, b"0"))
+        # An empty log that had deltas was trimmed whole (by age): its last sequence
+        # number is still the reference point.
+        return "0-0", int(seq or 0)
 
     async def counts(self) -> tuple[int, int]:
         """``(live entities, events accepted all time)`` over every partition."""
@@ -506,6 +517,7 @@ def _decode_delta(position: bytes, fields: Mapping[bytes, bytes]) -> Delta:
         created=_CREATED in fields,
         source=fields.get(_SOURCE, b"").decode(),
         position=position.decode(),
+        seq=int(fields.get(_SEQ, b"0")),
     )
 
 
