@@ -231,13 +231,13 @@ def test_snapshot_cut_reflects_delta_at_or_before_page_position(
     position: Position, expected: bool
 ) -> None:
     cut = SnapshotCut()
-    cut.add_page(0, "", "m", Position(0, 10, 2))
-    cut.add_page(0, "", None, Position(0, 50, 0))
-    cut.add_ids(["zz-exact"], Position(0, 10, 2))
-    assert cut.reflected("a", position) is expected
-    assert cut.reflected("zz-exact", position) is expected
+    cut.add_page(0, "r/", "r/m", Position(0, 10, 2))
+    cut.add_page(0, "r/", None, Position(0, 50, 0))
+    cut.add_ids(["exact"], Position(0, 10, 2))
+    assert cut.reflected("r/a", position) is expected
+    assert cut.reflected("exact", position) is expected
     # Covered by the later page: reflected all the way up to its position.
-    assert cut.reflected("x", position) is True
+    assert cut.reflected("r/x", position) is True
 
 
 def test_snapshot_cut_reflects_nothing_it_does_not_cover() -> None:

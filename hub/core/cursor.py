@@ -23,7 +23,7 @@ def parse_stream_id(text: str) -> tuple[int, int]:
         ValueError: not a stream id.
     """
     ms, dash, seq = text.partition("-")
-    if not dash or not ms.isdigit() or not seq.isdigit():
+    if not dash or not (ms + seq).isascii() or not ms.isdigit() or not seq.isdigit():
         raise ValueError(f"not a stream id: {text!r}")
     return int(ms), int(seq)
 
@@ -51,7 +51,7 @@ class Position:
         head, colon, tail = text.partition(":")
         if not colon:
             return cls.of(0, text)
-        if not head.isdigit():
+        if not head.isascii() or not head.isdigit():
             raise ValueError(f"not a position: {text!r}")
         return cls.of(int(head), tail)
 

@@ -90,7 +90,7 @@ class SnapshotCut:
 
     def __init__(self) -> None:
         self._ranges: dict[tuple[int, str], _Pages] = {}
-        self._ids: dict[str, Position] = {}
+        self._ids: dict[tuple[int, str], Position] = {}
 
     def add_page(
         self, partition: int, prefix: str, last_id: str | None, position: Position
@@ -113,11 +113,11 @@ class SnapshotCut:
     def add_ids(self, ids: Iterable[str], position: Position) -> None:
         """Record exact ids read at ``position``."""
         for entity_id in ids:
-            self._ids[entity_id] = position
+            self._ids[position.partition, entity_id] = position
 
     def position_for(self, partition: int, entity_id: str) -> Position | None:
         """The position the snapshot shows this entity at; None if it does not cover it."""
-        position = self._ids.get(entity_id)
+        position = self._ids.get((partition, entity_id))
         if position is not None:
             return position
         for (p, prefix), pages in self._ranges.items():

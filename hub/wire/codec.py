@@ -47,7 +47,8 @@ class Codec:
         try:
             value = msgpack.unpackb(data, raw=False, strict_map_key=True)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
-            raise DecodeError(f"invalid MessagePack: {exc}") from None
+            detail = str(exc) or _QUIET.get(type(exc), type(exc).__name__)
+            raise DecodeError(f"invalid MessagePack: {detail}") from None
         _check_json_compatible(value)
         return value
 
@@ -75,6 +76,12 @@ class Codec:
 JSON = Codec("json", JSON_SUBPROTOCOL, text=True)
 MSGPACK = Codec("msgpack", MSGPACK_SUBPROTOCOL, text=False)
 
+# msgpack raises these without a message.
+_QUIET: dict[type[Exception], str] = {
+    msgpack.FormatError: "reserved type byte",
+    msgpack.StackError: "nested too deeply",
+}
+
 _BY_SUBPROTOCOL = {c.subprotocol: c for c in (JSON, MSGPACK)}
 
 
@@ -95,7 +102,9 @@ def _check_json_compatible(value: Any, depth: int = 0) -> None:
     elif isinstance(value, bytes | bytearray):
         raise DecodeError("binary values cannot be stored; send text or numbers")
     elif isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise DecodeError("map keys must be strings, not binary")
             _check_json_compatible(item, depth + 1)
     elif isinstance(value, list):
         for item in value:

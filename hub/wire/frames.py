@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = [
     "CLIENT_FRAMES",
@@ -26,8 +35,9 @@ __all__ = [
     "ref_of",
 ]
 
-#: A client's reference for a request, echoed in the reply: a string or an integer.
-Ref = str | int | None
+#: A client's reference for a request, echoed in the reply: a string or an integer
+#: (strictly: ``true`` or ``1.0`` are not references).
+Ref = StrictStr | StrictInt | None
 
 #: Most items a frame may list (ids of a get, patterns of a filter, properties).
 MAX_ITEMS = 10_000
@@ -133,9 +143,9 @@ def describe_error(exc: ValidationError) -> str:
         return f"unknown frame type {tag!r}"
     if kind == "union_tag_not_found":
         return "frame has no 'type'"
-    if kind == "model_attributes_type" or kind == "model_type":
-        return "frame must be an object"
     location = ".".join(str(part) for part in error["loc"][1:]) or "frame"
+    if kind == "model_attributes_type" or kind == "model_type":
+        return f"{location} must be an object"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{location}: {message}"
 
