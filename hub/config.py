@@ -29,6 +29,7 @@ __all__ = [
     "IngestSettings",
     "LogSettings",
     "RedisSettings",
+    "ConnectorSettings",
     "RuntimeDefaults",
     "Settings",
 ]
@@ -138,6 +139,26 @@ class FanoutSettings(_Frozen):
     metrics_interval: float = Field(default=2.0, gt=0)
 
 
+class ConnectorSettings(_Frozen):
+    """Connectors: credentials, OAuth, and the generic HTTP poller."""
+
+    #: Base64 of 32 bytes (AES-256-GCM) for stored credentials; None: connectors that
+    #: need credentials are disabled (as in Flux).
+    encryption_key: str | None = None
+    #: Public base URL of the hub, for OAuth redirect URIs.
+    oauth_callback_base_url: str = "http://localhost:3000"
+    #: ``FLUX_OAUTH_<NAME>_CLIENT_ID`` / ``_CLIENT_SECRET`` pairs, by connector name.
+    oauth_clients: dict[str, tuple[str, str]] = Field(default_factory=dict)
+    #: Generic pollers one hub cluster may hold.
+    max_pollers: int = Field(default=1000, ge=0)
+    #: Shortest poll interval accepted, in seconds.
+    min_poll_interval: float = Field(default=1.0, gt=0)
+    #: Largest response body a poller reads.
+    max_poll_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Seconds a poll request may take.
+    poll_timeout: float = Field(default=10.0, gt=0)
+
+
 class RuntimeDefaults(_Frozen):
     """Start-up values of the settings ``PUT /api/admin/config`` can change."""
 
@@ -156,6 +177,7 @@ class Settings(_Frozen):
     gateway: GatewaySettings = GatewaySettings()
     fanout: FanoutSettings = FanoutSettings()
     runtime: RuntimeDefaults = RuntimeDefaults()
+    connectors: ConnectorSettings = ConnectorSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @classmethod
@@ -187,6 +209,9 @@ class Settings(_Frozen):
             group, _, field = dotted.partition(".")
             tree.setdefault(group, {})[field] = value
             names[(group, field)] = "--" + field.replace("_", "-")
+        oauth = _oauth_clients(env)
+        if oauth:
+            tree.setdefault("connectors", {})["oauth_clients"] = oauth
         level = tree.pop("", {}).get("log_level")
         try:
             groups: dict[str, Any] = {
@@ -222,6 +247,7 @@ _GROUPS: dict[str, Callable[..., _Frozen]] = {
     "gateway": GatewaySettings,
     "fanout": FanoutSettings,
     "runtime": RuntimeDefaults,
+    "connectors": ConnectorSettings,
 }
 
 # variable -> (group, field, parser). Group "" holds top-level fields.
@@ -269,11 +295,27 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_BODY_SIZE_LIMIT_SINGLE_BYTES": ("runtime", "body_size_limit_single_bytes", int),
     "FLUX_BODY_SIZE_LIMIT_BATCH_BYTES": ("runtime", "body_size_limit_batch_bytes", int),
     "FLUX_LOG_LEVEL": ("", "log_level", str.lower),
+    "FLUX_ENCRYPTION_KEY": ("connectors", "encryption_key", str),
+    "FLUX_OAUTH_CALLBACK_BASE_URL": ("connectors", "oauth_callback_base_url", str),
+    "FLUX_MAX_POLLERS": ("connectors", "max_pollers", int),
+    "FLUX_MIN_POLL_INTERVAL": ("connectors", "min_poll_interval", float),
 }
 
 # Flux: FLUX_ADMIN_TOKEN set but empty means "Bearer " + nothing, which no client can
 # send, so admin writes are off. We keep that meaning rather than treating it as unset.
 _EMPTY_IS_VALUE = frozenset({"FLUX_ADMIN_TOKEN"})
+
+
+def _oauth_clients(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``FLUX_OAUTH_<NAME>_CLIENT_ID`` and ``..._CLIENT_SECRET`` pairs, by lower-case name."""
+    clients: dict[str, tuple[str, str]] = {}
+    for var, client_id in env.items():
+        if var.startswith("FLUX_OAUTH_") and var.endswith("_CLIENT_ID") and client_id:
+            name = var[len("FLUX_OAUTH_") : -len("_CLIENT_ID")]
+            secret = env.get(f"FLUX_OAUTH_{name}_CLIENT_SECRET")
+            if name and secret:
+                clients[name.lower()] = (client_id, secret)
+    return clients
 
 
 def _explain(exc: ValidationError, names: dict[tuple[str, str], str]) -> str:

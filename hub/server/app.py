@@ -18,7 +18,7 @@ import math
 import time
 from collections import deque
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -26,6 +26,7 @@ from ..errors import LogUnavailable
 from ..wire.codec import JSON, MSGPACK, codec_for
 from ..wire.compat import Metrics, metrics_message
 from .compat_ws import CompatSession
+from .connectors import ConnectorsExtension
 from .fanout import Fanout
 from .http import HttpConnection, Request, Response, error_response
 from .ingest import Ingest
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..store import Store
 
-__all__ = ["Hub"]
+__all__ = ["Extension", "Hub"]
 
 logger = logging.getLogger("hub.gateway")
 
@@ -55,6 +56,18 @@ RATE_WINDOW = 5.0
 PUBLISHER_WINDOW = 10.0
 #: Seconds given to open connections to close at shutdown.
 SHUTDOWN_GRACE = 2.0
+
+
+class Extension(Protocol):
+    """A feature plugged into the hub: routes, plus one long-lived task."""
+
+    def mount(self) -> None:
+        """Register routes (``hub.rest.mount``); called once, before serving."""
+        ...
+
+    async def run(self) -> None:
+        """Run in the hub's task group until cancelled (may return at once)."""
+        ...
 
 
 class Hub:
@@ -91,6 +104,9 @@ class Hub:
             max_batch_delete=gateway.max_batch_delete,
             clock=clock,
         )
+        self.extensions: list[Extension] = [ConnectorsExtension(self)]
+        for extension in self.extensions:
+            extension.mount()
         self.connections: set[HttpConnection] = set()
         self.websockets: set[WebSocket] = set()
         self.native_sessions: set[NativeSession] = set()
@@ -112,6 +128,8 @@ class Hub:
             self._tg.start_soon(self._metrics_loop)
             self._tg.start_soon(self._keepalive_loop)
             self._tg.start_soon(self._checkpoint_loop)
+            for extension in self.extensions:
+                self._tg.start_soon(extension.run)
             with anyio.fail_after(10):
                 await self.fanout.ready.wait()
             gateway = self.settings.gateway

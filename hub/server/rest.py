@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from ..core.model import Change, Entity, OutcomeStatus
@@ -38,11 +38,24 @@ if TYPE_CHECKING:
     from .ingest import Ingest
     from .runtime import RuntimeConfig
 
-__all__ = ["RestApi"]
+__all__ = ["Handler", "MethodNotAllowed", "RestApi", "RouteGroup"]
 
 logger = logging.getLogger("hub.gateway")
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class RouteGroup(Protocol):
+    """Routes mounted under a path prefix (see :meth:`RestApi.mount`)."""
+
+    def match(self, method: str, path: str) -> Handler | None:
+        """The handler of ``method path``; None if no such path.
+
+        Raises:
+            MethodNotAllowed: the path exists, not with this method.
+        """
+        ...
+
 
 HISTORY_DEFAULT_LIMIT = 100
 HISTORY_MAX_LIMIT = 500
@@ -90,6 +103,11 @@ class RestApi:
             "GET": self.get_entity,
             "DELETE": self.delete_entity,
         }
+        self._mounts: list[tuple[str, RouteGroup]] = []
+
+    def mount(self, prefix: str, group: RouteGroup) -> None:
+        """Serve every path equal to ``prefix`` or under ``prefix/`` with ``group``."""
+        self._mounts.append((prefix, group))
 
     # ------------------------------------------------------------------ routing
 
@@ -118,6 +136,12 @@ class RestApi:
         path = request.path
         if request.method == "OPTIONS":
             return _preflight
+        for prefix, group in self._mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                handler = group.match(request.method, path)
+                if handler is None:
+                    raise BadRequest(f"no such endpoint: {path}", 404)
+                return handler
         methods = self._routes.get(path)
         if (
             methods is None

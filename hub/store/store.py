@@ -114,6 +114,11 @@ class Store:
         except _REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The command connection pool, for the other modules of this package only."""
+        return self._client
+
     async def __aenter__(self) -> Store:
         return self
 
