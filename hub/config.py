@@ -91,6 +91,8 @@ class GatewaySettings(_Frozen):
     host: str = "0.0.0.0"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     auth_enabled: bool = False
+    #: With auth: reading and subscribing also need a token, confined to its namespace.
+    private_reads: bool = False
     #: Guards admin operations; None leaves them open (as Flux does).
     admin_token: str | None = None
     #: Absolute cap on any request body, whatever the runtime limits say.
@@ -108,6 +110,17 @@ class GatewaySettings(_Frozen):
     max_pending_requests: int = Field(default=64, ge=1)
     #: Open connections (HTTP and WebSocket) per hub process; more are refused.
     max_connections: int = Field(default=10_000, ge=1)
+    #: Open connections from one client address; more are refused.
+    max_connections_per_client: int = Field(default=1000, ge=1)
+    #: Events one REST batch may carry.
+    max_events_per_batch: int = Field(default=10_000, ge=1)
+    #: Properties one event may carry. At most 3,000: the reduce script passes them
+    #: to Redis commands as arguments, and Lua's unpack() stops near 8,000.
+    max_properties: int = Field(default=1000, ge=1, le=3000)
+    #: Bytes of one property value (as JSON).
+    max_value_bytes: int = Field(default=1024 * 1024, ge=16)
+    #: Nesting of objects and arrays inside one property value.
+    max_nesting_depth: int = Field(default=32, ge=1, le=512)
     #: Entities one batch delete may name or match (Flux ``max_batch_delete``).
     max_batch_delete: int = Field(default=10_000, ge=1)
     #: Seconds a client may take to send a request's head and body.
@@ -269,6 +282,12 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_HOST": ("gateway", "host", str),
     "PORT": ("gateway", "port", int),
     "FLUX_AUTH_ENABLED": ("gateway", "auth_enabled", _flux_flag),
+    "FLUX_PRIVATE_READS": ("gateway", "private_reads", _bool),
+    "FLUX_MAX_CONNECTIONS_PER_CLIENT": ("gateway", "max_connections_per_client", int),
+    "FLUX_MAX_EVENTS_PER_BATCH": ("gateway", "max_events_per_batch", int),
+    "FLUX_MAX_PROPERTIES": ("gateway", "max_properties", int),
+    "FLUX_MAX_VALUE_BYTES": ("gateway", "max_value_bytes", int),
+    "FLUX_MAX_NESTING_DEPTH": ("gateway", "max_nesting_depth", int),
     "FLUX_ADMIN_TOKEN": ("gateway", "admin_token", str),
     "FLUX_MAX_BODY_BYTES": ("gateway", "max_body_bytes", int),
     "FLUX_MAX_FRAME_BYTES": ("gateway", "max_frame_bytes", int),

@@ -51,6 +51,8 @@ EXPECTED: dict[str, set[str]] = {
         "Applied",
         "EmbeddedRedis",
         "Keys",
+        "Namespace",
+        "Registry",
         "Store",
         "Submission",
         "find_server_binary",

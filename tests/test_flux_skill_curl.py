@@ -196,7 +196,6 @@ async def test_skill_commands_work_through_curl(store: Store, key_prefix: str) -
         }
 
 
-@pytest.mark.xfail(strict=True, reason="flux-core/directory comes with the tenancy work (issue 4)")
 async def test_skill_getting_started_reads_the_directory(store: Store, key_prefix: str) -> None:
     # SKILL.md: `flux.sh health`, then `flux.sh get flux-core/directory`.
     async with running_hub(make_settings(key_prefix), store) as hub:

@@ -38,11 +38,13 @@ class SnapshotPlan:
         self.ids = ids
 
 
-def plan_snapshot(patterns: Iterable[Pattern]) -> SnapshotPlan:
+def plan_snapshot(patterns: Iterable[Pattern], scope: str = "") -> SnapshotPlan:
     """The ranges and ids to read for a filter.
 
     Globs are read by their literal stem (the text before the first wildcard) and
     filtered afterwards. A range inside another is dropped; ids inside a range too.
+    With a ``scope`` (a reader confined to ids starting with it), ranges are narrowed
+    to it and what lies outside is not read at all.
     """
     prefixes: set[str] = set()
     ids: set[str] = set()
@@ -60,6 +62,15 @@ def plan_snapshot(patterns: Iterable[Pattern]) -> SnapshotPlan:
             prefixes.add(stem)
         else:
             ids.add(pattern.value)
+    if scope:
+        narrowed = set()
+        for prefix in prefixes:
+            if prefix.startswith(scope):
+                narrowed.add(prefix)
+            elif scope.startswith(prefix):
+                narrowed.add(scope)
+        prefixes = narrowed
+        ids = {i for i in ids if i.startswith(scope)}
     ranges: list[str] = []
     for prefix in sorted(prefixes):
         if not any(prefix.startswith(kept) for kept in ranges):

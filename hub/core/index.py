@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
 
-__all__ = ["Pattern", "PatternKind", "SubscriptionIndex"]
+__all__ = ["Pattern", "PatternKind", "SubscriptionIndex", "confine"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -78,6 +78,33 @@ class Pattern:
         if self.kind is PatternKind.PREFIX:
             return entity_id.startswith(self.value)
         return fnmatch.fnmatchcase(entity_id, self.value)
+
+
+def confine(patterns: list[Pattern], scope: str) -> list[Pattern]:
+    """Narrow patterns to ids starting with ``scope`` (a reader's namespace ``ns/``).
+
+    Exact ids and prefixes outside the scope are dropped; ``*`` and prefixes that
+    contain the scope become the scope itself. Globs are kept as they are: whoever
+    matches them must also check the scope (they cannot be narrowed in general).
+    An empty ``scope`` confines nothing.
+    """
+    if not scope:
+        return list(patterns)
+    narrowed: list[Pattern] = []
+    for pattern in patterns:
+        if pattern.kind is PatternKind.ALL:
+            narrowed.append(Pattern.prefix(scope))
+        elif pattern.kind is PatternKind.EXACT:
+            if pattern.value.startswith(scope):
+                narrowed.append(pattern)
+        elif pattern.kind is PatternKind.PREFIX:
+            if pattern.value.startswith(scope):
+                narrowed.append(pattern)
+            elif scope.startswith(pattern.value):
+                narrowed.append(Pattern.prefix(scope))
+        else:
+            narrowed.append(pattern)
+    return list(dict.fromkeys(narrowed))
 
 
 class SubscriptionIndex(Generic[K]):

@@ -23,16 +23,21 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from ..errors import LogUnavailable
+from ..store import Registry
 from ..wire.codec import JSON, MSGPACK, codec_for
 from ..wire.compat import Metrics, metrics_message
+from .auth import read_bearer
 from .compat_ws import CompatSession
 from .connectors import ConnectorsExtension
+from .directory import DirectoryKeeper
 from .fanout import Fanout
 from .http import HttpConnection, Request, Response, error_response
 from .ingest import Ingest
+from .namespaces import NamespacesApi
 from .native_ws import NativeSession
-from .rest import RestApi
+from .rest import RestApi, make_tombstone
 from .runtime import RuntimeConfig
+from .tenancy import Tenancy
 from .ws import WebSocket, encode_frame, handshake
 
 if TYPE_CHECKING:
@@ -96,18 +101,16 @@ class Hub:
         self.fanout = Fanout(store, read_count=settings.fanout.read_count)
         self.fanout.on_gap = self._delta_gap
         self.runtime = RuntimeConfig(store, settings.runtime)
-        self.rest = RestApi(
-            store,
-            self.ingest,
-            self.runtime,
-            admin_token=gateway.admin_token,
-            max_batch_delete=gateway.max_batch_delete,
-            clock=clock,
-        )
+        self.registry = Registry(store)
+        self.tenancy = Tenancy(self.registry, gateway, self.runtime)
+        self.rest = RestApi(store, self.ingest, self.runtime, self.tenancy, gateway, clock=clock)
+        self.rest.mount("/api/namespaces", NamespacesApi(self))
+        self.directory = DirectoryKeeper(self)
         self.extensions: list[Extension] = [ConnectorsExtension(self)]
         for extension in self.extensions:
             extension.mount()
         self.connections: set[HttpConnection] = set()
+        self._per_client: dict[str, int] = {}
         self.websockets: set[WebSocket] = set()
         self.native_sessions: set[NativeSession] = set()
         self._server: asyncio.Server | None = None
@@ -125,6 +128,8 @@ class Hub:
             self._tg.start_soon(self.ingest.run)
             self._tg.start_soon(self.fanout.run)
             self._tg.start_soon(self.runtime.run)
+            self._tg.start_soon(self.tenancy.run)
+            self._tg.start_soon(self.directory.run)
             self._tg.start_soon(self._metrics_loop)
             self._tg.start_soon(self._keepalive_loop)
             self._tg.start_soon(self._checkpoint_loop)
@@ -192,17 +197,31 @@ class Hub:
         assert self._tg is not None
         self._tg.start_soon(_guarded, fn)
 
-    def connection_opened(self, conn: HttpConnection) -> bool:
-        if len(self.connections) >= self.settings.gateway.max_connections:
+    def connection_opened(self, conn: HttpConnection) -> str | None:
+        gateway = self.settings.gateway
+        if len(self.connections) >= gateway.max_connections:
             logger.warning(
                 "connection limit (%d) reached: refusing %s", len(self.connections), conn.client
             )
-            return False
+            return "too many connections: try again later"
+        address = conn.client.rpartition(":")[0]
+        count = self._per_client.get(address, 0)
+        if count >= gateway.max_connections_per_client:
+            logger.warning("%s has %d connections open: refusing another", address, count)
+            return "too many connections from your address: close some and try again"
+        self._per_client[address] = count + 1
         self.connections.add(conn)
-        return True
+        return None
 
     def connection_closed(self, conn: HttpConnection) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            address = conn.client.rpartition(":")[0]
+            count = self._per_client.get(address, 1) - 1
+            if count > 0:
+                self._per_client[address] = count
+            else:
+                self._per_client.pop(address, None)
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
 
@@ -231,19 +250,41 @@ class Hub:
             on_closed=self._websocket_closed,
         )
         codec = codec_for(protocol.subprotocol)
+        token = _request_token(request)
         if codec is None:
-            ws.session = CompatSession(ws, self.fanout)
+            if self.tenancy.private_reads:
+                compat = CompatSession(ws, self.fanout, scope=None)
+                ws.session = compat
+                self.spawn(lambda: self._admit_compat(compat, token))
+            else:
+                ws.session = CompatSession(ws, self.fanout)
         else:
             # Native clients get an error frame for a frame over the limit; only one
             # far over it (4x, where buffering it would cost) ends the connection.
             protocol.max_message_size = 4 * max_frame
             conflate = self.settings.fanout.conflate_after_bytes
             transport.set_write_buffer_limits(high=conflate, low=conflate // 4)
-            session = NativeSession(ws, self, codec)
+            session = NativeSession(ws, self, codec, token)
             ws.session = session
             self.native_sessions.add(session)
         self.websockets.add(ws)
         return ws
+
+    async def purge_namespace(self, name: str) -> int:
+        """Delete every entity of a namespace (tombstones: subscribers hear of it).
+
+        Returns:
+            How many entities were deleted.
+        """
+        deleted = 0
+        prefix = name + "/"
+        while True:
+            ids = await self.store.list_ids(prefix, 1000)
+            if not ids:
+                return deleted
+            now = math.floor(self.clock() * 1000)
+            results = await self.ingest.submit([make_tombstone(i, now) for i in ids])
+            deleted += sum(1 for r in results if r.delta_position)
 
     def _delta_gap(self, partition: int) -> None:
         """Deltas were trimmed before this hub read them: nobody may miss them silently."""
@@ -253,6 +294,18 @@ class Hub:
             compat.ws.close(
                 1013, "the hub fell behind and missed updates; reconnect and re-read the state"
             )
+
+    async def _admit_compat(self, session: CompatSession, token: str | None) -> None:
+        """Under private reads, a compat connection sees only its token's namespace."""
+        principal = await self.tenancy.principal(token)
+        scope = principal.read_prefix
+        if scope is None:
+            session.ws.close(
+                1008,
+                "private reads: send a namespace token (Authorization: Bearer, or ?token=)",
+            )
+        elif not session.ws.closed:
+            session.activate(scope)
 
     def _websocket_closed(self, ws: WebSocket) -> None:
         self.websockets.discard(ws)
@@ -312,6 +365,15 @@ class Hub:
                     ws.close(1011, "keepalive ping timeout")
                 else:
                     ws.ping()
+
+
+def _request_token(request: Request) -> str | None:
+    """A WebSocket client's token: the Authorization header, else ``?token=``
+    (browsers cannot set headers on a WebSocket)."""
+    token = read_bearer(request.headers.get("authorization"))
+    if isinstance(token, str):
+        return token
+    return request.query.get("token") or None
 
 
 async def _guarded(fn: Callable[[], Awaitable[None]]) -> None:

@@ -31,12 +31,27 @@ DEFAULT_MAX_IDS = 10_000
 class CompatSession:
     """State of one Flux-compatible WebSocket connection."""
 
-    def __init__(self, ws: WebSocket, fanout: Fanout, max_ids: int = DEFAULT_MAX_IDS) -> None:
+    def __init__(
+        self, ws: WebSocket, fanout: Fanout, max_ids: int = DEFAULT_MAX_IDS, scope: str | None = ""
+    ) -> None:
         self.ws = ws
         self.fanout = fanout
         self.max_ids = max_ids
         self.ids: set[str] = set()
-        fanout.add_compat(self, self.patterns())
+        #: Ids this connection may see start with this; None: not yet known (under
+        #: private reads, until its token is checked) — it sees nothing meanwhile.
+        self.scope = scope
+        if scope is not None:
+            fanout.add_compat(self, self.patterns())
+
+    def activate(self, scope: str) -> None:
+        """Start receiving, confined to ``scope`` (its token was checked)."""
+        self.scope = scope
+        self.fanout.add_compat(self, self.patterns())
+
+    def sees(self, entity_id: str) -> bool:
+        """Whether this connection may hear of ``entity_id`` at all."""
+        return self.scope is not None and entity_id.startswith(self.scope)
 
     @property
     def receives_all(self) -> bool:
@@ -44,9 +59,11 @@ class CompatSession:
 
     def patterns(self) -> list[Pattern]:
         """The index patterns this connection is registered under."""
+        if self.scope is None:
+            return []
         if self.receives_all:
-            return [Pattern.all()]
-        return [Pattern.exact(i) for i in self.ids]
+            return [Pattern.prefix(self.scope)]
+        return [Pattern.exact(i) for i in self.ids if i.startswith(self.scope)]
 
     def on_message(self, data: bytes, text: bool) -> None:
         if not text:
@@ -70,6 +87,8 @@ class CompatSession:
                 return
             before = self.patterns() if len(self.ids) == 1 or entity_id == "*" else None
             self.ids.discard(entity_id)
+        if self.scope is None:
+            return  # not receiving yet: activate() registers what the ids say then
         if before is not None:
             # Switching between "everything" and exact ids: re-register wholly.
             self.fanout.reindex_compat(self, before, self.patterns())
@@ -79,7 +98,8 @@ class CompatSession:
             self.fanout.reindex_compat(self, [Pattern.exact(entity_id)], ())
 
     def on_close(self) -> None:
-        self.fanout.remove_compat(self, self.patterns())
+        if self.scope is not None:
+            self.fanout.remove_compat(self, self.patterns())
 
     # Compat output is bounded by the WebSocket's send-buffer cap alone.
     def pause_writing(self) -> None:

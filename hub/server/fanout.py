@@ -173,8 +173,12 @@ class Fanout:
                         logger.exception("delivering a delta to %r failed; closing", sub.sub)
                         sub.session.ws.close(1011, "internal error while sending a delta")
             if delta.deleted:
-                # Flux sends entity_deleted to every connection, subscribed or not.
-                targets: Iterable[CompatSession] = list(self.compat_sessions)
+                # Flux sends entity_deleted to every connection, subscribed or not
+                # (that may see the entity at all, under private reads).
+                entity = delta.entity_id
+                targets: Iterable[CompatSession] = [
+                    c for c in self.compat_sessions if c.sees(entity)
+                ]
             else:
                 targets = self.compat_index.match(delta.entity_id)
             if not targets:

@@ -144,8 +144,8 @@ class App(Protocol):
         """Handle an upgrade request; return the new WebSocket, or None once refused."""
         ...
 
-    def connection_opened(self, conn: HttpConnection) -> bool:
-        """Register a connection; False when over the connection limit."""
+    def connection_opened(self, conn: HttpConnection) -> str | None:
+        """Register a connection; the reason to refuse it, or None."""
         ...
 
     def connection_closed(self, conn: HttpConnection) -> None: ...
@@ -193,10 +193,11 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-        if not self.app.connection_opened(self):
-            transport.write(
-                _serialize(error_response(503, "too many connections: try again later"), False)
-            )
+        refusal = self.app.connection_opened(self)
+        if refusal is not None:
+            # Over the total: the hub is busy (503); over one address's share: 429.
+            status = 429 if "your address" in refusal else 503
+            transport.write(_serialize(error_response(status, refusal), False))
             transport.close()
             self.closed = True
             return

@@ -32,13 +32,14 @@ from pydantic import ValidationError
 from ..core.conflate import merge
 from ..core.cursor import Position, format_cursor, parse_cursor
 from ..core.handoff import SnapshotCut, plan_snapshot
-from ..core.index import Pattern
+from ..core.index import Pattern, confine
 from ..core.model import Delta, OutcomeStatus
 from ..errors import Closed, LogUnavailable, PayloadTooLarge, ProtocolError
 from ..wire.codec import JSON, MSGPACK, Codec, DecodeError
 from ..wire.envelope import Envelope, parse_event
 from ..wire.frames import (
     CLIENT_FRAMES,
+    AuthFrame,
     ClientFrame,
     Filter,
     GetFrame,
@@ -51,7 +52,9 @@ from ..wire.frames import (
     ref_of,
 )
 from ..wire.native import DeltaEncoder, SubPrefix, delta_frame, entity_value
+from .auth import BearerProblem
 from .ids import uuid7
+from .tenancy import AuthFailure, Principal
 from .ws import WebSocket, encode_frame
 
 if TYPE_CHECKING:
@@ -81,10 +84,12 @@ def patterns_of(spec: Filter) -> list[Pattern]:
 class NativeSubscription:
     """One subscription of a native connection."""
 
-    def __init__(self, session: NativeSession, frame: SubscribeFrame) -> None:
+    def __init__(self, session: NativeSession, frame: SubscribeFrame, scope: str = "") -> None:
         self.session = session
         self.sub = frame.sub
-        self.patterns = patterns_of(frame.filter)
+        #: Under private reads, the ids this subscription may see start with this.
+        self.read_scope = scope
+        self.patterns = confine(patterns_of(frame.filter), scope)
         self.properties = frozenset(frame.properties) if frame.properties is not None else None
         self.touches = frame.touches
         self.prefix = SubPrefix.of(session.codec, frame.sub)
@@ -101,10 +106,14 @@ class NativeSubscription:
         self.closed = False
 
     def matches(self, entity_id: str) -> bool:
-        return any(p.matches(entity_id) for p in self.patterns)
+        return entity_id.startswith(self.read_scope) and any(
+            p.matches(entity_id) for p in self.patterns
+        )
 
     def on_delta(self, delta: Delta, position: Position, encoder: DeltaEncoder) -> None:
         """Called by the fan-out for every dispatched delta this subscription matches."""
+        if self.read_scope and not delta.entity_id.startswith(self.read_scope):
+            return  # a glob that reaches outside the reader's namespace
         if self.holding is not None:
             self.holding.append((delta, position))
             if len(self.holding) > self.session.max_held:
@@ -126,10 +135,13 @@ class NativeSubscription:
 class NativeSession:
     """State of one native-protocol connection."""
 
-    def __init__(self, ws: WebSocket, hub: Hub, codec: Codec) -> None:
+    def __init__(self, ws: WebSocket, hub: Hub, codec: Codec, token: str | None = None) -> None:
         self.ws = ws
         self.hub = hub
         self.codec = codec
+        #: The token this connection speaks with (upgrade header, ?token=, auth frame).
+        self.token = token
+        self._principal: Principal | None = None
         settings = hub.settings
         self.max_soft_frame = settings.gateway.max_frame_bytes
         self.max_events = settings.gateway.max_events_per_frame
@@ -174,18 +186,14 @@ class NativeSession:
         except ValidationError as exc:
             self._error(ref_of(raw), "bad_frame", describe_error(exc))
             return
-        if isinstance(frame, SubscribeFrame):
-            self._subscribe(frame)
-        elif isinstance(frame, UnsubscribeFrame):
-            self._unsubscribe(frame)
-        else:
-            self._requests.append(frame)
-            if len(self._requests) >= self.max_requests and not self._reading_paused:
-                self._reading_paused = True
-                self.ws.transport.pause_reading()
-            if not self._serving:
-                self._serving = True
-                self.hub.spawn(self._serve_requests)
+        # Everything goes through one queue: handled in the order sent.
+        self._requests.append(frame)
+        if len(self._requests) >= self.max_requests and not self._reading_paused:
+            self._reading_paused = True
+            self.ws.transport.pause_reading()
+        if not self._serving:
+            self._serving = True
+            self.hub.spawn(self._serve_requests)
 
     def on_close(self) -> None:
         for sub in list(self.subscriptions.values()):
@@ -206,10 +214,18 @@ class NativeSession:
                 try:
                     if isinstance(frame, PublishFrame):
                         await self._publish(frame)
+                    elif isinstance(frame, SubscribeFrame):
+                        await self._subscribe(frame)
+                    elif isinstance(frame, UnsubscribeFrame):
+                        self._unsubscribe(frame)
                     elif isinstance(frame, GetFrame):
                         await self._get(frame)
                     elif isinstance(frame, ListFrame):
                         await self._list(frame)
+                    elif isinstance(frame, AuthFrame):
+                        await self._auth(frame)
+                except AuthFailure as exc:
+                    self._error(frame.ref, exc.code, exc.message)
                 except ProtocolError as exc:
                     self._error(frame.ref, "bad_frame", str(exc))
                 except (LogUnavailable, Closed) as exc:
@@ -227,7 +243,7 @@ class NativeSession:
             return
         now = math.floor(self.hub.clock() * 1000)
         results: list[dict[str, Any] | None] = [None] * len(frame.events)
-        accepted: list[tuple[int, Envelope]] = []
+        valid: list[tuple[int, Envelope]] = []
         for index, raw in enumerate(frame.events):
             try:
                 if_version = _if_version(raw)
@@ -244,7 +260,31 @@ class NativeSession:
             except ProtocolError as exc:
                 results[index] = _failure(raw, "invalid", str(exc))
                 continue
-            accepted.append((index, envelope))
+            valid.append((index, envelope))
+
+        # Authorization, then the namespace's rate limit, per event in order.
+        tenancy = self.hub.tenancy
+        bearer = self.token if self.token is not None else BearerProblem.MISSING
+        by_namespace: dict[str | None, list[tuple[int, Envelope]]] = {}
+        for index, envelope in valid:
+            try:
+                namespace = await tenancy.authorize_token(bearer, envelope.entity_id)
+            except AuthFailure as exc:
+                results[index] = _refused(envelope, exc.code, exc.message)
+                continue
+            by_namespace.setdefault(namespace, []).append((index, envelope))
+        accepted: list[tuple[int, Envelope]] = []
+        for namespace, items in by_namespace.items():
+            granted = len(items)
+            wait = 0.0
+            if namespace is not None:
+                granted, wait = await tenancy.take(namespace, len(items))
+            accepted += items[:granted]
+            for index, envelope in items[granted:]:
+                refusal = _refused(envelope, "rate_limited", "rate limit exceeded")
+                refusal["retry_after_ms"] = math.ceil(wait * 1000)
+                results[index] = refusal
+        accepted.sort(key=lambda item: item[0])
         if accepted:
             try:
                 applied = await self.hub.ingest.submit([e for _, e in accepted])
@@ -281,8 +321,41 @@ class NativeSession:
                         }
         self._send_value({"type": "ack", "ref": frame.ref, "results": results})
 
+    async def _auth(self, frame: AuthFrame) -> None:
+        principal = await self.hub.tenancy.principal(frame.token)
+        if principal.namespace is None and not principal.admin:
+            self._error(frame.ref, "unauthorized", "unknown token")
+            return
+        self.token = frame.token
+        self._principal = principal
+        self._send_value(
+            {
+                "type": "authenticated",
+                "ref": frame.ref,
+                "namespace": principal.namespace,
+                "admin": principal.admin,
+            }
+        )
+
+    async def _read_scope(self) -> str:
+        """Under private reads, the prefix this connection may read ("" = all).
+
+        Raises:
+            AuthFailure: private reads and no valid token.
+        """
+        if not self.hub.tenancy.private_reads:
+            return ""
+        if self._principal is None:
+            self._principal = await self.hub.tenancy.principal(self.token)
+        scope = self._principal.read_prefix
+        if scope is None:
+            raise AuthFailure(401, "private reads: authenticate with a namespace token first")
+        return scope
+
     async def _get(self, frame: GetFrame) -> None:
-        entities = await self.hub.store.get_many(list(dict.fromkeys(frame.ids)))
+        scope = await self._read_scope()
+        ids = [i for i in dict.fromkeys(frame.ids) if i.startswith(scope)]
+        entities = await self.hub.store.get_many(ids)
         found = {e.id for e in entities}
         self._send_value(
             {
@@ -294,6 +367,7 @@ class NativeSession:
         )
 
     async def _list(self, frame: ListFrame) -> None:
+        scope = await self._read_scope()
         prefix = frame.prefix
         if frame.namespace is not None:
             ns_prefix = frame.namespace + "/"
@@ -306,6 +380,13 @@ class NativeSession:
                     {"type": "entities", "ref": frame.ref, "entities": [], "next": None}
                 )
                 return
+        if prefix.startswith(scope):
+            pass
+        elif scope.startswith(prefix):
+            prefix = scope
+        else:
+            self._send_value({"type": "entities", "ref": frame.ref, "entities": [], "next": None})
+            return
         ids = await self.hub.store.list_ids(prefix, frame.limit, frame.cursor)
         entities = await self.hub.store.get_many(ids)
         self._send_value(
@@ -319,7 +400,8 @@ class NativeSession:
 
     # ------------------------------------------------------------------ subscriptions
 
-    def _subscribe(self, frame: SubscribeFrame) -> None:
+    async def _subscribe(self, frame: SubscribeFrame) -> None:
+        scope = await self._read_scope()
         if frame.sub in self.subscriptions:
             self._error(
                 frame.ref,
@@ -341,7 +423,14 @@ class NativeSession:
             except ValueError as exc:
                 self._error(frame.ref, "bad_cursor", str(exc))
                 return
-        sub = NativeSubscription(self, frame)
+        sub = NativeSubscription(self, frame, scope)
+        if not sub.patterns:
+            self._error(
+                frame.ref,
+                "forbidden",
+                f"the filter matches nothing under {scope!r}, which is all this token may read",
+            )
+            return
         self.subscriptions[sub.sub] = sub
         for pattern in sub.patterns:
             self.hub.fanout.native_index.add(sub, pattern)
@@ -481,7 +570,7 @@ class NativeSession:
         if reset is not None:
             self._send_value({"type": "reset", "sub": sub.sub, "reason": reset})
         store = self.hub.store
-        plan = plan_snapshot(sub.patterns)
+        plan = plan_snapshot(sub.patterns, sub.read_scope)
         cut = SnapshotCut()
         for p in range(store.keys.partitions):
             for prefix in plan.ranges:
@@ -626,6 +715,10 @@ def _if_version(raw: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ProtocolError(f"if_version must be a non-negative integer, got {value!r}")
     return value
+
+
+def _refused(envelope: Envelope, code: str, message: str) -> dict[str, Any]:
+    return {"eventId": envelope.event_id, "error": {"code": code, "message": message}}
 
 
 def _failure(raw: Any, code: str, message: str) -> dict[str, Any]:

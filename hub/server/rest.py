@@ -8,7 +8,6 @@ by :meth:`RestApi.handle`.
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 import math
 import time
@@ -30,13 +29,18 @@ from ..errors import (
 )
 from ..wire.envelope import Envelope, EventLimits, parse_batch_body, parse_event, parse_event_body
 from ..wire.jsonutil import JSONError, dumps, loads, serde_message
+from ..wire.names import RESERVED_NAMESPACE
+from .auth import read_bearer
 from .http import Request, Response, error_response, json_response, preflight_headers
 from .ids import uuid7
+from .tenancy import AuthFailure, RateLimited
 
 if TYPE_CHECKING:
+    from ..config import GatewaySettings
     from ..store import Applied, Store
     from .ingest import Ingest
     from .runtime import RuntimeConfig
+    from .tenancy import Tenancy
 
 __all__ = ["Handler", "MethodNotAllowed", "RestApi", "RouteGroup"]
 
@@ -68,6 +72,7 @@ LIST_MAX_LIMIT = 10_000
 DELETE_CHUNK = 1000
 
 ENTITIES_PREFIX = "/api/state/entities/"
+RESERVED_PREFIX = RESERVED_NAMESPACE + "/"
 
 
 class RestApi:
@@ -78,18 +83,23 @@ class RestApi:
         store: Store,
         ingest: Ingest,
         runtime: RuntimeConfig,
+        tenancy: Tenancy,
+        gateway: GatewaySettings,
         *,
-        admin_token: str | None,
-        max_batch_delete: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.ingest = ingest
         self.runtime = runtime
-        self.admin_token = admin_token
-        self.max_batch_delete = max_batch_delete
+        self.tenancy = tenancy
+        self.max_batch_delete = gateway.max_batch_delete
+        self.max_events_per_batch = gateway.max_events_per_batch
         self.clock = clock
-        self.limits = EventLimits()
+        self.limits = EventLimits(
+            max_properties=gateway.max_properties,
+            max_value_bytes=gateway.max_value_bytes,
+            max_depth=gateway.max_nesting_depth,
+        )
         self._routes: dict[str, dict[str, Handler]] = {
             "/api/events": {"POST": self.publish, "GET": self.history},
             "/api/events/batch": {"POST": self.publish_batch},
@@ -125,6 +135,12 @@ class RestApi:
             return await handler(request)
         except MethodNotAllowed as exc:
             return error_response(405, str(exc), [(b"allow", exc.allowed.encode())])
+        except AuthFailure as exc:
+            return error_response(exc.status, exc.message)
+        except RateLimited as exc:
+            return error_response(
+                429, "rate limit exceeded", [(b"retry-after", b"%d" % exc.retry_after)]
+            )
         except ProtocolError as exc:
             return error_response(exc.status, str(exc))
         except Overloaded as exc:
@@ -180,15 +196,23 @@ class RestApi:
         envelope = parse_event_body(
             request.body, now_ms=now, new_id=lambda: uuid7(now), limits=self.limits
         )
+        # Flux's order: validation, then authorization, then the rate limit.
+        header = request.headers.get("authorization")
+        namespace = await self.tenancy.authorize_write(header, envelope.entity_id)
+        await self.tenancy.check_one(namespace)
         await self.ingest.submit([envelope])
         return json_response({"eventId": envelope.event_id, "stream": envelope.stream})
 
     async def publish_batch(self, request: Request) -> Response:
         """``POST /api/events/batch``: per-event results, always 200."""
         raw_events = parse_batch_body(request.body)
+        if len(raw_events) > self.max_events_per_batch:
+            raise BadRequest(
+                f"Batch too large: {len(raw_events)} events, max is {self.max_events_per_batch}"
+            )
         now = self._now_ms()
         results: list[dict[str, Any] | None] = []
-        accepted: list[tuple[int, Envelope]] = []
+        valid: list[tuple[int, Envelope]] = []
         # Shape errors in any element fail the whole batch before anything is
         # published (Flux parses the whole body first); rule errors fail one item.
         for raw in raw_events:
@@ -204,8 +228,29 @@ class RestApi:
                     {"eventId": None, "stream": stream, "error": f"validation failed: {exc}"}
                 )
                 continue
-            accepted.append((len(results), envelope))
+            valid.append((len(results), envelope))
             results.append(None)
+
+        # Then, per event in order: authorization, then the namespace's rate limit.
+        header = request.headers.get("authorization")
+        allowed: dict[str | None, list[tuple[int, Envelope]]] = {}
+        for index, envelope in valid:
+            try:
+                namespace = await self.tenancy.authorize_write(header, envelope.entity_id)
+            except AuthFailure as exc:
+                results[index] = _failed(envelope, exc.batch_message)
+                continue
+            allowed.setdefault(namespace, []).append((index, envelope))
+        accepted: list[tuple[int, Envelope]] = []
+        for namespace, items in allowed.items():
+            granted = len(items)
+            if namespace is not None:
+                granted, _ = await self.tenancy.take(namespace, len(items))
+            accepted += items[:granted]
+            for index, envelope in items[granted:]:
+                results[index] = _failed(envelope, "rate limit exceeded")
+        accepted.sort(key=lambda item: item[0])
+
         if accepted:
             try:
                 await self.ingest.submit([e for _, e in accepted])
@@ -213,11 +258,7 @@ class RestApi:
             except (LogUnavailable, Closed) as exc:
                 failure = f"publish failed: {exc}"
             for index, envelope in accepted:
-                results[index] = {
-                    "eventId": envelope.event_id,
-                    "stream": envelope.stream,
-                    "error": failure,
-                }
+                results[index] = _failed(envelope, failure)
         failed = sum(1 for r in results if r is not None and r["error"] is not None)
         return json_response(
             {"successful": len(results) - failed, "failed": failed, "results": results}
@@ -241,13 +282,39 @@ class RestApi:
                 raise BadRequest("invalid `since` timestamp (expected ISO 8601)") from None
         limit = _query_int(query, "limit", HISTORY_DEFAULT_LIMIT)
         limit = max(1, min(limit, HISTORY_MAX_LIMIT))
+        self._may_read(await self._read_scope(request), entity)
         events = await self.store.history(entity, since, limit)
         return Response(200, b"[" + b",".join(events) + b"]")
 
     # ------------------------------------------------------------------ state
 
+    async def _read_scope(self, request: Request) -> str:
+        """The id prefix this request may read ("" = everything).
+
+        Raises:
+            AuthFailure: private reads, and no valid token.
+        """
+        if not self.tenancy.private_reads:
+            return ""
+        header = request.headers.get("authorization")
+        principal = await self.tenancy.principal_from_header(header)
+        scope = principal.read_prefix
+        if scope is None:
+            message = "Authorization token not provided" if header is None else "Invalid token"
+            raise AuthFailure(401, message)
+        return scope
+
+    @staticmethod
+    def _may_read(scope: str, entity_id: str) -> None:
+        if not entity_id.startswith(scope):
+            namespace = entity_id.split("/", 1)[0]
+            raise AuthFailure(
+                403, f"Token does not have permission to read namespace '{namespace}'"
+            )
+
     async def get_entity(self, request: Request) -> Response:
         entity_id = _entity_id(request.path)
+        self._may_read(await self._read_scope(request), entity_id)
         entity = await self.store.get(entity_id)
         if entity is None:
             raise BadRequest("Entity not found", 404)
@@ -262,6 +329,7 @@ class RestApi:
         """
         query = request.query
         prefix = _effective_prefix(query.get("prefix"), query.get("namespace"))
+        prefix = _narrow(prefix, await self._read_scope(request))
         cursor = _decode_cursor(query.get("cursor"))
         if "limit" in query:
             limit = _query_int(query, "limit", LIST_PAGE)
@@ -301,45 +369,29 @@ class RestApi:
 
     # ------------------------------------------------------------------ deletion
 
-    def _tombstone(self, entity_id: str, now: int) -> Envelope:
-        event_id = uuid7(now)
-        payload = {
-            "entity_id": entity_id,
-            "properties": {"__deleted__": True, "__deleted_at__": now},
-        }
-        stored = {
-            "eventId": event_id,
-            "stream": "flux.events.deletions",
-            "source": "api",
-            "timestamp": now,
-            "key": entity_id,
-            "payload": payload,
-        }
-        change = Change.from_parts(
-            entity_id, {"__deleted__": b"true", "__deleted_at__": b"%d" % now}, source="api"
-        )
-        return Envelope(
-            event_id, "flux.events.deletions", "api", now, entity_id, change, dumps(stored)
-        )
-
     async def delete_entity(self, request: Request) -> Response:
         """``DELETE /api/state/entities/:id``: publishes a tombstone (200 even if absent)."""
         entity_id = _entity_id(request.path)
-        tombstone = self._tombstone(entity_id, self._now_ms())
+        await self.tenancy.authorize_delete(request.headers.get("authorization"), entity_id)
+        tombstone = make_tombstone(entity_id, self._now_ms())
         await self.ingest.submit([tombstone])
         return json_response({"entity_id": entity_id, "eventId": tombstone.event_id})
 
     async def batch_delete(self, request: Request) -> Response:
         """``POST /api/state/entities/delete`` with a namespace, prefix or id list."""
-        body = _json_body(request)
+        body = json_body(request)
         ids = await self._ids_to_delete(body)
+        # Public mode: every id is authorized before anything is deleted (Flux).
+        header = request.headers.get("authorization")
+        for entity_id in ids:
+            await self.tenancy.authorize_delete(header, entity_id)
         deleted = failed = 0
         errors: list[str] = []
         for start in range(0, len(ids), DELETE_CHUNK):
             chunk = ids[start : start + DELETE_CHUNK]
             now = self._now_ms()
             try:
-                results = await self.ingest.submit([self._tombstone(i, now) for i in chunk])
+                results = await self.ingest.submit([make_tombstone(i, now) for i in chunk])
             except (LogUnavailable, Closed) as exc:
                 failed += len(chunk)
                 errors.extend(f"{i}: {exc}" for i in chunk)
@@ -373,9 +425,14 @@ class RestApi:
             )
         if prefix is None:
             return []
-        ids = await self.store.list_ids(prefix, limit + 1)
+        reserved = (
+            await self.store.count_ids(RESERVED_PREFIX) if RESERVED_PREFIX.startswith(prefix) else 0
+        )
+        ids = await self.store.list_ids(prefix, limit + 1 + reserved)
+        # The hub's own entities (flux-core/...) are not the client's to delete.
+        ids = [i for i in ids if not i.startswith(RESERVED_PREFIX)]
         if len(ids) > limit:
-            total = await self.store.count_ids(prefix)
+            total = await self.store.count_ids(prefix) - reserved
             raise BadRequest(f"Batch too large: {total} entities requested, max is {limit}")
         return ids
 
@@ -386,8 +443,11 @@ class RestApi:
 
     async def put_config(self, request: Request) -> Response:
         # Flux checks the token after parsing the body, shape and types included.
-        changes = self.runtime.parse(_json_body(request))
-        if self.admin_token is not None and not _bearer_matches(request, self.admin_token):
+        changes = self.runtime.parse(json_body(request))
+        token = read_bearer(request.headers.get("authorization"))
+        if self.tenancy.admin_token is not None and not self.tenancy.is_admin(
+            token if isinstance(token, str) else None
+        ):
             raise BadRequest("Unauthorized", 401)
         values = await self.runtime.apply(changes)
         return json_response(values.as_json())
@@ -422,6 +482,27 @@ async def _preflight(request: Request) -> Response:
     return Response(204, content_type=None, headers=preflight_headers())
 
 
+def make_tombstone(entity_id: str, now: int) -> Envelope:
+    """The event Flux publishes to delete an entity (FLUX_COMPAT.md §1.7)."""
+    event_id = uuid7(now)
+    payload = {
+        "entity_id": entity_id,
+        "properties": {"__deleted__": True, "__deleted_at__": now},
+    }
+    stored = {
+        "eventId": event_id,
+        "stream": "flux.events.deletions",
+        "source": "api",
+        "timestamp": now,
+        "key": entity_id,
+        "payload": payload,
+    }
+    change = Change.from_parts(
+        entity_id, {"__deleted__": b"true", "__deleted_at__": b"%d" % now}, source="api"
+    )
+    return Envelope(event_id, "flux.events.deletions", "api", now, entity_id, change, dumps(stored))
+
+
 def encode_entity(entity: Entity) -> bytes:
     """An entity as Flux shows it, plus its ``version``; values are already JSON."""
     props = b",".join(dumps(name) + b":" + value for name, value in entity.properties.items())
@@ -453,6 +534,22 @@ def _effective_prefix(prefix: str | None, namespace: str | None) -> str | None:
     return None
 
 
+def _narrow(prefix: str | None, scope: str) -> str | None:
+    """The ids starting with both ``prefix`` and ``scope``, as one prefix (None: none)."""
+    if prefix is None:
+        return None
+    if prefix.startswith(scope):
+        return prefix
+    if scope.startswith(prefix):
+        return scope
+    return None
+
+
+def _failed(envelope: Envelope, error: str | None) -> dict[str, Any]:
+    """A batch result: Flux keeps the eventId once validation has passed."""
+    return {"eventId": envelope.event_id, "stream": envelope.stream, "error": error}
+
+
 def _query_int(query: dict[str, str], name: str, default: int) -> int:
     text = query.get(name)
     if text is None:
@@ -467,7 +564,7 @@ def _query_int(query: dict[str, str], name: str, default: int) -> int:
     return int(text)
 
 
-def _json_body(request: Request) -> Any:
+def json_body(request: Request) -> Any:
     try:
         return loads(request.body)
     except JSONError as exc:
@@ -478,12 +575,6 @@ def _json_body(request: Request) -> Any:
 
 def _unprocessable(detail: str) -> BadRequest:
     return BadRequest(f"Failed to deserialize the JSON body into the target type: {detail}", 422)
-
-
-def _bearer_matches(request: Request, token: str) -> bool:
-    """``Authorization`` is exactly ``Bearer <token>``, compared in constant time."""
-    header = request.headers.get("authorization", "")
-    return hmac.compare_digest(header.encode(), b"Bearer " + token.encode())
 
 
 def _removed(result: Applied) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .embedded import EmbeddedRedis, find_server_binary
 from .keys import Keys
+from .registry import Namespace, Registry
 from .store import MIN_REDIS_VERSION, Applied, Store, Submission
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "Applied",
     "EmbeddedRedis",
     "Keys",
+    "Namespace",
+    "Registry",
     "Store",
     "Submission",
     "find_server_binary",

@@ -7,12 +7,23 @@ Layout (prefix ``flux``, partition ``p``)::
     flux:{p}:ids          ZSET    live entity ids, score 0: lexicographic index
     flux:{p}:stats        HASH    ``events``: events accepted, all time;
                                   ``deltas``: sequence number of the last delta
+    flux:{p}:nsstats      HASH    per namespace (text before the first ``/``; "" for
+                                  ids without one): ``<ns>`` live entities,
+                                  ``<ns>@`` last update (ms)
+    flux:lease:<name>     STRING  a hub's lease on a singleton task (value: hub id)
     flux:{p}:e:<id>       HASH    entity: ``.<name>`` -> canonical JSON value,
                                   ``#v`` version, ``#t`` lastUpdated (ms),
                                   ``#d`` present when deleted (tombstone)
     flux:{p}:h:<id>       LIST    event-log ids of the entity's events, newest first
     flux:{p}:x:<eventId>  STRING  a client eventId already applied, with its result
     flux:config           HASH    runtime settings changed by PUT /api/admin/config
+    flux:{ns}:n:<name>    HASH    registered namespace: ``id``, ``token`` (SHA-256 hex of
+                                  the token, never the token), ``created`` (ms)
+    flux:{ns}:t:<sha256>  STRING  token hash -> namespace name
+    flux:{ns}:all         ZSET    registered namespace names (score: creation ms)
+    flux:{ns}:version     STRING  bumped when a namespace is deleted (hubs drop caches)
+    flux:{ns}:deleted     SET     names deleted and not registered since (purged on reuse)
+    flux:rl:<namespace>   HASH    rate-limit bucket: ``tokens``, ``ms`` (expires 61 s)
 
 Every key one reduce-script call touches carries the partition's hash tag ``{p}``, so a
 partition lives in one Redis Cluster slot; the number of partitions is a setting, and
@@ -63,6 +74,12 @@ class Keys:
     def stats(self, p: int) -> str:
         return self._tags[p] + "stats"
 
+    def namespace_stats(self, p: int) -> str:
+        return self._tags[p] + "nsstats"
+
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}:lease:{name}"
+
     def entity(self, p: int, entity_id: str) -> str:
         return self._tags[p] + "e:" + entity_id
 
@@ -75,3 +92,53 @@ class Keys:
     def runtime_config(self) -> str:
         # Not partitioned: read whole by every hub, never inside a reduce call.
         return self.prefix + ":config"
+
+    # The namespace registry shares one hash tag so that registering is atomic.
+
+    def namespace(self, name: str) -> str:
+        return f"{self.prefix}:{{ns}}:n:{name}"
+
+    def namespace_token(self, token_hash: str) -> str:
+        return f"{self.prefix}:{{ns}}:t:{token_hash}"
+
+    def namespaces(self) -> str:
+        return f"{self.prefix}:{{ns}}:all"
+
+    def deleted_namespaces(self) -> str:
+        return f"{self.prefix}:{{ns}}:deleted"
+
+    def namespaces_version(self) -> str:
+        return f"{self.prefix}:{{ns}}:version"
+
+    def rate_bucket(self, namespace: str) -> str:
+        # One key per bucket, anywhere in a cluster: each rate check touches one.
+        return f"{self.prefix}:rl:{namespace}"
+
+    # ------------------------------------------------------------------ connectors
+    # Layout (docs/connectors.md). Not partitioned: these keys are small, read by every
+    # hub's connector scheduler and never touched by a reduce call. They share the hash
+    # tag ``{connectors}``, so the scripts of hub/store/connectors.py, which touch a
+    # registry and a status key together, stay in one Redis Cluster slot.
+    #
+    #   flux:{connectors}:credentials    HASH    ``<connector>:<user>`` -> encrypted
+    #                                            credentials
+    #   flux:{connectors}:pollers        HASH    ``<source_id>`` -> poller config JSON
+    #                                            (its secret encrypted)
+    #   flux:{connectors}:status:<job>   HASH    last_poll, next_poll, last_error, polls...
+    #   flux:{connectors}:lease:<job>    STRING  the hub running the job (PX, renewed)
+    #   flux:{connectors}:oauth:<state>  STRING  a pending OAuth flow (PX, single use)
+
+    def connector_credentials(self) -> str:
+        return self.prefix + ":{connectors}:credentials"
+
+    def connector_pollers(self) -> str:
+        return self.prefix + ":{connectors}:pollers"
+
+    def connector_status(self, job: str) -> str:
+        return self.prefix + ":{connectors}:status:" + job
+
+    def connector_lease(self, job: str) -> str:
+        return self.prefix + ":{connectors}:lease:" + job
+
+    def oauth_state(self, state: str) -> str:
+        return self.prefix + ":{connectors}:oauth:" + state

@@ -2,7 +2,7 @@
 -- partition, in order. It must agree exactly with hub/core/reducer.py; the tests fold
 -- random event sequences through both and compare. Key layout: hub/store/keys.py.
 --
--- KEYS: 1 event log, 2 delta log, 3 id index, 4 stats,
+-- KEYS: 1 event log, 2 delta log, 3 id index, 4 stats, 5 namespace stats,
 --       then per event: entity hash, history list, dedup key
 --       (unused ones are given as KEYS[4] so every key stays in the partition's slot)
 -- ARGV: 1 now (ms), 2 event-log MAXLEN (0: none), 3 delta-log MAXLEN,
@@ -46,7 +46,18 @@ local accepted = 0
 local seq = tonumber(redis.call('HGET', KEYS[4], 'deltas') or '0')
 local first_seq = seq
 local a = 8
-local k = 5
+local k = 6
+-- Per namespace (text before the first '/', '' without one): entities created minus
+-- deleted, and whether any was updated; written once per namespace at the end.
+local ns_count = {}
+local ns_touched = {}
+local function namespace_of(id)
+  local slash = string.find(id, '/', 1, true)
+  if slash then
+    return string.sub(id, 1, slash - 1)
+  end
+  return ''
+end
 for _ = 1, n do
   local kind, dedup, if_version = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local stored, id, source = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
@@ -90,7 +101,10 @@ for _ = 1, n do
       local base = tonumber(old[1] or '0')
       local was_deleted = old[2]
       local created = was_deleted or not old[1]
+      local ns = namespace_of(id)
+      ns_touched[ns] = true
       if created then
+        ns_count[ns] = (ns_count[ns] or 0) + 1
         -- Created (or re-created): index it; a tombstone's version carries on.
         if was_deleted then
           redis.call('HDEL', ekey, '#d')
@@ -136,6 +150,9 @@ for _ = 1, n do
       local base = live_version(ekey)
       if base > 0 then
         version = base + 1
+        local ns = namespace_of(id)
+        ns_count[ns] = (ns_count[ns] or 0) - 1
+        ns_touched[ns] = true
         redis.call('DEL', ekey)
         redis.call('HSET', ekey, '#v', version, '#d', '1', '#t', now)
         redis.call('ZREM', KEYS[3], id)
@@ -165,6 +182,15 @@ if accepted > 0 then
     redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', event_maxlen)
   end
 end
+for ns, delta_count in pairs(ns_count) do
+  if delta_count ~= 0 then
+    redis.call('HINCRBY', KEYS[5], ns, delta_count)
+  end
+end
+for ns, _ in pairs(ns_touched) do
+  redis.call('HSET', KEYS[5], ns .. '@', now)
+end
+
 if seq > first_seq then
   redis.call('HSET', KEYS[4], 'deltas', seq)
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', delta_maxlen)

@@ -45,6 +45,20 @@ _CHANGED, _SAME = ord("="), ord("~")
 
 _REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
+# Take a free lease, or renew one we hold. KEYS: lease; ARGV: holder, ttl (ms).
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 
 class Submission(Protocol):
     """What :meth:`Store.apply` needs of an event."""
@@ -84,6 +98,7 @@ class Store:
         self._tails: dict[int, aioredis.Redis] = {}
         self._sha = ""
         self._snapshot_sha = ""
+        self._lease = self._client.register_script(_LEASE)
 
     @classmethod
     async def connect(cls, url: str, keys: Keys, log: LogSettings) -> Store:
@@ -171,7 +186,13 @@ class Store:
     ) -> tuple[list[str], list[Any]]:
         keys = self.keys
         spare = keys.stats(p)
-        key_list = [keys.event_log(p), keys.delta_log(p), keys.ids(p), spare]
+        key_list = [
+            keys.event_log(p),
+            keys.delta_log(p),
+            keys.ids(p),
+            spare,
+            keys.namespace_stats(p),
+        ]
         args: list[Any] = [
             now_ms,
             self.log.event_log_maxlen,
@@ -436,6 +457,38 @@ class Store:
             return bool((await self._client.script_exists(self._sha))[0])
         except (*_REDIS_FAILURES, redis_errors.ResponseError):
             return False
+
+    async def namespace_stats(self) -> dict[str, tuple[int, int]]:
+        """Per namespace ("" for ids without one): ``(live entities, last update ms)``."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for p in range(self.keys.partitions):
+                    pipe.hgetall(self.keys.namespace_stats(p))
+                replies = await pipe.execute()
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading namespace stats: {exc}") from exc
+        counts: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for fields in replies:
+            for key, value in fields.items():
+                name = key.decode()
+                if name.endswith("@"):
+                    ns = name[:-1]
+                    last[ns] = max(last.get(ns, 0), int(value))
+                else:
+                    counts[name] = counts.get(name, 0) + int(value)
+        return {ns: (counts.get(ns, 0), last.get(ns, 0)) for ns in counts.keys() | last.keys()}
+
+    async def lease(self, name: str, holder: str, ttl_ms: int) -> bool:
+        """Take or renew a lease on a singleton task; True while ``holder`` has it.
+
+        A holder that stops renewing loses it after ``ttl_ms``, and another hub's
+        next call takes it over.
+        """
+        try:
+            return bool(await self._lease(keys=[self.keys.lease(name)], args=[holder, ttl_ms]))
+        except _REDIS_FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while taking a lease: {exc}") from exc
 
     # ------------------------------------------------------------------ runtime config
 

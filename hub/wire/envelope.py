@@ -46,6 +46,7 @@ class EventLimits:
 
     max_properties: int = 0
     max_value_bytes: int = 0
+    max_depth: int = 0
 
 
 NO_LIMITS = EventLimits()
@@ -180,6 +181,12 @@ def parse_event(
                 f"too many properties: {len(raw_properties)} (limit {limits.max_properties})"
             )
         properties = {name: canonical(value) for name, value in raw_properties.items()}
+        if limits.max_depth:
+            for name, value in raw_properties.items():
+                if isinstance(value, dict | list) and _deeper_than(value, limits.max_depth):
+                    raise PayloadTooLarge(
+                        f"property '{name}' nests deeper than {limits.max_depth} levels"
+                    )
         if limits.max_value_bytes:
             for name, value in properties.items():
                 if len(value) > limits.max_value_bytes:
@@ -205,6 +212,22 @@ def parse_event(
         entity_id, properties, dedup_id=dedup_id, if_version=if_version, source=source
     )
     return Envelope(event_id, stream, source, timestamp, entity_id, change, dumps(stored))
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects/arrays nest more than ``limit`` levels (a scalar is level 0)."""
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        nxt: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            nxt.extend(c for c in children if isinstance(c, dict | list))
+        level = nxt
+    return False
 
 
 def _decode(body: bytes) -> Any:

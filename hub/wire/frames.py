@@ -23,6 +23,7 @@ from pydantic import (
 
 __all__ = [
     "CLIENT_FRAMES",
+    "AuthFrame",
     "ClientFrame",
     "Filter",
     "GetFrame",
@@ -107,6 +108,14 @@ class UnsubscribeFrame(_Frame):
     sub: str = Field(min_length=1, max_length=128)
 
 
+class AuthFrame(_Frame):
+    """Speak for a namespace from now on (instead of, or after, the upgrade's token)."""
+
+    type: Literal["auth"]
+    ref: Ref = None
+    token: str = Field(min_length=1, max_length=4096)
+
+
 class GetFrame(_Frame):
     """Read entities by id; answered by ``entities``."""
 
@@ -127,7 +136,7 @@ class ListFrame(_Frame):
 
 
 ClientFrame = Annotated[
-    PublishFrame | SubscribeFrame | UnsubscribeFrame | GetFrame | ListFrame,
+    PublishFrame | SubscribeFrame | UnsubscribeFrame | GetFrame | ListFrame | AuthFrame,
     Field(discriminator="type"),
 ]
 

@@ -1,0 +1,122 @@
+"""The connector interface, shaped like Flux's ``Connector`` trait (FLUX_COMPAT.md §6).
+
+A connector turns an external API into events. The hub schedules it: for each user
+who stored credentials for it (a token through ``POST /api/connectors/:name/token``, or
+an OAuth flow), one hub polls it every :attr:`Connector.poll_interval` seconds, calls
+:meth:`Connector.fetch` with the decrypted credentials, validates the events it
+returns as any published event, and applies them. A failure (an exception from
+``fetch``, an invalid event) is recorded in the connector's status and the next poll
+is backed off; it never reaches the hub.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ...wire.jsonutil import JSONError, dumps, loads
+
+__all__ = ["CONNECTOR_NAME", "Connector", "Credentials", "OAuthConfig", "connector_event"]
+
+#: What a connector's name may be: it appears in paths and in environment variable
+#: names (``FLUX_OAUTH_<NAME>_CLIENT_ID``).
+CONNECTOR_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthConfig:
+    """Where a connector's OAuth 2.0 authorization-code flow happens."""
+
+    #: The provider's authorization page (the user is redirected there).
+    auth_url: str
+    #: The provider's token endpoint (the hub exchanges the code there).
+    token_url: str
+    #: Scopes requested, sent space-separated.
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a user stored for a connector (Flux's ``Credentials``)."""
+
+    access_token: str
+    refresh_token: str | None = None
+    #: When the access token expires, in ms since the epoch; None if unknown.
+    expires_at: int | None = None
+
+    def to_json(self) -> bytes:
+        """The stored form (encrypted before it reaches Redis)."""
+        return dumps(
+            {
+                "access_token": self.access_token,
+                "refresh_token": self.refresh_token,
+                "expires_at": self.expires_at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Credentials | None:
+        """Read the stored form; None if it is not one."""
+        try:
+            value = loads(data)
+        except JSONError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("access_token"), str):
+            return None
+        refresh = value.get("refresh_token")
+        expires = value.get("expires_at")
+        return cls(
+            value["access_token"],
+            refresh if isinstance(refresh, str) else None,
+            expires if isinstance(expires, int) and not isinstance(expires, bool) else None,
+        )
+
+
+class Connector(Protocol):
+    """A source of events polled by the hub. Structural: no base class needed.
+
+    Implementations must be safe to call from several polls at once (one per user)
+    and should bound their own work: the hub does not time out ``fetch``.
+    """
+
+    @property
+    def name(self) -> str:
+        """Unique, matching :data:`CONNECTOR_NAME`; used in paths and env vars."""
+        ...
+
+    @property
+    def oauth_config(self) -> OAuthConfig | None:
+        """The OAuth flow of this connector; None if it takes tokens only."""
+        ...
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between two polls of one user's credentials."""
+        ...
+
+    async def fetch(self, credentials: Credentials | None) -> list[dict[str, Any]]:
+        """Read the external API once.
+
+        Args:
+            credentials: the user's decrypted credentials (None only for generic
+                pollers without authentication).
+
+        Returns:
+            Events in the ``POST /api/events`` shape (see :func:`connector_event`).
+
+        Raises:
+            Exception: any failure; its message becomes the status' ``last_error``.
+        """
+        ...
+
+
+def connector_event(
+    entity_id: str, properties: dict[str, Any], *, stream: str, source: str
+) -> dict[str, Any]:
+    """An event as :meth:`Connector.fetch` returns it (no timestamp: the hub's time)."""
+    return {
+        "stream": stream,
+        "source": source,
+        "payload": {"entity_id": entity_id, "properties": properties},
+    }

@@ -1,0 +1,334 @@
+"""Connector state in Redis: credentials, pollers, poll status, leases, OAuth flows.
+
+Everything here is shared by every hub on the same Redis (docs/connectors.md):
+
+- **credentials** of a (connector, user) and **pollers** are the two registries; each
+  entry is one *job* that some hub polls. Job ids: ``cred:<connector>:<user>`` and
+  ``poller:<source_id>``.
+- a job's **status** (last poll, next poll, last error, counters) is written by the hub
+  that polls it and read by any hub that answers a status request;
+- a job's **lease** names the one hub that polls it. A hub claims a free lease with
+  ``SET NX PX``-like semantics and renews it while it runs the job; a hub that dies
+  stops renewing, the lease expires and another hub claims it;
+- an **OAuth state** is a pending authorization, single use (``GETDEL``) and expiring.
+
+This module stores opaque bytes: encrypting credentials and secrets is the caller's
+job (``hub.server.connectors.crypto``), so no secret reaches Redis in clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from redis import exceptions as redis_errors
+
+from ..errors import LogUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .store import Store
+
+__all__ = [
+    "OAUTH_STATE_TTL_MS",
+    "ConnectorStore",
+    "JobStatus",
+    "credential_job",
+    "poller_job",
+]
+
+#: Flux: an OAuth CSRF state is valid for 600 s. Redis expires it, so no clean-up
+#: loop is needed (Flux sweeps every 300 s).
+OAUTH_STATE_TTL_MS = 600_000
+
+_FAILURES = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ResponseError,
+    OSError,
+)
+
+_CREDENTIAL_JOB = "cred:"
+_POLLER_JOB = "poller:"
+
+# Claim or renew a lease: ours -> extend it; free -> take it; another hub's -> no.
+# KEYS: lease. ARGV: owner, ttl ms.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Give a lease back, only if it is still ours. KEYS: lease. ARGV: owner.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Record one poll, unless the job was deleted meanwhile (the status would outlive it).
+# KEYS: registry, status. ARGV: field in the registry, now ms, next poll ms, error
+# ('' on success). Returns the consecutive failures, or -1 if the job is gone.
+_RECORD = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[2], 'last_poll', ARGV[2], 'next_poll', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'polls', 1)
+if ARGV[4] == '' then
+  redis.call('HSET', KEYS[2], 'last_success', ARGV[2], 'consecutive_failures', 0)
+  redis.call('HDEL', KEYS[2], 'last_error')
+  return 0
+end
+redis.call('HSET', KEYS[2], 'last_error', ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'failures', 1)
+return redis.call('HINCRBY', KEYS[2], 'consecutive_failures', 1)
+"""
+
+# Register a poller unless the registry is full; its first poll is due at once.
+# KEYS: pollers, status. ARGV: source id, config, max pollers, now ms.
+_ADD_POLLER = """
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'created', ARGV[4], 'next_poll', ARGV[4])
+return 1
+"""
+
+
+def credential_job(connector: str, user: str) -> str:
+    """The job id of a user's credentials for a connector."""
+    return f"{_CREDENTIAL_JOB}{connector}:{user}"
+
+
+def poller_job(source_id: str) -> str:
+    """The job id of a generic poller."""
+    return _POLLER_JOB + source_id
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """What the hub that polls a job last recorded (times in ms since the epoch)."""
+
+    #: When the job was registered (pollers only).
+    created: int | None = None
+    last_poll: int | None = None
+    last_success: int | None = None
+    next_poll: int | None = None
+    #: The error of the last poll; None once a poll succeeds.
+    last_error: str | None = None
+    polls: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+
+
+class ConnectorStore:
+    """Async access to connector state; built over a :class:`~hub.store.Store`.
+
+    Every method raises :class:`~hub.errors.LogUnavailable` when Redis fails.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.keys = store.keys
+        client = store.client
+        self._client = client
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+        self._record = client.register_script(_RECORD)
+        self._add_poller = client.register_script(_ADD_POLLER)
+
+    # ------------------------------------------------------------------ credentials
+
+    async def credentials_of(self, user: str, connectors: Sequence[str]) -> dict[str, bytes]:
+        """The stored (encrypted) credentials of ``user``, by connector name."""
+        if not connectors:
+            return {}
+        fields = [f"{name}:{user}" for name in connectors]
+        try:
+            blobs = await self._client.hmget(self.keys.connector_credentials(), fields)
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading credentials: {exc}") from exc
+        return {
+            name: blob for name, blob in zip(connectors, blobs, strict=True) if blob is not None
+        }
+
+    async def put_credentials(self, connector: str, user: str, blob: bytes, now_ms: int) -> None:
+        """Store (or replace) credentials. A new job's first poll is due at once."""
+        job = credential_job(connector, user)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.connector_credentials(), f"{connector}:{user}", blob)
+                pipe.hsetnx(self.keys.connector_status(job), "next_poll", now_ms)
+                await pipe.execute()
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while storing credentials: {exc}") from exc
+
+    async def delete_credentials(self, connector: str, user: str) -> bool:
+        """Forget credentials, with their job's status. False if there were none."""
+        job = credential_job(connector, user)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.connector_credentials(), f"{connector}:{user}")
+                pipe.delete(self.keys.connector_status(job), self.keys.connector_lease(job))
+                removed, _ = await pipe.execute()
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while deleting credentials: {exc}") from exc
+        return bool(removed)
+
+    # ------------------------------------------------------------------ pollers
+
+    async def add_poller(
+        self, source_id: str, config: bytes, *, max_pollers: int, now_ms: int
+    ) -> bool:
+        """Register a poller; False if ``max_pollers`` are already registered."""
+        keys = [self.keys.connector_pollers(), self.keys.connector_status(poller_job(source_id))]
+        try:
+            added = await self._add_poller(keys, [source_id, config, max_pollers, now_ms])
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while adding a poller: {exc}") from exc
+        return bool(added)
+
+    async def pollers(self) -> dict[str, bytes]:
+        """Every registered poller's config, by source id."""
+        try:
+            raw = cast(
+                "dict[bytes, bytes]", await self._client.hgetall(self.keys.connector_pollers())
+            )
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while listing pollers: {exc}") from exc
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def delete_poller(self, source_id: str) -> bool:
+        """Forget a poller, with its status. False if there was none."""
+        job = poller_job(source_id)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.connector_pollers(), source_id)
+                pipe.delete(self.keys.connector_status(job), self.keys.connector_lease(job))
+                removed, _ = await pipe.execute()
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while deleting a poller: {exc}") from exc
+        return bool(removed)
+
+    # ------------------------------------------------------------------ jobs
+
+    async def job_ids(self) -> list[str]:
+        """Every job of both registries."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hkeys(self.keys.connector_credentials())
+                pipe.hkeys(self.keys.connector_pollers())
+                credentials, pollers = await pipe.execute()
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while listing connector jobs: {exc}") from exc
+        return [_CREDENTIAL_JOB + f.decode() for f in credentials] + [
+            _POLLER_JOB + f.decode() for f in pollers
+        ]
+
+    async def job_entry(self, job: str) -> bytes | None:
+        """The registry entry of a job (credentials or poller config); None if gone."""
+        registry, field = self._registry_of(job)
+        try:
+            return cast("bytes | None", await self._client.hget(registry, field))
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading a connector job: {exc}") from exc
+
+    async def statuses(self, jobs: Sequence[str]) -> list[JobStatus]:
+        """The recorded status of each job, in order (empty for unknown jobs)."""
+        if not jobs:
+            return []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for job in jobs:
+                    pipe.hgetall(self.keys.connector_status(job))
+                replies = await pipe.execute()
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading connector status: {exc}") from exc
+        return [_decode_status(reply) for reply in replies]
+
+    async def record_poll(
+        self, job: str, *, now_ms: int, next_ms: int, error: str | None
+    ) -> int | None:
+        """Record a poll's outcome.
+
+        Returns:
+            The job's consecutive failures after this poll, or None if the job was
+            deleted meanwhile (nothing is written then).
+        """
+        registry, field = self._registry_of(job)
+        keys = [registry, self.keys.connector_status(job)]
+        try:
+            result = int(await self._record(keys, [field, now_ms, next_ms, error or ""]))
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while recording a poll: {exc}") from exc
+        return None if result < 0 else result
+
+    async def claim(self, jobs: Sequence[str], owner: str, ttl_ms: int) -> list[bool]:
+        """Claim or renew the lease of each job; True where ``owner`` holds it now."""
+        if not jobs:
+            return []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for job in jobs:
+                    await self._claim([self.keys.connector_lease(job)], [owner, ttl_ms], pipe)
+                replies = await pipe.execute()
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while claiming leases: {exc}") from exc
+        return [bool(r) for r in replies]
+
+    async def release(self, jobs: Sequence[str], owner: str) -> None:
+        """Give back the leases ``owner`` still holds among ``jobs``."""
+        if not jobs:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for job in jobs:
+                    await self._release([self.keys.connector_lease(job)], [owner], pipe)
+                await pipe.execute()
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while releasing leases: {exc}") from exc
+
+    # ------------------------------------------------------------------ OAuth
+
+    async def put_oauth_state(self, state: str, value: bytes) -> None:
+        """Remember a pending OAuth flow for :data:`OAUTH_STATE_TTL_MS`."""
+        try:
+            await self._client.set(self.keys.oauth_state(state), value, px=OAUTH_STATE_TTL_MS)
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while saving an OAuth state: {exc}") from exc
+
+    async def take_oauth_state(self, state: str) -> bytes | None:
+        """Consume a pending OAuth flow: the first call gets it, later ones None."""
+        try:
+            return cast("bytes | None", await self._client.getdel(self.keys.oauth_state(state)))
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while reading an OAuth state: {exc}") from exc
+
+    # ------------------------------------------------------------------ helpers
+
+    def _registry_of(self, job: str) -> tuple[str, str]:
+        if job.startswith(_CREDENTIAL_JOB):
+            return self.keys.connector_credentials(), job[len(_CREDENTIAL_JOB) :]
+        if job.startswith(_POLLER_JOB):
+            return self.keys.connector_pollers(), job[len(_POLLER_JOB) :]
+        raise ValueError(f"not a connector job id: {job!r}")
+
+
+def _decode_status(fields: dict[bytes, bytes]) -> JobStatus:
+    def number(name: bytes) -> int | None:
+        value = fields.get(name)
+        return None if value is None else int(value)
+
+    error = fields.get(b"last_error")
+    return JobStatus(
+        created=number(b"created"),
+        last_poll=number(b"last_poll"),
+        last_success=number(b"last_success"),
+        next_poll=number(b"next_poll"),
+        last_error=None if error is None else error.decode(errors="replace"),
+        polls=number(b"polls") or 0,
+        failures=number(b"failures") or 0,
+        consecutive_failures=number(b"consecutive_failures") or 0,
+    )
