@@ -26,7 +26,7 @@ from ..errors import LogUnavailable
 from ..store import Registry
 from ..wire.codec import JSON, MSGPACK, codec_for
 from ..wire.compat import Metrics, metrics_message
-from .auth import read_bearer
+from .auth import BearerProblem, read_bearer
 from .compat_ws import CompatSession
 from .connectors import ConnectorsExtension
 from .directory import DirectoryKeeper
@@ -295,9 +295,9 @@ class Hub:
                 1013, "the hub fell behind and missed updates; reconnect and re-read the state"
             )
 
-    async def _admit_compat(self, session: CompatSession, token: str | None) -> None:
+    async def _admit_compat(self, session: CompatSession, token: str | BearerProblem) -> None:
         """Under private reads, a compat connection sees only its token's namespace."""
-        principal = await self.tenancy.principal(token)
+        principal = await self.tenancy.principal(token if isinstance(token, str) else None)
         scope = principal.read_prefix
         if scope is None:
             session.ws.close(
@@ -367,13 +367,13 @@ class Hub:
                     ws.ping()
 
 
-def _request_token(request: Request) -> str | None:
+def _request_token(request: Request) -> str | BearerProblem:
     """A WebSocket client's token: the Authorization header, else ``?token=``
-    (browsers cannot set headers on a WebSocket)."""
+    (browsers cannot set headers on a WebSocket); else what was wrong."""
     token = read_bearer(request.headers.get("authorization"))
     if isinstance(token, str):
         return token
-    return request.query.get("token") or None
+    return request.query.get("token") or token
 
 
 async def _guarded(fn: Callable[[], Awaitable[None]]) -> None:

@@ -30,7 +30,7 @@ def read_bearer(header: str | None) -> str | BearerProblem:
     """
     if header is None:
         return BearerProblem.MISSING
-    scheme, space, token = header.strip().partition(" ")
+    scheme, space, token = header.lstrip().partition(" ")
     if scheme.lower() != "bearer":
         return BearerProblem.MALFORMED
     token = token.strip()

@@ -135,11 +135,18 @@ class NativeSubscription:
 class NativeSession:
     """State of one native-protocol connection."""
 
-    def __init__(self, ws: WebSocket, hub: Hub, codec: Codec, token: str | None = None) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        hub: Hub,
+        codec: Codec,
+        token: str | BearerProblem = BearerProblem.MISSING,
+    ) -> None:
         self.ws = ws
         self.hub = hub
         self.codec = codec
-        #: The token this connection speaks with (upgrade header, ?token=, auth frame).
+        #: The token this connection speaks with (upgrade header, ?token=, auth frame),
+        #: or what was wrong with the upgrade's Authorization header.
         self.token = token
         self._principal: Principal | None = None
         settings = hub.settings
@@ -264,7 +271,7 @@ class NativeSession:
 
         # Authorization, then the namespace's rate limit, per event in order.
         tenancy = self.hub.tenancy
-        bearer = self.token if self.token is not None else BearerProblem.MISSING
+        bearer = self.token
         by_namespace: dict[str | None, list[tuple[int, Envelope]]] = {}
         for index, envelope in valid:
             try:
@@ -346,7 +353,8 @@ class NativeSession:
         if not self.hub.tenancy.private_reads:
             return ""
         if self._principal is None:
-            self._principal = await self.hub.tenancy.principal(self.token)
+            token = self.token if isinstance(self.token, str) else None
+            self._principal = await self.hub.tenancy.principal(token)
         scope = self._principal.read_prefix
         if scope is None:
             raise AuthFailure(401, "private reads: authenticate with a namespace token first")

@@ -19,7 +19,8 @@ Layout (prefix ``flux``, partition ``p``)::
     flux:config           HASH    runtime settings changed by PUT /api/admin/config
     flux:{ns}:n:<name>    HASH    registered namespace: ``id``, ``token`` (SHA-256 hex of
                                   the token, never the token), ``created`` (ms)
-    flux:{ns}:t:<sha256>  STRING  token hash -> namespace name
+    flux:{ns}:tokens      HASH    token hash -> namespace name (hashes only as fields:
+                                  no token nor hash ever appears in a key name)
     flux:{ns}:all         ZSET    registered namespace names (score: creation ms)
     flux:{ns}:version     STRING  bumped when a namespace is deleted (hubs drop caches)
     flux:{ns}:deleted     SET     names deleted and not registered since (purged on reuse)
@@ -98,8 +99,8 @@ class Keys:
     def namespace(self, name: str) -> str:
         return f"{self.prefix}:{{ns}}:n:{name}"
 
-    def namespace_token(self, token_hash: str) -> str:
-        return f"{self.prefix}:{{ns}}:t:{token_hash}"
+    def namespace_tokens(self) -> str:
+        return f"{self.prefix}:{{ns}}:tokens"
 
     def namespaces(self) -> str:
         return f"{self.prefix}:{{ns}}:all"

@@ -1,7 +1,8 @@
 """Namespaces and their tokens, and the shared rate-limit buckets, in Redis.
 
-Tokens are never stored: a namespace keeps the SHA-256 of its token, and a reverse key
-maps that hash to the namespace, so a request's token is resolved in one read.
+Tokens are never stored: a namespace keeps the SHA-256 of its token, and one registry
+hash maps token hashes to namespaces (as fields, never in key names), so a request's
+token is resolved in one read.
 """
 
 from __future__ import annotations
@@ -25,22 +26,23 @@ _FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 # Atomic registration: refuse a taken name, else write the record, the token's reverse
 # key and the index, and clear the name's "deleted" mark.
-# KEYS: record, token key, index, deleted names. ARGV: id, token hash, created, name.
+# KEYS: record, token map, index, deleted names. ARGV: id, token hash, created, name.
 _REGISTER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'token', ARGV[2], 'created', ARGV[3])
-redis.call('SET', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('SREM', KEYS[4], ARGV[4])
 return 1
 """
 
 # Atomic removal; the name is marked deleted until registered again.
-# KEYS: record, index, version, deleted names; ARGV: name, token-key prefix.
+# KEYS: record, index, version, deleted names, token map; ARGV: name.
 _UNREGISTER = """
 local token = redis.call('HGET', KEYS[1], 'token')
 if not token then return 0 end
-redis.call('DEL', KEYS[1], ARGV[2] .. token)
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[5], token)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('INCR', KEYS[3])
@@ -75,7 +77,7 @@ class Registry:
         """Record a new namespace; False if the name is taken."""
         keys = [
             self.keys.namespace(name),
-            self.keys.namespace_token(token_hash),
+            self.keys.namespace_tokens(),
             self.keys.namespaces(),
             self.keys.deleted_namespaces(),
         ]
@@ -90,9 +92,9 @@ class Registry:
             self.keys.namespaces(),
             self.keys.namespaces_version(),
             self.keys.deleted_namespaces(),
+            self.keys.namespace_tokens(),
         ]
-        token_prefix = self.keys.namespace_token("")
-        return bool(await self._call(self._unregister, keys, [name, token_prefix]))
+        return bool(await self._call(self._unregister, keys, [name]))
 
     async def get(self, name: str) -> Namespace | None:
         try:
@@ -117,7 +119,7 @@ class Registry:
     async def owner(self, token_hash: str) -> str | None:
         """The namespace a token (by its hash) belongs to."""
         try:
-            name = await self.store.client.get(self.keys.namespace_token(token_hash))
+            name = await self.store.client.hget(self.keys.namespace_tokens(), token_hash)
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading a token: {exc}") from exc
         return name.decode() if isinstance(name, bytes) else None
