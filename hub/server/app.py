@@ -33,9 +33,10 @@ from .directory import DirectoryKeeper
 from .fanout import Fanout
 from .http import HttpConnection, Request, Response, error_response
 from .ingest import Ingest
+from .metrics import HubMetrics, render
 from .namespaces import NamespacesApi
 from .native_ws import NativeSession
-from .rest import RestApi, make_tombstone
+from .rest import MethodNotAllowed, RestApi, make_tombstone
 from .runtime import RuntimeConfig
 from .tenancy import Tenancy
 from .ws import WebSocket, encode_frame, handshake
@@ -92,18 +93,29 @@ class Hub:
         self.request_timeout = gateway.request_timeout
         self.keepalive_timeout = gateway.keepalive_timeout
         self.max_body_bytes = gateway.max_body_bytes
+        self.metrics = HubMetrics()
         self.ingest = Ingest(
             store,
             max_batch=settings.ingest.max_batch,
             queue_size=settings.ingest.queue_size,
             clock=clock,
+            metrics=self.metrics,
         )
         self.fanout = Fanout(store, read_count=settings.fanout.read_count)
         self.fanout.on_gap = self._delta_gap
         self.runtime = RuntimeConfig(store, settings.runtime)
         self.registry = Registry(store)
         self.tenancy = Tenancy(self.registry, gateway, self.runtime)
-        self.rest = RestApi(store, self.ingest, self.runtime, self.tenancy, gateway, clock=clock)
+        self.rest = RestApi(
+            store,
+            self.ingest,
+            self.runtime,
+            self.tenancy,
+            gateway,
+            clock=clock,
+            metrics=self.metrics,
+        )
+        self.rest.mount("/metrics", _MetricsRoute(self))
         self.rest.mount("/api/namespaces", NamespacesApi(self))
         self.directory = DirectoryKeeper(self)
         self.extensions: list[Extension] = [ConnectorsExtension(self)]
@@ -309,6 +321,10 @@ class Hub:
 
     def _websocket_closed(self, ws: WebSocket) -> None:
         self.websockets.discard(ws)
+        self.metrics.closes[ws.protocol.close_code or 1006] += 1
+        self.metrics.frames_sent_closed["native" if ws.subprotocol else "compat"] += ws.frames_sent
+        if isinstance(ws.session, NativeSession):
+            self.metrics.conflations_closed += ws.session.conflated
         if isinstance(ws.session, NativeSession):
             self.native_sessions.discard(ws.session)
 
@@ -365,6 +381,23 @@ class Hub:
                     ws.close(1011, "keepalive ping timeout")
                 else:
                     ws.ping()
+
+
+class _MetricsRoute:
+    """``GET /metrics``: Prometheus text format (open, like Flux's admin GET; no secrets)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def match(self, method: str, path: str) -> Callable[[Request], Awaitable[Response]] | None:
+        if path != "/metrics":
+            return None
+        if method != "GET":
+            raise MethodNotAllowed(f"method {method} not allowed on /metrics (allowed: GET)", "GET")
+        return self._get
+
+    async def _get(self, request: Request) -> Response:
+        return render(self.hub)
 
 
 def _request_token(request: Request) -> str | BearerProblem:

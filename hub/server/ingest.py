@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 
+from ..core.model import OutcomeStatus
 from ..errors import Closed, LogUnavailable
 
 if TYPE_CHECKING:
@@ -30,8 +32,11 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ..store import Applied, Store, Submission
+from .metrics import HubMetrics
 
 __all__ = ["Ingest"]
+
+_OUTCOMES = {OutcomeStatus.APPLIED: "ok", OutcomeStatus.DUPLICATE: "duplicate"}
 
 logger = logging.getLogger("hub.ingest")
 
@@ -57,8 +62,10 @@ class Ingest:
         max_batch: int,
         queue_size: int,
         clock: Callable[[], float],
+        metrics: HubMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics if metrics is not None else HubMetrics()
         self.max_batch = max_batch
         self.clock = clock
         send: MemoryObjectSendStream[_Pending]
@@ -126,18 +133,26 @@ class Ingest:
     async def _apply(self, batch: list[_Pending]) -> None:
         items = [item for pending in batch for item in pending.items]
         now_ms = math.floor(self.clock() * 1000)
+        started = time.perf_counter()
         try:
             with anyio.CancelScope(shield=True):
                 # Shielded: once sent, the reply must reach the publishers.
                 results = await self.store.apply(items, now_ms)
         except LogUnavailable as exc:
+            self.metrics.rejected["unavailable"] += len(items)
             logger.warning("applying %d events failed: %s", len(items), exc)
             for pending in batch:
                 pending.error = exc
                 pending.done.set()
             return
+        self.metrics.redis_apply.observe(time.perf_counter() - started)
         self.batches += 1
         self.events += len(items)
+        for result in results:
+            if result.status is OutcomeStatus.CONFLICT:
+                self.metrics.rejected["conflict"] += 1
+            else:
+                self.metrics.accepted[_OUTCOMES[result.status]] += 1
         start = 0
         for pending in batch:
             end = start + len(pending.items)

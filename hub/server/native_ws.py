@@ -262,9 +262,11 @@ class NativeSession:
                     if_version=if_version,
                 )
             except PayloadTooLarge as exc:
+                self.hub.metrics.rejected["too_large"] += 1
                 results[index] = _failure(raw, "too_large", str(exc))
                 continue
             except ProtocolError as exc:
+                self.hub.metrics.rejected["invalid"] += 1
                 results[index] = _failure(raw, "invalid", str(exc))
                 continue
             valid.append((index, envelope))
@@ -277,6 +279,7 @@ class NativeSession:
             try:
                 namespace = await tenancy.authorize_token(bearer, envelope.entity_id)
             except AuthFailure as exc:
+                self.hub.metrics.rejected[exc.code] += 1
                 results[index] = _refused(envelope, exc.code, exc.message)
                 continue
             by_namespace.setdefault(namespace, []).append((index, envelope))
@@ -288,6 +291,7 @@ class NativeSession:
                 granted, wait = await tenancy.take(namespace, len(items))
             accepted += items[:granted]
             for index, envelope in items[granted:]:
+                self.hub.metrics.rejected["rate_limited"] += 1
                 refusal = _refused(envelope, "rate_limited", "rate limit exceeded")
                 refusal["retry_after_ms"] = math.ceil(wait * 1000)
                 results[index] = refusal

@@ -33,6 +33,7 @@ from ..wire.names import RESERVED_NAMESPACE
 from .auth import read_bearer
 from .http import Request, Response, error_response, json_response, preflight_headers
 from .ids import uuid7
+from .metrics import HubMetrics
 from .tenancy import AuthFailure, RateLimited
 
 if TYPE_CHECKING:
@@ -87,9 +88,11 @@ class RestApi:
         gateway: GatewaySettings,
         *,
         clock: Callable[[], float] = time.time,
+        metrics: HubMetrics | None = None,
     ) -> None:
         self.store = store
         self.ingest = ingest
+        self.metrics = metrics if metrics is not None else HubMetrics()
         self.runtime = runtime
         self.tenancy = tenancy
         self.max_batch_delete = gateway.max_batch_delete
@@ -192,6 +195,13 @@ class RestApi:
 
     async def publish(self, request: Request) -> Response:
         """``POST /api/events``: one event; 200 once its state is applied."""
+        try:
+            return await self._publish(request)
+        except (ProtocolError, AuthFailure, RateLimited) as exc:
+            self.metrics.rejected[_reason(exc)] += 1
+            raise
+
+    async def _publish(self, request: Request) -> Response:
         now = self._now_ms()
         envelope = parse_event_body(
             request.body, now_ms=now, new_id=lambda: uuid7(now), limits=self.limits
@@ -223,6 +233,7 @@ class RestApi:
             except MalformedEvent:
                 raise
             except (InvalidEvent, PayloadTooLarge) as exc:
+                self.metrics.rejected[_reason(exc)] += 1
                 stream = raw.get("stream") if isinstance(raw, dict) else None
                 results.append(
                     {"eventId": None, "stream": stream, "error": f"validation failed: {exc}"}
@@ -238,6 +249,7 @@ class RestApi:
             try:
                 namespace = await self.tenancy.authorize_write(header, envelope.entity_id)
             except AuthFailure as exc:
+                self.metrics.rejected[exc.code] += 1
                 results[index] = _failed(envelope, exc.batch_message)
                 continue
             allowed.setdefault(namespace, []).append((index, envelope))
@@ -248,6 +260,7 @@ class RestApi:
                 granted, _ = await self.tenancy.take(namespace, len(items))
             accepted += items[:granted]
             for index, envelope in items[granted:]:
+                self.metrics.rejected["rate_limited"] += 1
                 results[index] = _failed(envelope, "rate limit exceeded")
         accepted.sort(key=lambda item: item[0])
 
@@ -543,6 +556,17 @@ def _narrow(prefix: str | None, scope: str) -> str | None:
     if scope.startswith(prefix):
         return scope
     return None
+
+
+def _reason(exc: Exception) -> str:
+    """The ``flux_events_rejected`` reason of an error."""
+    if isinstance(exc, AuthFailure):
+        return exc.code
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, PayloadTooLarge):
+        return "too_large"
+    return "invalid"
 
 
 def _failed(envelope: Envelope, error: str | None) -> dict[str, Any]:
