@@ -323,7 +323,7 @@ async def test_browser_preflight_allows_put_and_auth_headers(
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
+        ("GET", "/static/nope.js"),
         ("GET", "/api"),
         ("GET", "/api/nothing"),
         ("POST", "/api/events/unknown"),

@@ -38,6 +38,7 @@ from .namespaces import NamespacesApi
 from .native_ws import NativeSession
 from .rest import MethodNotAllowed, RestApi, make_tombstone
 from .runtime import RuntimeConfig
+from .static import StaticFiles
 from .tenancy import Tenancy
 from .ws import WebSocket, encode_frame, handshake
 
@@ -121,6 +122,7 @@ class Hub:
         self.extensions: list[Extension] = [ConnectorsExtension(self)]
         for extension in self.extensions:
             extension.mount()
+        self.rest.mount("/", StaticFiles())
         self.connections: set[HttpConnection] = set()
         self._per_client: dict[str, int] = {}
         self.websockets: set[WebSocket] = set()

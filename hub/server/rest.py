@@ -119,7 +119,9 @@ class RestApi:
         self._mounts: list[tuple[str, RouteGroup]] = []
 
     def mount(self, prefix: str, group: RouteGroup) -> None:
-        """Serve every path equal to ``prefix`` or under ``prefix/`` with ``group``."""
+        """Offer every path equal to ``prefix`` or under ``prefix/`` to ``group``
+        (``"/"``: every path); groups are asked in mounting order, then the built-in
+        routes."""
         self._mounts.append((prefix, group))
 
     # ------------------------------------------------------------------ routing
@@ -156,11 +158,10 @@ class RestApi:
         if request.method == "OPTIONS":
             return _preflight
         for prefix, group in self._mounts:
-            if path == prefix or path.startswith(prefix + "/"):
+            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
                 handler = group.match(request.method, path)
-                if handler is None:
-                    raise BadRequest(f"no such endpoint: {path}", 404)
-                return handler
+                if handler is not None:
+                    return handler
         methods = self._routes.get(path)
         if (
             methods is None

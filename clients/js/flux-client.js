@@ -1,0 +1,2 @@
+// Placeholder: the JavaScript client is being written (clients/js/README.md).
+export {};

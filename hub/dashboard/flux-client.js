@@ -1,0 +1,1 @@
+../../clients/js/flux-client.js

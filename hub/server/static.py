@@ -1,0 +1,62 @@
+"""Static files: the dashboard at ``/`` and the JavaScript client.
+
+Files come from the ``hub.dashboard`` package (so they are in the wheel); the JS client
+is ``clients/js/flux-client.js``, linked into that package. Only files in the package
+directory are served (no path traversal), with a short cache lifetime.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from ..errors import BadRequest
+from .http import Request, Response
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["StaticFiles"]
+
+_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".svg": b"image/svg+xml",
+    ".json": b"application/json",
+}
+
+
+class StaticFiles:
+    """Serves ``GET /`` (index.html) and ``GET /static/<file>`` from ``hub.dashboard``."""
+
+    def __init__(self) -> None:
+        root = resources.files("hub.dashboard")
+        self._files: dict[str, tuple[bytes, bytes]] = {}
+        for entry in root.iterdir():
+            suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
+            if entry.is_file() and suffix in _TYPES:
+                self._files[entry.name] = (_TYPES[suffix], entry.read_bytes())
+
+    def match(self, method: str, path: str) -> Callable[[Request], Awaitable[Response]] | None:
+        if path not in ("/", "/index.html") and not path.startswith("/static/"):
+            return None
+        if method not in ("GET", "HEAD"):
+            from .rest import MethodNotAllowed
+
+            raise MethodNotAllowed(f"method {method} not allowed on {path} (allowed: GET)", "GET")
+        return self._get
+
+    async def _get(self, request: Request) -> Response:
+        name = (
+            "index.html"
+            if request.path in ("/", "/index.html")
+            else request.path[len("/static/") :]
+        )
+        found = self._files.get(name)
+        if found is None:
+            raise BadRequest(f"no such file: {request.path}", 404)
+        content_type, body = found
+        return Response(
+            200, body, content_type=content_type, headers=[(b"cache-control", b"max-age=60")]
+        )
