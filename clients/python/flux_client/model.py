@@ -1,0 +1,61 @@
+"""What the SDK hands to its users: acknowledgements, entities, updates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Ack", "Entity", "Update"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The hub's acknowledgement of one applied (or repeated) event."""
+
+    event_id: str
+    #: The entity's version after the event.
+    version: int
+    #: The delta's position, or None when the event changed nothing.
+    position: str | None
+    #: True when the hub had applied this ``eventId`` before (a retry).
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class Entity:
+    """An entity as the hub shows it."""
+
+    id: str
+    properties: dict[str, Any]
+    version: int
+    last_updated: str
+
+    @classmethod
+    def from_frame(cls, value: dict[str, Any]) -> Entity:
+        return cls(value["id"], dict(value["properties"]), value["version"], value["lastUpdated"])
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One thing a subscription learned.
+
+    ``kind``:
+
+    - ``snapshot``: ``entity`` is an entity's current state (from the snapshot);
+    - ``delta``: ``changes`` were applied; ``base``/``version`` as in the protocol;
+      ``created`` when the entity is new (its properties are exactly ``changes``);
+    - ``deleted``: the entity is gone;
+    - ``reset``: forget everything of this subscription (a fresh snapshot follows);
+    - ``synced``: the snapshot or catch-up is complete; updates are live from here.
+    """
+
+    kind: Literal["snapshot", "delta", "deleted", "reset", "synced"]
+    entity_id: str = ""
+    changes: dict[str, Any] = field(default_factory=dict)
+    base: int = 0
+    version: int = 0
+    created: bool = False
+    last_updated: str = ""
+    position: str | None = None
+    entity: Entity | None = None
+    conflated: bool = False
