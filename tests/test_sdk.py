@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Literal
 
 import pytest
@@ -21,7 +21,6 @@ from flux_client import (
     SyncFluxClient,
     make_event,
 )
-from hub.server import Hub
 
 from .conftest import timeout
 from .native_client import rest_state
@@ -135,11 +134,11 @@ class HubProcess:
         ]
         self.env = {**os.environ, "FLUX_KEY_PREFIX": key_prefix, "FLUX_LOG_LEVEL": "warning"}
         self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        self.process = await asyncio.create_subprocess_exec(
+            *self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = asyncio.get_running_loop().time() + timeout(20)
         while True:
@@ -151,22 +150,22 @@ class HubProcess:
                 assert asyncio.get_running_loop().time() < deadline, "hub did not start"
                 await asyncio.sleep(0.05)
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
+        await self.process.wait()
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout(20))
+            await asyncio.wait_for(self.process.wait(), timeout(20))
 
 
 @pytest.fixture
-def hub_process(redis_url: str, key_prefix: str) -> Iterator[HubProcess]:
+async def hub_process(redis_url: str, key_prefix: str) -> AsyncIterator[HubProcess]:
     process = HubProcess(redis_url, key_prefix, _free_port())
     yield process
-    process.stop()
+    await process.stop()
 
 
 @pytest.mark.slow
@@ -182,18 +181,20 @@ async def test_cache_and_publisher_come_through_a_hub_crash_exactly(
     ):
         async with EntityCache(subscriber, prefixes=["crash/"]) as cache:
             sent: list[str] = []
+            a_third_sent = asyncio.Event()
 
             async def publish() -> None:
                 for k in range(total):
                     event = make_event(f"crash/{k % 5}", {"k": k})
                     sent.append(event["eventId"])
+                    if len(sent) == total // 3:
+                        a_third_sent.set()
                     results = await publisher.publish_many([event], raise_on_error=True)
-                    assert results[0].event_id == event["eventId"]  # type: ignore[union-attr]
+                    assert results[0].event_id == event["eventId"]
 
             publishing = asyncio.create_task(publish())
-            while len(sent) < total // 3:
-                await asyncio.sleep(0.01)
-            hub_process.kill()  # mid-stream, without warning
+            await a_third_sent.wait()
+            await hub_process.kill()  # mid-stream, without warning
             await asyncio.sleep(0.5)
             await hub_process.start()
             await asyncio.wait_for(publishing, timeout(60))

@@ -292,13 +292,14 @@ class FluxClient:
             subscription.closed = True
             subscription._queue.put_nowait(StopAsyncIteration())
         self._subscriptions.clear()
+        ws = self._ws  # the runner forgets it when cancelled
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
-        if self._ws is not None:
-            await self._ws.close()
+        if ws is not None:
+            await ws.close()
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(ClientClosed("the client was closed"))

@@ -50,6 +50,7 @@ class SyncFluxClient:
         self._call(self._client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     def publish(self, entity_id: str, properties: Mapping[str, Any], **options: Any) -> Ack:
         return self._call(self._client.publish(entity_id, properties, **options))
