@@ -1,12 +1,16 @@
 """The ``flux`` command.
 
-``flux serve`` runs a hub. Settings come from the environment (see the README's
-configuration table); flags override them.
+``flux serve`` runs a hub. The other verbs are a client of a hub, with the same verbs,
+arguments and environment as the Flux skill's ``flux.sh`` (``FLUX_URL``, ``FLUX_TOKEN``,
+``FLUX_ADMIN_TOKEN``), plus ``watch``, ``history`` and ``namespace``. Settings of
+``serve`` come from the environment (see the README's configuration table); flags
+override them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -18,14 +22,35 @@ from .errors import HubError
 
 __all__ = ["main"]
 
+DEFAULT_URL = "http://localhost:3000"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flux",
         description="Flux hub: a shared, event-sourced world-state engine on Redis.",
+        epilog="Client verbs read FLUX_URL (default http://localhost:3000), FLUX_TOKEN and "
+        "FLUX_ADMIN_TOKEN. Output is JSON when piped or with --json.",
     )
     parser.add_argument("--version", action="version", version=f"flux-hub {__version__}")
+    # Client options go before or after the verb: the verb's copies only set a value
+    # when given (SUPPRESS), so they never undo one given before it.
+    for target, default in (
+        (parser, None),
+        (common := argparse.ArgumentParser(add_help=False), argparse.SUPPRESS),
+    ):
+        target.add_argument(
+            "--url", default=default, help="the hub (env FLUX_URL, default http://localhost:3000)"
+        )
+        target.add_argument("--token", default=default, help="a namespace token (env FLUX_TOKEN)")
+        target.add_argument(
+            "--json",
+            action="store_true",
+            default=False if default is None else default,
+            help="print JSON even on a terminal",
+        )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
     serve = commands.add_parser(
         "serve",
         help="run a hub (on a private, embedded Redis unless --redis is given)",
@@ -54,6 +79,45 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (env FLUX_LOG_LEVEL, default info)",
     )
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    p = verb("publish", "publish one event")
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("entity_id", metavar="ENTITY_ID")
+    p.add_argument("properties", metavar="PROPERTIES_JSON")
+    verb("get", "show one entity").add_argument("entity_id", metavar="ENTITY_ID")
+    p = verb("list", "list entities")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--prefix", help="ids starting with this")
+    scope.add_argument("--namespace", help="ids in this namespace")
+    verb("delete", "delete one entity").add_argument("entity_id", metavar="ENTITY_ID")
+    verb(
+        "batch-delete", 'delete by {"namespace": …}, {"prefix": …} or {"entity_ids": [...]}'
+    ).add_argument("filter", metavar="FILTER_JSON")
+    verb("batch", "publish a JSON array of events").add_argument(
+        "events", metavar="EVENTS_JSON_ARRAY"
+    )
+    verb("connectors", "list connectors")
+    verb("admin-config", "show, or update with UPDATE_JSON, the runtime config").add_argument(
+        "update", metavar="UPDATE_JSON", nargs="?"
+    )
+    verb("health", "check that the hub answers")
+    p = verb("history", "show an entity's newest events")
+    p.add_argument("entity_id", metavar="ENTITY_ID")
+    p.add_argument("--limit", type=int, default=20, help="how many (1–500, default 20)")
+    p.add_argument("--since", help="only events stored since this RFC 3339 time")
+    p = verb("namespace", "register, show or delete a namespace (admin token for register/delete)")
+    p.add_argument("action", choices=["register", "get", "delete"])
+    p.add_argument("name", metavar="NAME")
+    p = verb(
+        "watch",
+        "a live table of entities: FILTER is '*', a prefix ending in '/', a glob, or exact ids",
+    )
+    p.add_argument("patterns", metavar="FILTER", nargs="*")
+    p.add_argument("--namespace", action="append", default=[], help="add a namespace")
     return parser
 
 
@@ -66,7 +130,40 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return _serve(args)
-    return 2  # pragma: no cover - argparse refuses unknown commands
+    return _client(args)
+
+
+def _client(args: argparse.Namespace) -> int:
+    from .commands import CLIENT_VERBS, CommandError, Context, run_verb
+
+    url = (args.url or os.environ.get("FLUX_URL") or DEFAULT_URL).rstrip("/")
+    token = args.token or os.environ.get("FLUX_TOKEN") or None
+    tty = sys.stdout.isatty()
+    if args.command == "watch":
+        from .watch import filter_of, watch
+
+        spec = filter_of(args.patterns, args.namespace)
+        try:
+            asyncio.run(watch(url, token, spec, tty=tty and not args.json))
+        except KeyboardInterrupt:
+            return 0
+        except (OSError, TimeoutError) as exc:
+            print(f"flux watch: cannot reach the hub at {url}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    assert args.command in CLIENT_VERBS
+    ctx = Context(
+        url=url,
+        token=token,
+        admin_token=os.environ.get("FLUX_ADMIN_TOKEN") or None,
+        json_output=args.json or not tty,
+    )
+    try:
+        run_verb(ctx, args.command, args)
+    except CommandError as exc:
+        print(f"flux {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

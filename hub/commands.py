@@ -1,0 +1,250 @@
+"""The ``flux`` command's client verbs: the Flux skill's ``flux.sh`` calls, and more.
+
+Each verb makes the HTTP call ``flux.sh`` makes (FLUX_COMPAT.md, "The skill's
+command-line client"), with the same environment: ``FLUX_URL`` (default
+``http://localhost:3000``), ``FLUX_TOKEN``, ``FLUX_ADMIN_TOKEN``. Output is readable on
+a terminal and pretty JSON when piped (or with ``--json``), as ``flux.sh`` prints.
+
+Exit status: 0 success, 1 the hub refused or could not be reached, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import httpx
+
+__all__ = ["CommandError", "Context", "run_verb"]
+
+#: Columns of property values shown in tables before they are cut.
+MAX_CELL = 60
+
+
+class CommandError(Exception):
+    """A verb failed; ``status`` is the exit status, the message says why."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Context:
+    """What every verb needs."""
+
+    url: str
+    token: str | None
+    admin_token: str | None
+    json_output: bool
+    out: TextIO = sys.stdout
+
+    def client(self, *, admin: bool = False) -> httpx.Client:
+        token = self.admin_token if admin else self.token
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{what} is not valid JSON: {exc}", 2) from None
+
+
+def _entity_path(entity_id: str) -> str:
+    return "/api/state/entities/" + quote(entity_id, safe="")
+
+
+def _call(ctx: Context, method: str, path: str, *, admin: bool = False, **kwargs: Any) -> Any:
+    try:
+        with ctx.client(admin=admin) as http:
+            reply = http.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CommandError(f"cannot reach the hub at {ctx.url}: {exc}") from None
+    if reply.status_code == 204:
+        return None
+    try:
+        body = reply.json()
+    except ValueError:
+        body = reply.text
+    if reply.status_code >= 400:
+        message = body.get("error", body) if isinstance(body, dict) else body
+        raise CommandError(f"{reply.status_code}: {message}")
+    return body
+
+
+def run_verb(ctx: Context, verb: str, args: Any) -> None:
+    """Run one client verb.
+
+    Raises:
+        CommandError: with the exit status and a message for stderr.
+    """
+    handler = _VERBS[verb]
+    handler(ctx, args)
+
+
+# ---------------------------------------------------------------------- verbs
+
+
+def _publish(ctx: Context, args: Any) -> None:
+    properties = _json_arg(args.properties, "PROPERTIES_JSON")
+    event = {
+        "stream": args.stream,
+        "source": args.source,
+        "timestamp": int(time.time() * 1000),
+        "payload": {"entity_id": args.entity_id, "properties": properties},
+    }
+    _show(ctx, _call(ctx, "POST", "/api/events", json=event))
+
+
+def _get(ctx: Context, args: Any) -> None:
+    entity = _call(ctx, "GET", _entity_path(args.entity_id))
+    if ctx.json_output:
+        _show(ctx, entity)
+        return
+    print(
+        f"{entity['id']}  (version {entity.get('version', '?')}, {entity['lastUpdated']})",
+        file=ctx.out,
+    )
+    width = max((len(k) for k in entity["properties"]), default=0)
+    for name, value in entity["properties"].items():
+        print(f"  {name.ljust(width)}  {json.dumps(value)}", file=ctx.out)
+
+
+def _list(ctx: Context, args: Any) -> None:
+    params = {}
+    if args.prefix is not None:
+        params["prefix"] = args.prefix
+    if args.namespace is not None:
+        params["namespace"] = args.namespace
+    entities = _call(ctx, "GET", "/api/state/entities", params=params)
+    if ctx.json_output:
+        _show(ctx, entities)
+        return
+    print(format_table(entities), file=ctx.out)
+    print(f"{len(entities)} entities", file=ctx.out)
+
+
+def _delete(ctx: Context, args: Any) -> None:
+    _show(ctx, _call(ctx, "DELETE", _entity_path(args.entity_id)))
+
+
+def _batch_delete(ctx: Context, args: Any) -> None:
+    body = _json_arg(args.filter, "FILTER_JSON")
+    _show(ctx, _call(ctx, "POST", "/api/state/entities/delete", json=body))
+
+
+def _batch(ctx: Context, args: Any) -> None:
+    events = _json_arg(args.events, "EVENTS_JSON_ARRAY")
+    if not isinstance(events, list):
+        raise CommandError("EVENTS_JSON_ARRAY must be a JSON array of events", 2)
+    _show(ctx, _call(ctx, "POST", "/api/events/batch", json={"events": events}))
+
+
+def _connectors(ctx: Context, args: Any) -> None:
+    _show(ctx, _call(ctx, "GET", "/api/connectors"))
+
+
+def _admin_config(ctx: Context, args: Any) -> None:
+    if args.update is None:
+        _show(ctx, _call(ctx, "GET", "/api/admin/config"))
+        return
+    body = _json_arg(args.update, "UPDATE_JSON")
+    # flux.sh refuses to send without FLUX_ADMIN_TOKEN; we let the hub decide (it is
+    # open when it has no admin token) and show its answer.
+    _show(ctx, _call(ctx, "PUT", "/api/admin/config", admin=True, json=body))
+
+
+def _health(ctx: Context, args: Any) -> None:
+    entities = _call(ctx, "GET", "/api/state/entities")
+    if ctx.json_output:
+        _show(ctx, {"reachable": True, "url": ctx.url, "entities": len(entities)})
+    else:
+        print(f"hub at {ctx.url} is reachable: {len(entities)} entities", file=ctx.out)
+
+
+def _history(ctx: Context, args: Any) -> None:
+    params: dict[str, Any] = {"entity": args.entity_id, "limit": args.limit}
+    if args.since is not None:
+        params["since"] = args.since
+    events = _call(ctx, "GET", "/api/events", params=params)
+    if ctx.json_output:
+        _show(ctx, events)
+        return
+    for event in events:
+        props = event.get("payload", {}).get("properties")
+        print(f"{event.get('timestamp')}  {event.get('source')}  {json.dumps(props)}", file=ctx.out)
+    print(f"{len(events)} events, newest first", file=ctx.out)
+
+
+def _namespace(ctx: Context, args: Any) -> None:
+    if args.action == "register":
+        _show(ctx, _call(ctx, "POST", "/api/namespaces", admin=True, json={"name": args.name}))
+        if not ctx.json_output:
+            print("Keep the token: it is shown only this once.", file=ctx.out)
+    elif args.action == "get":
+        _show(ctx, _call(ctx, "GET", f"/api/namespaces/{quote(args.name, safe='')}"))
+    else:
+        _call(ctx, "DELETE", f"/api/namespaces/{quote(args.name, safe='')}", admin=True)
+        if not ctx.json_output:
+            print(f"namespace {args.name} deleted", file=ctx.out)
+
+
+_VERBS = {
+    "publish": _publish,
+    "get": _get,
+    "list": _list,
+    "delete": _delete,
+    "batch-delete": _batch_delete,
+    "batch": _batch,
+    "connectors": _connectors,
+    "admin-config": _admin_config,
+    "health": _health,
+    "history": _history,
+    "namespace": _namespace,
+}
+
+CLIENT_VERBS = frozenset(_VERBS)
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _show(ctx: Context, value: Any) -> None:
+    """JSON, pretty-printed (``flux.sh`` pipes through ``jq``)."""
+    print(json.dumps(value, indent=2, ensure_ascii=False), file=ctx.out)
+
+
+def cell(value: Any, width: int = MAX_CELL) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    )
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(entities: list[dict[str, Any]]) -> str:
+    """Entities as an aligned table: id, version, last update, properties."""
+    rows = [("ID", "VERSION", "LAST UPDATED", "PROPERTIES")]
+    rows += [
+        (
+            e["id"],
+            str(e.get("version", "")),
+            e.get("lastUpdated", ""),
+            cell(e.get("properties", {}), 80),
+        )
+        for e in entities
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].ljust(widths[2])}  {row[3]}"
+        for row in rows
+    )

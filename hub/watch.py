@@ -1,0 +1,91 @@
+"""``flux watch``: a live table of entities, updated in place.
+
+On a terminal the table is redrawn (at most :data:`FRAMES_PER_SECOND` times a second)
+with the connection state in its first line; piped, every update is printed as one
+JSON line instead. It follows reconnections by itself (the SDK resumes).
+
+FILTER arguments: ``*`` everything; ``crew/`` (ending in ``/``) a prefix; one with
+``*``, ``?`` or ``[`` a glob; anything else an exact id. ``--namespace`` adds a
+namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+from typing import Any, TextIO
+
+from flux_client import EntityCache, FluxClient, Update
+
+from .commands import cell
+
+__all__ = ["filter_of", "watch"]
+
+FRAMES_PER_SECOND = 10
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def filter_of(patterns: list[str], namespaces: list[str]) -> dict[str, Any]:
+    """The SDK subscribe arguments of FILTER words."""
+    spec: dict[str, Any] = {"ids": [], "prefixes": [], "globs": [], "namespaces": list(namespaces)}
+    for pattern in patterns:
+        if pattern == "*":
+            spec["all"] = True
+        elif pattern.endswith("/"):
+            spec["prefixes"].append(pattern)
+        elif any(c in pattern for c in "*?["):
+            spec["globs"].append(pattern)
+        else:
+            spec["ids"].append(pattern)
+    if not patterns and not namespaces:
+        spec["all"] = True
+    return {k: v for k, v in spec.items() if v}
+
+
+async def watch(
+    url: str,
+    token: str | None,
+    spec: dict[str, Any],
+    *,
+    tty: bool,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Show the entities of ``spec`` until cancelled (Ctrl-C)."""
+    async with FluxClient(url, token=token, request_timeout=None) as client:
+        if not tty:
+            async with await client.subscribe(snapshot=True, **spec) as updates:
+                async for update in updates:
+                    print(json.dumps(_update_json(update)), file=out, flush=True)
+            return
+        async with EntityCache(client, **spec) as cache:
+            while True:
+                _draw(cache, client.state, out)
+                await asyncio.sleep(1 / FRAMES_PER_SECOND)
+
+
+def _draw(cache: EntityCache, state: str, out: TextIO) -> None:
+    columns, lines = shutil.get_terminal_size((120, 40))
+    status = "live" if state == "open" and cache.synced else state
+    header = f"flux watch — {status} — {len(cache.entities)} entities (Ctrl-C to quit)"
+    rows = [header, ""]
+    width = max((len(i) for i in cache.entities), default=2)
+    for entity_id in sorted(cache.entities)[: max(0, lines - 4)]:
+        entity = cache.entities[entity_id]
+        prefix = f"{entity_id.ljust(width)}  v{entity.version:<5} "
+        rows.append(prefix + cell(entity.properties, max(10, columns - len(prefix) - 1)))
+    out.write(_CLEAR + "\n".join(rows) + "\n")
+    out.flush()
+
+
+def _update_json(update: Update) -> dict[str, Any]:
+    value: dict[str, Any] = {"kind": update.kind, "id": update.entity_id}
+    if update.kind == "snapshot" and update.entity is not None:
+        value["properties"] = update.entity.properties
+        value["version"] = update.entity.version
+    elif update.kind == "delta":
+        value.update(changes=update.changes, version=update.version, created=update.created)
+    elif update.kind == "deleted":
+        value["version"] = update.version
+    return value
