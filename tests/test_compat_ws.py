@@ -165,17 +165,19 @@ async def test_metrics_update_arrives_within_two_seconds_with_real_figures(
 ) -> None:
     await _publish(http, "m/1", {"x": 1})
     await _publish(http, "m/2", {"x": 1})
+    # What REST shows: our two entities and the hub's own flux-core/directory.
+    listed = len((await http.get("/api/state/entities")).json())
     deadline = asyncio.get_running_loop().time() + timeout(3)
     while True:
         message = json.loads(await asyncio.wait_for(client.recv(), timeout(3)))
-        if message["type"] == "metrics_update" and message["entities"]["total"] == 2:
+        if message["type"] == "metrics_update" and message["entities"]["total"] == listed:
             break
         assert asyncio.get_running_loop().time() < deadline, "no metrics_update in time"
     assert set(message) == {"type", "timestamp", "entities", "events", "websocket", "publishers"}
-    assert message["events"]["total"] == 2
+    assert message["events"]["total"] >= 2  # ours, and the directory's writes
     assert isinstance(message["events"]["rate_per_second"], float)
     assert message["websocket"]["connections"] == 1
-    assert message["publishers"]["active"] == 1
+    assert message["publishers"]["active"] >= 1
 
 
 async def test_ping_is_answered(client: ClientConnection) -> None:

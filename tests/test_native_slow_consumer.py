@@ -8,7 +8,9 @@ measure is the hub); the publisher runs in a third process. The test checks:
 - memory: the slow connection's unsent bytes stay under the conflation threshold plus
   one dispatch batch, and it holds at most one merged delta per entity (50);
 - fairness: the others' p99 latency while it is stalled is within 20 % of their p99
-  just before (plus 2 ms, below which a 2-vCPU VM's scheduler noise dominates);
+  around it (plus 2 ms, below which a 2-vCPU VM's scheduler noise dominates). "Around":
+  the worse of a baseline before the stall and one after it (when the stalled client
+  reads again), so that a drift of the whole machine is not blamed on the stall;
 - correctness: once it reads again, it ends exactly at the REST state, every delta
   checked for gaps by its replica (conflated deltas included).
 """
@@ -56,7 +58,7 @@ async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(
         url = f"ws://127.0.0.1:{hub.port}/api/ws"
         base = f"http://127.0.0.1:{hub.port}"
         ctx = multiprocessing.get_context("spawn")
-        phases = [Phase("warmup", 1.5), Phase("baseline", 5), Phase("stalled", 5)]
+        phases = [Phase("warmup", 1.5), Phase("before", 4), Phase("stalled", 5), Phase("after", 4)]
         total = sum(p.seconds for p in phases)
         sub_out, sub_in = ctx.Pipe(duplex=False)
         pub_out, pub_in = ctx.Pipe(duplex=False)
@@ -87,6 +89,12 @@ async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(
                 break
         session = next(s for s in hub.native_sessions if "slow" in s.subscriptions)
 
+        async def read_slowly() -> None:
+            while True:
+                replica.apply(json.loads(await slow.recv()))
+
+        # It reads, except during "stalled".
+        reader = asyncio.create_task(read_slowly())
         publisher = ctx.Process(
             target=run_publisher, args=(url, RATE, BATCH, phases, ENTITIES, pub_in)
         )
@@ -96,15 +104,22 @@ async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(
         done = False
         while not done:
             await asyncio.sleep(0.02)
-            max_pending = max(max_pending, len(session._pending))
-            if session.ws.open:
-                max_buffered = max(max_buffered, session.ws.transport.get_write_buffer_size())
+            if "stalled" in starts and "after" not in starts:
+                max_pending = max(max_pending, len(session._pending))
+                if session.ws.open:
+                    buffered = session.ws.transport.get_write_buffer_size()
+                    max_buffered = max(max_buffered, buffered)
             while pub_out.poll():
                 message = pub_out.recv()
                 if message[0] == "phase":
                     starts[message[1]] = message[2]
+                    if message[1] == "stalled":
+                        reader.cancel()
+                    elif message[1] == "after":
+                        reader = asyncio.create_task(read_slowly())
                 else:
                     done = True
+        reader.cancel()
         publisher.join(timeout(10))
         samples = await asyncio.to_thread(sub_out.recv)
         subscribers.join(timeout(10))
@@ -116,11 +131,12 @@ async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(
         assert max_buffered <= CONFLATE_AFTER + DISPATCH_BATCH_BYTES
 
         # The others did not pay for it.
-        stalled_end = starts["stalled"] + phases[2].seconds
+        end = starts["after"] + phases[3].seconds
         for mine in samples:
-            baseline = _p99(mine, starts["baseline"] + 0.5, starts["stalled"])
-            stalled = _p99(mine, starts["stalled"] + 0.5, stalled_end)
-            assert stalled <= baseline * 1.2 + 0.002, (baseline, stalled)
+            before = _p99(mine, starts["before"] + 0.5, starts["stalled"])
+            stalled = _p99(mine, starts["stalled"] + 0.5, starts["after"])
+            after = _p99(mine, starts["after"] + 0.5, end)
+            assert stalled <= max(before, after) * 1.2 + 0.002, (before, stalled, after)
 
         # It reads again, and ends exactly at the state everyone else sees.
         expected = await rest_state(base, "load/")

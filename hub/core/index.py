@@ -132,6 +132,10 @@ class SubscriptionIndex(Generic[K]):
             + sum(len(keys) for _, keys in self._glob.values())
         )
 
+    def is_empty(self) -> bool:
+        """Whether no key is registered at all (O(1))."""
+        return not (self._all or self._exact or self._prefix or self._glob)
+
     def add(self, key: K, pattern: Pattern) -> None:
         """Register ``key`` under ``pattern``."""
         if pattern.kind is PatternKind.ALL:

@@ -139,16 +139,19 @@ class Hub:
         try:
             self._tg = await self._stack.enter_async_context(anyio.create_task_group())
             await self.runtime.refresh()
-            self._tg.start_soon(self.ingest.run)
-            self._tg.start_soon(self.fanout.run)
-            self._tg.start_soon(self.runtime.run)
-            self._tg.start_soon(self.tenancy.run)
-            self._tg.start_soon(self.directory.run)
-            self._tg.start_soon(self._metrics_loop)
-            self._tg.start_soon(self._keepalive_loop)
-            self._tg.start_soon(self._checkpoint_loop)
-            for extension in self.extensions:
-                self._tg.start_soon(extension.run)
+            loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("ingest", self.ingest.run),
+                ("fan-out", self.fanout.run),
+                ("runtime config", self.runtime.run),
+                ("token cache", self.tenancy.run),
+                ("directory", self.directory.run),
+                ("compat metrics", self._metrics_loop),
+                ("keepalive", self._keepalive_loop),
+                ("checkpoints", self._checkpoint_loop),
+            ]
+            loops += [(type(e).__name__, e.run) for e in self.extensions]
+            for name, run in loops:
+                self._tg.start_soon(_supervised, name, run)
             with anyio.fail_after(10):
                 await self.fanout.ready.wait()
             gateway = self.settings.gateway
@@ -409,6 +412,19 @@ def _request_token(request: Request) -> str | BearerProblem:
     if isinstance(token, str):
         return token
     return request.query.get("token") or token
+
+
+async def _supervised(name: str, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run a long-lived loop; if it fails, say so before the hub stops.
+
+    A failure here is a bug: the task group then cancels everything, and without this
+    the log would show only the cancellations, not their cause.
+    """
+    try:
+        await fn()
+    except Exception:
+        logger.critical("the hub's %s loop failed; the hub stops", name, exc_info=True)
+        raise
 
 
 async def _guarded(fn: Callable[[], Awaitable[None]]) -> None:

@@ -18,6 +18,7 @@ import anyio
 from ..core.cursor import Position
 from ..core.index import Pattern, SubscriptionIndex
 from ..errors import LogUnavailable
+from ..store import decode_delta, entry_seq
 from ..wire.compat import delta_messages
 from ..wire.native import DeltaEncoder
 from .ws import encode_frame
@@ -118,23 +119,26 @@ class Fanout:
                     self._started += 1
                     if self._started == self.store.keys.partitions:
                         self.ready.set()
-                deltas = await self.store.read_deltas(p, position, self.read_count, BLOCK_MS)
+                entries = await self.store.read_entries(p, position, self.read_count, BLOCK_MS)
             except LogUnavailable as exc:
                 logger.warning("delta log of partition %d unreachable (%s); retrying", p, exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
-            if deltas:
-                self._check_sequence(p, deltas)
-                position = deltas[-1].position
+            if entries:
+                self._check_sequence(p, entry_seq(entries[0][1]), entry_seq(entries[-1][1]))
+                position = entries[-1][0].decode()
                 self.positions[p] = position
-                self.deltas_read += len(deltas)
-                self.dispatch(deltas, anyio.current_time(), p)
+                self.deltas_read += len(entries)
+                # Decoding costs: only when someone may want the deltas.
+                if self.compat_sessions or not self.native_index.is_empty():
+                    deltas = [decode_delta(pos, flat) for pos, flat in entries]
+                    self.dispatch(deltas, anyio.current_time(), p)
                 progress, self._progress = self._progress, anyio.Event()
                 progress.set()
 
-    def _check_sequence(self, p: int, deltas: list[Delta]) -> None:
+    def _check_sequence(self, p: int, first: int, last: int) -> None:
         """Detect deltas trimmed from the log before this hub could read them.
 
         That happens only when a hub falls behind by more than the log's retention
@@ -142,7 +146,6 @@ class Fanout:
         closed — instead of silently missing updates.
         """
         expected = self.seqs.get(p, 0) + 1
-        first = deltas[0].seq
         if first and first != expected:
             self.gaps += 1
             logger.warning(
@@ -152,12 +155,14 @@ class Fanout:
                 first - expected,
             )
             self.on_gap(p)
-        self.seqs[p] = deltas[-1].seq
+        self.seqs[p] = last
 
     def dispatch(self, deltas: Iterable[Delta], now: float, partition: int = 0) -> None:
         """Send deltas to every matching session (synchronously: no awaits)."""
         sources = self.sources
         native = self.native_index
+        compat_out: dict[CompatSession, list[bytes]] = {}
+        compat_counts: dict[CompatSession, int] = {}
         for delta in deltas:
             if delta.source:
                 sources[delta.source] = now
@@ -188,7 +193,15 @@ class Fanout:
                 continue
             frames = b"".join(encode_frame(m) for m in messages)
             for session in targets:
-                session.ws.write_frames(frames, len(messages))
+                queued = compat_out.get(session)
+                if queued is None:
+                    compat_out[session] = [frames]
+                else:
+                    queued.append(frames)
+                compat_counts[session] = compat_counts.get(session, 0) + len(messages)
+        # One write per connection per batch: a system call costs more than the frames.
+        for session, chunks in compat_out.items():
+            session.ws.write_frames(b"".join(chunks), compat_counts[session])
 
     def active_sources(self, now: float, window: float) -> int:
         """Distinct sources seen within ``window`` seconds; forgets older ones."""

@@ -180,6 +180,8 @@ class HttpConnection(asyncio.Protocol):
         # Complete requests waiting to be handled, and whether a handler runs.
         self._pending: deque[tuple[Request, bool]] = deque()
         self._busy = False
+        self._worker = False
+        self._wakeup = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         # Write flow control, for streamed responses.
         self._writable = asyncio.Event()
@@ -209,6 +211,7 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self._writable.set()
+        self._wakeup.set()  # lets the worker see the end
         if self.websocket is not None:
             self.websocket.connection_lost(exc)
         self.app.connection_closed(self)
@@ -312,33 +315,45 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         if len(self._pending) > MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
-        if not self._busy:
-            self._busy = True
-            self.app.spawn(self._serve_pending)
+        if self._worker:
+            self._wakeup.set()
+        else:
+            # One task per connection, for its whole life: starting a task per request
+            # costs more than most requests (bench/RESULTS.md).
+            self._worker = True
+            self.app.spawn(self._serve)
 
     # ------------------------------------------------------------------ handling
 
-    async def _serve_pending(self) -> None:
+    async def _serve(self) -> None:
+        """Answer this connection's requests, in order, until it closes."""
         try:
-            while self._pending and not self.closed:
+            while not self.closed:
+                if not self._pending:
+                    if self._eof:
+                        self.close()
+                        return
+                    self._arm_timer(self.app.keepalive_timeout)
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
                 request, keep_alive = self._pending.popleft()
                 if self.transport is not None and len(self._pending) < MAX_PIPELINED:
                     self.transport.resume_reading()
+                self._busy = True
                 try:
                     response = await self.app.handle(request)
                 except Exception:
                     logger.exception("unhandled error in %s %s", request.method, request.path)
                     response = error_response(500, "internal error")
                 await self._send(response, keep_alive)
+                self._busy = False
                 if not keep_alive:
                     self.close()
                     return
         finally:
             self._busy = False
-        if self._eof:
-            self.close()
-        elif not self.closed and not self._pending:
-            self._arm_timer(self.app.keepalive_timeout)
+            self._worker = False
 
     async def _send(self, response: Response, keep_alive: bool) -> None:
         transport = self.transport

@@ -6,19 +6,23 @@ key; :class:`EmbeddedRedis` runs the private server ``flux serve`` uses by defau
 
 from __future__ import annotations
 
+from .connectors import ConnectorStore
 from .embedded import EmbeddedRedis, find_server_binary
 from .keys import Keys
 from .registry import Namespace, Registry
-from .store import MIN_REDIS_VERSION, Applied, Store, Submission
+from .store import MIN_REDIS_VERSION, Applied, Store, Submission, decode_delta, entry_seq
 
 __all__ = [
     "MIN_REDIS_VERSION",
     "Applied",
+    "ConnectorStore",
     "EmbeddedRedis",
     "Keys",
     "Namespace",
     "Registry",
     "Store",
     "Submission",
+    "decode_delta",
+    "entry_seq",
     "find_server_binary",
 ]

@@ -12,12 +12,18 @@ Everything here is shared by every hub on the same Redis (docs/connectors.md):
   stops renewing, the lease expires and another hub claims it;
 - an **OAuth state** is a pending authorization, single use (``GETDEL``) and expiring.
 
+A credential job's id holds its user, which in Public mode is the SHA-256 of a bearer
+token. Such a hash appears only as a hash *field*, never in a key name (key names show
+in ``SCAN``, ``MONITOR`` and slow logs): the status and lease keys of a credential job
+are named by a digest of the job id instead (:func:`_key_id`).
+
 This module stores opaque bytes: encrypting credentials and secrets is the caller's
 job (``hub.server.connectors.crypto``), so no secret reaches Redis in clear.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -88,6 +94,19 @@ redis.call('HINCRBY', KEYS[2], 'failures', 1)
 return redis.call('HINCRBY', KEYS[2], 'consecutive_failures', 1)
 """
 
+# Store credentials unless the registry is full (replacing is always allowed); a new
+# job's first poll is due at once. KEYS: credentials, status. ARGV: field, blob, max
+# credentials, now ms.
+_PUT_CREDENTIALS = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSETNX', KEYS[2], 'next_poll', ARGV[4])
+return 1
+"""
+
 # Register a poller unless the registry is full; its first poll is due at once.
 # KEYS: pollers, status. ARGV: source id, config, max pollers, now ms.
 _ADD_POLLER = """
@@ -138,6 +157,7 @@ class ConnectorStore:
         self._release = client.register_script(_RELEASE)
         self._record = client.register_script(_RECORD)
         self._add_poller = client.register_script(_ADD_POLLER)
+        self._put_credentials = client.register_script(_PUT_CREDENTIALS)
 
     # ------------------------------------------------------------------ credentials
 
@@ -147,21 +167,31 @@ class ConnectorStore:
             return {}
         fields = [f"{name}:{user}" for name in connectors]
         try:
-            blobs = await self._client.hmget(self.keys.connector_credentials(), fields)
+            blobs = cast(
+                "list[bytes | None]",
+                await self._client.hmget(self.keys.connector_credentials(), fields),
+            )
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading credentials: {exc}") from exc
         return {
             name: blob for name, blob in zip(connectors, blobs, strict=True) if blob is not None
         }
 
-    async def put_credentials(self, connector: str, user: str, blob: bytes, now_ms: int) -> None:
-        """Store (or replace) credentials. A new job's first poll is due at once."""
-        job = credential_job(connector, user)
+    async def put_credentials(
+        self, connector: str, user: str, blob: bytes, *, now_ms: int, max_credentials: int
+    ) -> bool:
+        """Store (or replace) credentials. A new job's first poll is due at once.
+
+        Returns:
+            False if ``max_credentials`` are stored already (and these are new).
+        """
+        keys = [
+            self.keys.connector_credentials(),
+            self.keys.connector_status(_key_id(credential_job(connector, user))),
+        ]
+        args: list[str | bytes | int] = [f"{connector}:{user}", blob, max_credentials, now_ms]
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.connector_credentials(), f"{connector}:{user}", blob)
-                pipe.hsetnx(self.keys.connector_status(job), "next_poll", now_ms)
-                await pipe.execute()
+            return bool(await self._put_credentials(keys, args))
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while storing credentials: {exc}") from exc
 
@@ -171,7 +201,10 @@ class ConnectorStore:
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.connector_credentials(), f"{connector}:{user}")
-                pipe.delete(self.keys.connector_status(job), self.keys.connector_lease(job))
+                pipe.delete(
+                    self.keys.connector_status(_key_id(job)),
+                    self.keys.connector_lease(_key_id(job)),
+                )
                 removed, _ = await pipe.execute()
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while deleting credentials: {exc}") from exc
@@ -183,9 +216,13 @@ class ConnectorStore:
         self, source_id: str, config: bytes, *, max_pollers: int, now_ms: int
     ) -> bool:
         """Register a poller; False if ``max_pollers`` are already registered."""
-        keys = [self.keys.connector_pollers(), self.keys.connector_status(poller_job(source_id))]
+        keys = [
+            self.keys.connector_pollers(),
+            self.keys.connector_status(_key_id(poller_job(source_id))),
+        ]
         try:
-            added = await self._add_poller(keys, [source_id, config, max_pollers, now_ms])
+            args: list[str | bytes | int] = [source_id, config, max_pollers, now_ms]
+            added = await self._add_poller(keys, args)
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while adding a poller: {exc}") from exc
         return bool(added)
@@ -206,7 +243,10 @@ class ConnectorStore:
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.connector_pollers(), source_id)
-                pipe.delete(self.keys.connector_status(job), self.keys.connector_lease(job))
+                pipe.delete(
+                    self.keys.connector_status(_key_id(job)),
+                    self.keys.connector_lease(_key_id(job)),
+                )
                 removed, _ = await pipe.execute()
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while deleting a poller: {exc}") from exc
@@ -242,7 +282,7 @@ class ConnectorStore:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for job in jobs:
-                    pipe.hgetall(self.keys.connector_status(job))
+                    pipe.hgetall(self.keys.connector_status(_key_id(job)))
                 replies = await pipe.execute()
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading connector status: {exc}") from exc
@@ -258,7 +298,7 @@ class ConnectorStore:
             deleted meanwhile (nothing is written then).
         """
         registry, field = self._registry_of(job)
-        keys = [registry, self.keys.connector_status(job)]
+        keys = [registry, self.keys.connector_status(_key_id(job))]
         try:
             result = int(await self._record(keys, [field, now_ms, next_ms, error or ""]))
         except _FAILURES as exc:
@@ -272,7 +312,9 @@ class ConnectorStore:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for job in jobs:
-                    await self._claim([self.keys.connector_lease(job)], [owner, ttl_ms], pipe)
+                    await self._claim(
+                        [self.keys.connector_lease(_key_id(job))], [owner, ttl_ms], pipe
+                    )
                 replies = await pipe.execute()
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while claiming leases: {exc}") from exc
@@ -285,7 +327,7 @@ class ConnectorStore:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for job in jobs:
-                    await self._release([self.keys.connector_lease(job)], [owner], pipe)
+                    await self._release([self.keys.connector_lease(_key_id(job))], [owner], pipe)
                 await pipe.execute()
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while releasing leases: {exc}") from exc
@@ -314,6 +356,13 @@ class ConnectorStore:
         if job.startswith(_POLLER_JOB):
             return self.keys.connector_pollers(), job[len(_POLLER_JOB) :]
         raise ValueError(f"not a connector job id: {job!r}")
+
+
+def _key_id(job: str) -> str:
+    """How a job is named in key names: pollers as is, credentials by a digest."""
+    if job.startswith(_CREDENTIAL_JOB):
+        return _CREDENTIAL_JOB + hashlib.sha256(job.encode()).hexdigest()[:32]
+    return job
 
 
 def _decode_status(fields: dict[bytes, bytes]) -> JobStatus:

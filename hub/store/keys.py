@@ -128,6 +128,9 @@ class Keys:
     #   flux:{connectors}:status:<job>   HASH    last_poll, next_poll, last_error, polls...
     #   flux:{connectors}:lease:<job>    STRING  the hub running the job (PX, renewed)
     #   flux:{connectors}:oauth:<state>  STRING  a pending OAuth flow (PX, single use)
+    #
+    # <job> is ``poller:<source_id>``, or ``cred:<digest>`` for credentials (so that no
+    # token hash appears in a key name).
 
     def connector_credentials(self) -> str:
         return self.prefix + ":{connectors}:credentials"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ..config import LogSettings
     from .keys import Keys
 
-__all__ = ["MIN_REDIS_VERSION", "Applied", "Store", "Submission"]
+__all__ = ["MIN_REDIS_VERSION", "Applied", "Store", "Submission", "decode_delta", "entry_seq"]
 
 logger = logging.getLogger("hub.store")
 
@@ -333,20 +334,35 @@ class Store:
         Blocks up to ``block_ms`` when there are none (None: do not block). Uses the
         partition's dedicated connection: call it from one task per partition.
         """
+        entries = await self.read_entries(p, after, count, block_ms)
+        return [decode_delta(position, flat) for position, flat in entries]
+
+    async def read_entries(
+        self, p: int, after: str, count: int, block_ms: int | None
+    ) -> list[tuple[bytes, list[bytes]]]:
+        """Like :meth:`read_deltas`, undecoded: ``(position, [field, value, ...])``.
+
+        The fan-out decodes only when someone listens (:func:`decode_delta`,
+        :func:`entry_seq`).
+        """
         tail = self._tails.get(p)
         if tail is None:
             # socket_timeout must outlast the BLOCK time.
             tail = self._tails[p] = _client(self.url, max_connections=1, socket_timeout=None)
+            # The raw reply: redis-py would build a dict per entry, which costs.
+            tail.set_response_callback("XREAD", _raw_reply)
         try:
             reply = cast(
-                "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",
+                "dict[bytes, Any] | list[list[Any]] | None",
                 await tail.xread({self.keys.delta_log(p): after}, count=count, block=block_ms),
             )
         except _REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while tailing the delta log: {exc}") from exc
         if not reply:
             return []
-        return [_decode_delta(pos, fields) for pos, fields in reply[0][1]]
+        # A map {stream: entries} (RESP3, or redis-py's RESP2 parser) or [[stream, entries]].
+        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        return [(entry[0], entry[1]) for entry in entries]
 
     async def snapshot_range(
         self, p: int, prefix: str, after: str | None, limit: int
@@ -517,10 +533,27 @@ _STATUS = {
 }
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis (C) instead of redis-py's asyncio pure-Python packer.
+
+    redis-py's asyncio connections do not use hiredis to serialise commands; for the
+    reduce script's long argument lists that costs ~10 µs per event (bench/RESULTS.md).
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        command = args[0]
+        if isinstance(command, str) and " " in command:
+            args = (*command.split(), *args[1:])  # "SCRIPT LOAD" is two arguments
+        return [hiredis.pack_command(args)]
+
+
+_PACKING_CLASSES: dict[type, type] = {}
+
+
 def _client(
     url: str, *, max_connections: int, socket_timeout: float | None = 30.0
 ) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         url,
         decode_responses=False,
         max_connections=max_connections,
@@ -528,6 +561,15 @@ def _client(
         socket_timeout=socket_timeout,
         health_check_interval=0,
     )
+    pool = client.connection_pool
+    base = pool.connection_class
+    # from_url picks the class by scheme (TCP, TLS, unix): wrap whichever it chose.
+    packing = _PACKING_CLASSES.get(base)
+    if packing is None:
+        packing = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+        _PACKING_CLASSES[base] = packing
+    pool.connection_class = packing
+    return client
 
 
 def _decode_entity(entity_id: str, fields: Mapping[bytes, bytes]) -> Entity | None:
@@ -551,6 +593,20 @@ def _decode_snapshot(reply: list[Any]) -> tuple[list[Entity], str | None]:
         if entity is not None:
             entities.append(entity)
     return entities, last
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
+
+
+def entry_seq(flat: list[bytes]) -> int:
+    """The sequence number (field ``n``, always at index 10) of an undecoded entry."""
+    return int(flat[11]) if len(flat) > 11 and flat[10] == _SEQ else 0
+
+
+def decode_delta(position: bytes, flat: list[bytes]) -> Delta:
+    """A delta from an undecoded delta-log entry (fields as a flat list)."""
+    return _decode_delta(position, dict(zip(flat[0::2], flat[1::2], strict=True)))
 
 
 def _decode_delta(position: bytes, fields: Mapping[bytes, bytes]) -> Delta:

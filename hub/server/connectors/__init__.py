@@ -1,27 +1,28 @@
 """Connectors: external sources that become live entities (FLUX_COMPAT.md §1.10, §6).
 
 Built as a hub extension (:class:`hub.server.app.Extension`): it mounts its routes under
-``/api/connectors`` and runs its pollers in the hub's task group.
+``/api/connectors`` and runs its pollers in the hub's task group. docs/connectors.md
+describes the endpoints, the generic poller, what persists and the limits.
+
+- :mod:`.base`: the :class:`Connector` interface (Flux's trait) and its data types;
+- :mod:`.builtin`: Flux's catalogue (github, gmail, linkedin, calendar), not fetching;
+- :mod:`.poller`: the generic HTTP poller;
+- :mod:`.scheduler`: one hub per job, through Redis leases;
+- :mod:`.api`, :mod:`.oauth`: the routes;
+- :mod:`.crypto`: AES-256-GCM for stored secrets.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from .base import Connector, Credentials, OAuthConfig, connector_event
+from .builtin import BUILTIN_CONNECTORS
+from .extension import ConnectorsExtension
 
-if TYPE_CHECKING:
-    from ..app import Hub
-
-__all__ = ["ConnectorsExtension"]
-
-
-class ConnectorsExtension:
-    """Placeholder until the connectors land: no routes, nothing to run."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def mount(self) -> None:
-        """Register routes with ``self.hub.rest.mount``."""
-
-    async def run(self) -> None:
-        """Long-lived work (pollers); returns at once when there is none."""
+__all__ = [
+    "BUILTIN_CONNECTORS",
+    "Connector",
+    "ConnectorsExtension",
+    "Credentials",
+    "OAuthConfig",
+    "connector_event",
+]

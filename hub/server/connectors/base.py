@@ -76,8 +76,9 @@ class Credentials:
 class Connector(Protocol):
     """A source of events polled by the hub. Structural: no base class needed.
 
-    Implementations must be safe to call from several polls at once (one per user)
-    and should bound their own work: the hub does not time out ``fetch``.
+    Implementations must be safe to call from several polls at once (one per user).
+    A ``fetch`` that takes longer than 6 × ``poll_timeout`` (60 s by default) is
+    cancelled and the poll fails.
     """
 
     @property

@@ -1,0 +1,227 @@
+"""The connectors extension: catalogue, secrets, HTTP client and scheduler of one hub.
+
+Built by :class:`~hub.server.app.Hub` (``ConnectorsExtension(hub)``), which calls
+:meth:`ConnectorsExtension.mount` once and runs :meth:`ConnectorsExtension.run` in its
+task group. Routes are in :mod:`.api`; the polling of one job is :meth:`_poll` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+
+from ...errors import Broken, Closed, InvalidEvent, LogUnavailable, PayloadTooLarge
+from ...store.connectors import ConnectorStore
+from ...wire.envelope import parse_event
+from ..ids import uuid7
+from .api import ConnectorRoutes
+from .base import CONNECTOR_NAME, Credentials
+from .builtin import BUILTIN_CONNECTORS
+from .crypto import UNDECRYPTABLE, SecretBox
+from .poller import GenericPoller, PollerConfig
+from .scheduler import PollOutcome, Scheduler
+
+if TYPE_CHECKING:
+    from ..app import Hub
+    from .base import Connector
+
+__all__ = ["FETCH_TIMEOUT_FACTOR", "MAX_EVENTS_PER_POLL", "ConnectorsExtension"]
+
+logger = logging.getLogger("hub.connectors")
+
+#: Most events one poll may publish; a connector returning more fails that poll.
+MAX_EVENTS_PER_POLL = 10_000
+#: A connector's ``fetch`` may take this many times ``poll_timeout`` (it may make
+#: several requests); past it, the poll fails.
+FETCH_TIMEOUT_FACTOR = 6
+#: Longest scheduler tick: how soon a hub notices jobs added or moved elsewhere.
+MAX_TICK = 1.0
+#: Shortest tick, whatever ``min_poll_interval`` says: each tick is a Redis round trip.
+MIN_TICK = 0.05
+#: Seconds given to closing the HTTP client at shutdown.
+CLOSE_GRACE = 1.0
+#: Connections the pollers' HTTP client keeps open at most.
+MAX_HTTP_CONNECTIONS = 100
+#: Redirects a poll or token exchange follows.
+MAX_REDIRECTS = 5
+#: Characters of an error message kept in a status.
+MAX_ERROR_CHARS = 500
+
+_CREDENTIAL_PREFIX = "cred:"
+_POLLER_PREFIX = "poller:"
+
+
+class ConnectorsExtension:
+    """Connectors of FLUX_COMPAT.md §1.10 and §6, plus the generic HTTP poller.
+
+    Attributes are read by the route handlers (:mod:`.api`).
+
+    Raises:
+        ConfigError: ``FLUX_ENCRYPTION_KEY`` is set but is not base64 of 32 bytes.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        settings = hub.settings.connectors
+        self.settings = settings
+        #: True in Public mode (``FLUX_AUTH_ENABLED=true``).
+        self.auth_enabled = hub.settings.gateway.auth_enabled
+        #: Guards the generic poller endpoints in Public mode (None: open).
+        self.admin_token = hub.settings.gateway.admin_token
+        #: None without ``FLUX_ENCRYPTION_KEY``: no credentials, no secrets, no OAuth.
+        self.box = (
+            SecretBox.from_setting(settings.encryption_key)
+            if settings.encryption_key is not None
+            else None
+        )
+        self.store = ConnectorStore(hub.store)
+        #: Connectors by name, in listing order; :meth:`add` extends it.
+        self.catalogue: dict[str, Connector] = {c.name: c for c in BUILTIN_CONNECTORS}
+        # One client for every poll and token exchange; it reads no environment
+        # (proxies, .netrc): the hub's settings are its only configuration.
+        self.client = httpx.AsyncClient(
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            trust_env=False,
+            timeout=settings.poll_timeout,
+            limits=httpx.Limits(max_connections=MAX_HTTP_CONNECTIONS),
+        )
+        self.scheduler = Scheduler(
+            self.store,
+            self._poll,
+            can_run=self._can_run,
+            tick=max(MIN_TICK, min(MAX_TICK, settings.min_poll_interval)),
+            clock=hub.clock,
+        )
+        self.routes = ConnectorRoutes(self)
+
+    def add(self, connector: Connector) -> None:
+        """Add a connector to the catalogue (listed, configurable and polled).
+
+        Raises:
+            ValueError: the name is taken or not a valid connector name.
+        """
+        name = connector.name
+        if CONNECTOR_NAME.fullmatch(name) is None or name == "generic":
+            raise ValueError(f"invalid connector name {name!r}: [a-z][a-z0-9_]*, not 'generic'")
+        if name in self.catalogue:
+            raise ValueError(f"connector {name!r} already exists")
+        self.catalogue[name] = connector
+
+    def mount(self) -> None:
+        """Serve ``/api/connectors`` and everything under it."""
+        self.hub.rest.mount("/api/connectors", self.routes)
+
+    async def run(self) -> None:
+        """Run the scheduler until cancelled; then close the HTTP client."""
+        try:
+            await self.scheduler.run()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
+                await self.client.aclose()
+
+    # ------------------------------------------------------------------ polling
+
+    def now_ms(self) -> int:
+        return math.floor(self.hub.clock() * 1000)
+
+    def _can_run(self, job: str) -> bool:
+        if job.startswith(_CREDENTIAL_PREFIX):
+            return job[len(_CREDENTIAL_PREFIX) :].partition(":")[0] in self.catalogue
+        return job.startswith(_POLLER_PREFIX)
+
+    async def _poll(self, job: str) -> PollOutcome:
+        """Poll one job once: fetch, validate, publish. Records nothing itself.
+
+        Raises:
+            LogUnavailable: Redis failed while reading the job.
+        """
+        entry = await self.store.job_entry(job)
+        if entry is None:
+            return None
+        connector: Connector
+        credentials: Credentials | None = None
+        if job.startswith(_POLLER_PREFIX):
+            config = PollerConfig.from_json(job[len(_POLLER_PREFIX) :], entry)
+            if config is None:
+                return self.settings.min_poll_interval, "the stored poller configuration is damaged"
+            connector = GenericPoller(
+                config,
+                self.client,
+                max_bytes=self.settings.max_poll_bytes,
+                timeout=self.settings.poll_timeout,
+            )
+            if config.secret is not None:
+                token = self._open(config.secret, job)
+                if token is None:
+                    return config.poll_interval, "the stored token " + self._unreadable()
+                credentials = Credentials(token.decode())
+        else:
+            name = job[len(_CREDENTIAL_PREFIX) :].partition(":")[0]
+            found = self.catalogue.get(name)
+            if found is None:
+                return None
+            connector = found
+            plain = self._open(entry, job)
+            credentials = None if plain is None else Credentials.from_json(plain)
+            if credentials is None:
+                return connector.poll_interval, "the stored credentials " + self._unreadable()
+        interval = connector.poll_interval
+        limit = FETCH_TIMEOUT_FACTOR * self.settings.poll_timeout
+        try:
+            with anyio.fail_after(limit):
+                events = await connector.fetch(credentials)
+        except TimeoutError:
+            return interval, f"fetch did not finish within {limit:g} s"
+        except (Broken, NotImplementedError) as exc:
+            return interval, _clip(str(exc) or type(exc).__name__)
+        except Exception as exc:
+            logger.warning("connector %s failed: %r", connector.name, exc)
+            return interval, _clip(f"{type(exc).__name__}: {exc}")
+        return interval, await self._publish(events)
+
+    def _open(self, sealed: bytes, job: str) -> bytes | None:
+        return None if self.box is None else self.box.open(sealed, job)
+
+    def _unreadable(self) -> str:
+        if self.box is None:
+            return "cannot be read: FLUX_ENCRYPTION_KEY is not set"
+        return UNDECRYPTABLE
+
+    async def _publish(self, events: Any) -> str | None:
+        """Validate and apply a poll's events; the error to record, or None."""
+        if not isinstance(events, list):
+            return f"fetch returned {type(events).__name__}, not a list of events"
+        if len(events) > MAX_EVENTS_PER_POLL:
+            return f"fetch returned {len(events)} events (at most {MAX_EVENTS_PER_POLL})"
+        now = self.now_ms()
+        envelopes = []
+        problems = []
+        for n, raw in enumerate(events):
+            try:
+                envelopes.append(
+                    parse_event(
+                        raw, now_ms=now, new_id=lambda: uuid7(now), limits=self.hub.rest.limits
+                    )
+                )
+            except (InvalidEvent, PayloadTooLarge) as exc:
+                problems.append(f"event {n}: {exc}")
+        if envelopes:
+            try:
+                await self.hub.ingest.submit(envelopes)
+            except (LogUnavailable, Closed) as exc:
+                problems.insert(0, f"publishing failed: {exc}")
+        if not problems:
+            return None
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return _clip(problems[0] + more)
+
+
+def _clip(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    return message[: MAX_ERROR_CHARS - 1] + "…"
