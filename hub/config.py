@@ -12,10 +12,12 @@ are their start-up defaults; see :mod:`hub.server.runtime`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -171,6 +173,19 @@ class ConnectorSettings(_Frozen):
     #: Seconds a poll request may take.
     poll_timeout: float = Field(default=10.0, gt=0)
 
+    @field_validator("encryption_key")
+    @classmethod
+    def _key_is_32_bytes(cls, value: str | None) -> str | None:
+        # Checked here so that a bad key stops `flux serve` naming the variable.
+        if value is not None:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be base64 (e.g. `openssl rand -base64 32`)") from None
+            if len(raw) != 32:
+                raise ValueError(f"must decode to 32 bytes (AES-256), not {len(raw)}")
+        return value
+
 
 class RuntimeDefaults(_Frozen):
     """Start-up values of the settings ``PUT /api/admin/config`` can change."""
@@ -318,6 +333,8 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_OAUTH_CALLBACK_BASE_URL": ("connectors", "oauth_callback_base_url", str),
     "FLUX_MAX_POLLERS": ("connectors", "max_pollers", int),
     "FLUX_MIN_POLL_INTERVAL": ("connectors", "min_poll_interval", float),
+    "FLUX_MAX_POLL_BYTES": ("connectors", "max_poll_bytes", int),
+    "FLUX_POLL_TIMEOUT": ("connectors", "poll_timeout", float),
 }
 
 # Flux: FLUX_ADMIN_TOKEN set but empty means "Bearer " + nothing, which no client can
@@ -343,5 +360,5 @@ def _explain(exc: ValidationError, names: dict[tuple[str, str], str]) -> str:
         loc = tuple(str(p) for p in error["loc"])
         field = loc[-1] if loc else "?"
         origin = next((n for (g, f), n in names.items() if f == field), field)
-        parts.append(f"{origin}: {error['msg']}")
+        parts.append(f"{origin}: {str(error['msg']).removeprefix('Value error, ')}")
     return "; ".join(parts)

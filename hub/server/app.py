@@ -119,9 +119,13 @@ class Hub:
         self.rest.mount("/metrics", _MetricsRoute(self))
         self.rest.mount("/api/namespaces", NamespacesApi(self))
         self.directory = DirectoryKeeper(self)
-        self.extensions: list[Extension] = [ConnectorsExtension(self)]
-        for extension in self.extensions:
-            extension.mount()
+        try:
+            self.extensions: list[Extension] = [ConnectorsExtension(self)]
+            for extension in self.extensions:
+                extension.mount()
+        except BaseException:
+            self.ingest.close()  # nothing will run it: free its streams now
+            raise
         self.rest.mount("/", StaticFiles())
         self.connections: set[HttpConnection] = set()
         self._per_client: dict[str, int] = {}

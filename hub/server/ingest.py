@@ -99,6 +99,11 @@ class Ingest:
         assert pending.result is not None
         return pending.result
 
+    def close(self) -> None:
+        """Close the queue without running (when the hub fails to start)."""
+        self._send.close()
+        self._receive.close()
+
     def statistics(self) -> tuple[int, int]:
         """``(submissions waiting, capacity)``."""
         stats = self._receive.statistics()
