@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .runtime import RuntimeConfig
     from .tenancy import Tenancy
 
-__all__ = ["Handler", "MethodNotAllowed", "RestApi", "RouteGroup"]
+__all__ = ["Handler", "MethodNotAllowed", "RestApi", "RouteGroup", "json_body", "unprocessable"]
 
 logger = logging.getLogger("hub.gateway")
 
@@ -416,7 +416,7 @@ class RestApi:
 
     async def _ids_to_delete(self, body: Any) -> list[str]:
         if not isinstance(body, dict):
-            raise _unprocessable("expected an object with `namespace`, `prefix` or `entity_ids`")
+            raise unprocessable("expected an object with `namespace`, `prefix` or `entity_ids`")
         limit = self.max_batch_delete
         # Flux's filter is an untagged enum: the first variant whose field has the
         # right type wins (so {"namespace": null, "prefix": "p"} deletes by prefix).
@@ -434,7 +434,7 @@ class RestApi:
                 )
             return list(dict.fromkeys(given))
         else:
-            raise _unprocessable(
+            raise unprocessable(
                 "expected `namespace` (string), `prefix` (string) or `entity_ids` (list of strings)"
             )
         if prefix is None:
@@ -590,6 +590,7 @@ def _query_int(query: dict[str, str], name: str, default: int) -> int:
 
 
 def json_body(request: Request) -> Any:
+    """The request body as JSON, or a 400 in Flux's (axum's) words."""
     try:
         return loads(request.body)
     except JSONError as exc:
@@ -598,7 +599,8 @@ def json_body(request: Request) -> Any:
         ) from None
 
 
-def _unprocessable(detail: str) -> BadRequest:
+def unprocessable(detail: str) -> BadRequest:
+    """A 422 in Flux's (axum's) words, as JSON."""
     return BadRequest(f"Failed to deserialize the JSON body into the target type: {detail}", 422)
 
 

@@ -25,11 +25,11 @@ from ...core.timefmt import format_ms
 from ...errors import BadRequest, Broken, LogUnavailable
 from ...store.connectors import JobStatus, credential_job, poller_job
 from ...wire.envelope import serde_type_name
-from ...wire.jsonutil import JSONError, dumps, loads, serde_message
+from ...wire.jsonutil import JSONError, dumps, loads
 from ..auth import BearerProblem, constant_time_equal, hash_token, read_bearer
 from ..http import Request, Response, json_response
 from ..ids import uuid7
-from ..rest import MethodNotAllowed
+from ..rest import MethodNotAllowed, json_body, unprocessable
 from .base import Credentials
 from .crypto import UNDECRYPTABLE
 from .oauth import authorize_url, callback_url, exchange_code
@@ -208,18 +208,16 @@ class ConnectorRoutes:
 
     async def store_token(self, request: Request, name: str) -> Response:
         """``POST /api/connectors/:name/token``: body, name, store, auth, upsert."""
-        body = _json_body(request)
+        body = json_body(request)
         if not isinstance(body, dict):
-            raise _unprocessable(
+            raise unprocessable(
                 f"invalid type: {serde_type_name(body)}, expected struct TokenRequest"
             )
         if "token" not in body:
-            raise _unprocessable("missing field `token`")
+            raise unprocessable("missing field `token`")
         token = body["token"]
         if not isinstance(token, str):
-            raise _unprocessable(
-                f"token: invalid type: {serde_type_name(token)}, expected a string"
-            )
+            raise unprocessable(f"token: invalid type: {serde_type_name(token)}, expected a string")
         self._require_connector(name)
         box = self.ext.box
         if box is None:
@@ -343,7 +341,7 @@ class ConnectorRoutes:
         """``POST /api/connectors/generic`` -> 201 ``{source_id}``."""
         self._require_admin(request)
         settings = self.ext.settings
-        spec = parse_poller_request(_json_body(request), min_interval=settings.min_poll_interval)
+        spec = parse_poller_request(json_body(request), min_interval=settings.min_poll_interval)
         now = self.ext.now_ms()
         source_id = uuid7(now)
         secret = None
@@ -443,16 +441,3 @@ def _decode_flow(pending: bytes | None) -> tuple[str, str] | None:
         return str(value["connector"]), str(value["user"])
     except (JSONError, KeyError, TypeError):
         return None
-
-
-def _json_body(request: Request) -> Any:
-    try:
-        return loads(request.body)
-    except JSONError as exc:
-        raise BadRequest(
-            f"Failed to parse the request body as JSON: {serde_message(exc)}"
-        ) from None
-
-
-def _unprocessable(detail: str) -> BadRequest:
-    return BadRequest(f"Failed to deserialize the JSON body into the target type: {detail}", 422)
