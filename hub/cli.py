@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("entity_id", metavar="ENTITY_ID")
     p.add_argument("properties", metavar="PROPERTIES_JSON")
+    p.add_argument(
+        "--if-version",
+        type=int,
+        metavar="N",
+        help="apply only if the entity is at version N (0: must not exist); else exit 1",
+    )
     verb("get", "show one entity").add_argument("entity_id", metavar="ENTITY_ID")
     p = verb("list", "list entities")
     scope = p.add_mutually_exclusive_group()

@@ -101,6 +101,8 @@ def _publish(ctx: Context, args: Any) -> None:
         "timestamp": int(time.time() * 1000),
         "payload": {"entity_id": args.entity_id, "properties": properties},
     }
+    if args.if_version is not None:
+        event["if_version"] = args.if_version
     _show(ctx, _call(ctx, "POST", "/api/events", json=event))
 
 

@@ -121,10 +121,14 @@ def json_response(value: object, status: int = 200) -> Response:
 
 
 def error_response(
-    status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    status: int,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    **extra: object,
 ) -> Response:
-    """Every error is JSON ``{"error": message}`` (FLUX_COMPAT.md: even framework ones)."""
-    return Response(status, dumps({"error": message}), headers=headers or [])
+    """Every error is JSON ``{"error": message}`` (FLUX_COMPAT.md: even framework ones),
+    plus any ``extra`` fields."""
+    return Response(status, dumps({"error": message, **extra}), headers=headers or [])
 
 
 class App(Protocol):

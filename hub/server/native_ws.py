@@ -253,13 +253,11 @@ class NativeSession:
         valid: list[tuple[int, Envelope]] = []
         for index, raw in enumerate(frame.events):
             try:
-                if_version = _if_version(raw)
                 envelope = parse_event(
                     raw,
                     now_ms=now,
                     new_id=lambda: uuid7(now),
                     limits=self.hub.rest.limits,
-                    if_version=if_version,
                 )
             except PayloadTooLarge as exc:
                 self.hub.metrics.rejected["too_large"] += 1
@@ -716,17 +714,6 @@ class NativeSession:
             return
         text = self.codec.text
         self.ws.write_frames(b"".join(encode_frame(p, text) for p in out), len(out))
-
-
-def _if_version(raw: Any) -> int | None:
-    if not isinstance(raw, dict) or "if_version" not in raw:
-        return None
-    value = raw["if_version"]
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ProtocolError(f"if_version must be a non-negative integer, got {value!r}")
-    return value
 
 
 def _refused(envelope: Envelope, code: str, message: str) -> dict[str, Any]:

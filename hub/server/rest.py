@@ -211,7 +211,12 @@ class RestApi:
         header = request.headers.get("authorization")
         namespace = await self.tenancy.authorize_write(header, envelope.entity_id)
         await self.tenancy.check_one(namespace)
-        await self.ingest.submit([envelope])
+        (result,) = await self.ingest.submit([envelope])
+        if result.status is OutcomeStatus.CONFLICT:
+            # Only with the if_version extension: the entity is not at that version.
+            return error_response(
+                409, f"conflict: entity is at version {result.version}", version=result.version
+            )
         return json_response({"eventId": envelope.event_id, "stream": envelope.stream})
 
     async def publish_batch(self, request: Request) -> Response:
@@ -267,12 +272,13 @@ class RestApi:
 
         if accepted:
             try:
-                await self.ingest.submit([e for _, e in accepted])
-                failure = None
+                applied = await self.ingest.submit([e for _, e in accepted])
             except (LogUnavailable, Closed) as exc:
-                failure = f"publish failed: {exc}"
-            for index, envelope in accepted:
-                results[index] = _failed(envelope, failure)
+                for index, envelope in accepted:
+                    results[index] = _failed(envelope, f"publish failed: {exc}")
+            else:
+                for (index, envelope), result in zip(accepted, applied, strict=True):
+                    results[index] = _failed(envelope, _conflict(result))
         failed = sum(1 for r in results if r is not None and r["error"] is not None)
         return json_response(
             {"successful": len(results) - failed, "failed": failed, "results": results}
@@ -568,6 +574,13 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, PayloadTooLarge):
         return "too_large"
     return "invalid"
+
+
+def _conflict(result: Applied) -> str | None:
+    """The batch error of an event refused by its ``if_version``, else None."""
+    if result.status is OutcomeStatus.CONFLICT:
+        return f"conflict: entity is at version {result.version}"
+    return None
 
 
 def _failed(envelope: Envelope, error: str | None) -> dict[str, Any]:

@@ -104,7 +104,9 @@ def parse_event(
         now_ms: the hub's time, used when ``timestamp`` is omitted.
         new_id: makes an ``eventId`` when the client gave none.
         limits: bounds on the properties.
-        if_version: compare-and-set version for the reducer (native protocol).
+        if_version: compare-and-set version for the reducer; when None, the event's
+            own ``if_version`` field is used (an extension of the envelope: apply only
+            if the entity is at that version, 0 meaning "must not exist").
 
     Raises:
         MalformedEvent: the value does not have the envelope's shape (serde's
@@ -164,6 +166,8 @@ def parse_event(
     if not isinstance(payload, dict):
         raise InvalidEvent("payload must be a JSON object")
 
+    if if_version is None and "if_version" in obj:
+        if_version = _if_version(obj["if_version"])
     if not event_id:
         event_id = new_id()
         dedup_id = None
@@ -212,6 +216,16 @@ def parse_event(
         entity_id, properties, dedup_id=dedup_id, if_version=if_version, source=source
     )
     return Envelope(event_id, stream, source, timestamp, entity_id, change, dumps(stored))
+
+
+def _if_version(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidEvent(
+            f"if_version must be a non-negative integer, got {dumps(value).decode()}"
+        )
+    return value
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
