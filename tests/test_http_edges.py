@@ -191,3 +191,18 @@ async def test_refused_upload_is_read_to_the_end_so_the_client_sees_the_413(hub:
     finally:
         writer.close()
     assert _status_and_body(response) == (413, {"error": "payload too large"})
+
+
+async def test_dashboard_files_are_revalidated_by_etag(hub: Hub) -> None:
+    first = await _exchange(
+        hub.port, b"GET /static/flux-client.js HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    head = first.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 200") and "cache-control: no-cache" in head
+    etag = next(line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("etag:"))
+    again = await _exchange(
+        hub.port,
+        b"GET /static/flux-client.js HTTP/1.1\r\nhost: x\r\nif-none-match: %b\r\nconnection: close\r\n\r\n"
+        % etag.encode(),
+    )
+    assert again.startswith(b"HTTP/1.1 304 Not Modified") and again.endswith(b"\r\n\r\n")
