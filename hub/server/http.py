@@ -50,6 +50,7 @@ _REASONS = {
     100: b"Continue",
     200: b"OK",
     204: b"No Content",
+    304: b"Not Modified",
     307: b"Temporary Redirect",
     400: b"Bad Request",
     401: b"Unauthorized",
@@ -466,11 +467,11 @@ class _Rejected(Exception):
 def _head(response: Response, keep_alive: bool, chunked: bool = False) -> bytes:
     reason = _REASONS.get(response.status, b"Unknown")
     parts = [b"HTTP/1.1 %d %b\r\n" % (response.status, reason), _CORS]
-    if response.content_type is not None and response.status != 204:
+    if response.content_type is not None and response.status not in (204, 304):
         parts.append(b"content-type: %b\r\n" % response.content_type)
     if chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
-    elif response.status != 204:
+    elif response.status not in (204, 304):
         parts.append(b"content-length: %d\r\n" % len(response.body))
     for name, value in response.headers:
         parts.append(b"%b: %b\r\n" % (name, value))
@@ -482,7 +483,7 @@ def _head(response: Response, keep_alive: bool, chunked: bool = False) -> bytes:
 
 def _serialize(response: Response, keep_alive: bool) -> bytes:
     head = _head(response, keep_alive)
-    return head + response.body if response.status != 204 else head
+    return head + response.body if response.status not in (204, 304) else head
 
 
 def preflight_headers() -> list[tuple[bytes, bytes]]:

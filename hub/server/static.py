@@ -2,11 +2,12 @@
 
 Files come from the ``hub.dashboard`` package (so they are in the wheel); the JS client
 is ``clients/js/flux-client.js``, linked into that package. Only files in the package
-directory are served (no path traversal), with a short cache lifetime.
+directory are served (no path traversal), browsers revalidate each load by ETag.
 """
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -32,11 +33,13 @@ class StaticFiles:
 
     def __init__(self) -> None:
         root = resources.files("hub.dashboard")
-        self._files: dict[str, tuple[bytes, bytes]] = {}
+        self._files: dict[str, tuple[bytes, bytes, bytes]] = {}
         for entry in root.iterdir():
             suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
             if entry.is_file() and suffix in _TYPES:
-                self._files[entry.name] = (_TYPES[suffix], entry.read_bytes())
+                body = entry.read_bytes()
+                etag = b'"%s"' % hashlib.sha256(body).hexdigest()[:16].encode()
+                self._files[entry.name] = (_TYPES[suffix], body, etag)
 
     def match(self, method: str, path: str) -> Callable[[Request], Awaitable[Response]] | None:
         if path not in ("/", "/index.html") and not path.startswith("/static/"):
@@ -56,7 +59,10 @@ class StaticFiles:
         found = self._files.get(name)
         if found is None:
             raise BadRequest(f"no such file: {request.path}", 404)
-        content_type, body = found
-        return Response(
-            200, body, content_type=content_type, headers=[(b"cache-control", b"max-age=60")]
-        )
+        content_type, body, etag = found
+        # Revalidated on every load (cheap: 304), so that after an upgrade a browser
+        # never mixes an old dashboard.js with a new flux-client.js.
+        headers = [(b"cache-control", b"no-cache"), (b"etag", etag)]
+        if request.headers.get("if-none-match", "").encode() == etag:
+            return Response(304, content_type=None, headers=headers)
+        return Response(200, body, content_type=content_type, headers=headers)
