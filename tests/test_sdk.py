@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -24,6 +19,7 @@ from flux_client import (
 
 from .conftest import timeout
 from .native_client import rest_state
+from .processes import HubProcess, free_port
 
 ENCODINGS: list[Literal["msgpack", "json"]] = ["msgpack", "json"]
 
@@ -110,60 +106,9 @@ async def test_sync_client_works_from_a_thread(base_url: str) -> None:
 # ---------------------------------------------------------------------- a hub that dies
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class HubProcess:
-    """``flux serve`` on a fixed port over a shared Redis, killable."""
-
-    def __init__(self, redis_url: str, key_prefix: str, port: int) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--redis",
-            redis_url,
-        ]
-        self.env = {**os.environ, "FLUX_KEY_PREFIX": key_prefix, "FLUX_LOG_LEVEL": "warning"}
-        self.port = port
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = asyncio.get_running_loop().time() + timeout(20)
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                assert asyncio.get_running_loop().time() < deadline, "hub did not start"
-                await asyncio.sleep(0.05)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(self.process.wait(), timeout(20))
-
-
 @pytest.fixture
 async def hub_process(redis_url: str, key_prefix: str) -> AsyncIterator[HubProcess]:
-    process = HubProcess(redis_url, key_prefix, _free_port())
+    process = HubProcess(redis_url, key_prefix, free_port())
     yield process
     await process.stop()
 

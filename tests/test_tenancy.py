@@ -24,6 +24,7 @@ from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout
 from .native_client import Native, event
+from .processes import HubProcess, free_port
 
 ADMIN = "admin-secret"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -642,3 +643,38 @@ async def test_one_hub_of_several_writes_the_directory(redis_url: str, key_prefi
                 await asyncio.sleep(2.2)
         writers = [h for h in (first, second) if h.directory.writes]
         assert len(writers) == 1
+
+
+async def test_two_hub_processes_share_one_rate_limit(redis_url: str, key_prefix: str) -> None:
+    # Two `flux serve` processes on one Redis: one bucket per namespace between them.
+    env = {
+        "FLUX_AUTH_ENABLED": "true",
+        "FLUX_ADMIN_TOKEN": ADMIN,
+        "FLUX_RATE_LIMIT_PER_NAMESPACE_PER_MINUTE": "10",
+    }
+    hubs = [HubProcess(redis_url, key_prefix, free_port(), env) for _ in range(2)]
+    try:
+        for process in hubs:
+            await process.start()
+        urls = [f"http://127.0.0.1:{h.port}" for h in hubs]
+        async with httpx.AsyncClient(timeout=timeout(10)) as http:
+            registered = await http.post(
+                urls[0] + "/api/namespaces", json={"name": "shared"}, headers=ADMIN_HEADERS
+            )
+            token = registered.json()["token"]
+            statuses = [
+                (
+                    await http.post(
+                        urls[n % 2] + "/api/events",
+                        json=event(f"shared/{n}", v=n),
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                ).status_code
+                for n in range(16)
+            ]
+    finally:
+        for process in hubs:
+            await process.stop()
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 6
+    assert statuses[-1] == 429  # the bucket is empty for both processes
