@@ -296,3 +296,24 @@ async def test_snapshot_in_many_chunks_covers_every_entity(client: Native, hub: 
         if frame["done"]:
             break
     assert seen == [f"c/{n:05d}" for n in range(count)]
+
+
+async def test_pipelined_publish_frames_are_acked_in_order_and_applied_in_order(
+    client: Native,
+) -> None:
+    # Sent without waiting: the hub folds queued frames into one Redis call, but each
+    # frame still gets its own ack, in order, and the events apply in order.
+    for n in range(50):
+        events = [event("pipe/e", n=n)] if n != 25 else [event("pipe/e", n=n)] * 1001
+        await client.send({"type": "publish", "ref": n, "events": events})
+    replies: list[dict[str, Any]] = []
+    while len(replies) < 50:
+        frame = await client.recv()
+        if frame["type"] in ("ack", "error"):
+            replies.append(frame)
+    assert [r["ref"] for r in replies] == list(range(50))
+    assert replies[25]["code"] == "too_many_events"
+    versions = [r["results"][0]["version"] for n, r in enumerate(replies) if n != 25]
+    assert versions == list(range(1, 50))
+    got = await client.request({"type": "get", "ids": ["pipe/e"]}, "entities")
+    assert got["entities"][0]["properties"] == {"n": 49}

@@ -26,6 +26,7 @@ from ..errors import LogUnavailable
 from ..store import Registry
 from ..wire.codec import JSON, MSGPACK, codec_for
 from ..wire.compat import Metrics, metrics_message
+from ..wire.framing import encode_frame
 from .auth import BearerProblem, read_bearer
 from .compat_ws import CompatSession
 from .connectors import ConnectorsExtension
@@ -40,7 +41,7 @@ from .rest import MethodNotAllowed, RestApi, make_tombstone
 from .runtime import RuntimeConfig
 from .static import StaticFiles
 from .tenancy import Tenancy
-from .ws import WebSocket, encode_frame, handshake
+from .ws import WebSocket, handshake
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

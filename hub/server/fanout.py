@@ -20,8 +20,8 @@ from ..core.index import Pattern, SubscriptionIndex
 from ..errors import LogUnavailable
 from ..store import decode_delta, entry_seq
 from ..wire.compat import delta_messages
+from ..wire.framing import encode_frame
 from ..wire.native import DeltaEncoder
-from .ws import encode_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..core.model import Delta
     from ..store import Store
     from .compat_ws import CompatSession
-    from .native_ws import NativeSubscription
+    from .native_ws import NativeSession, NativeSubscription
 
 __all__ = ["Fanout"]
 
@@ -64,6 +64,9 @@ class Fanout:
         #: Called with a partition when deltas were trimmed before this hub read them.
         self.on_gap: Callable[[int], None] = lambda p: None
         self.gaps = 0
+        #: While a dispatch runs: native sessions given frames, flushed at its end
+        #: (one write per connection per delta-log read).
+        self._touched: list[NativeSession] | None = None
 
     # ------------------------------------------------------------------ sessions
 
@@ -157,8 +160,25 @@ class Fanout:
             self.on_gap(p)
         self.seqs[p] = last
 
+    def flush_later(self, session: NativeSession) -> bool:
+        """Have ``session`` flushed when the running dispatch ends; False if none runs."""
+        if self._touched is None:
+            return False
+        self._touched.append(session)
+        return True
+
     def dispatch(self, deltas: Iterable[Delta], now: float, partition: int = 0) -> None:
         """Send deltas to every matching session (synchronously: no awaits)."""
+        touched: list[NativeSession] = []
+        self._touched = touched
+        try:
+            self._dispatch(deltas, now, partition)
+        finally:
+            self._touched = None
+            for session in touched:
+                session.flush()
+
+    def _dispatch(self, deltas: Iterable[Delta], now: float, partition: int) -> None:
         sources = self.sources
         native = self.native_index
         compat_out: dict[CompatSession, list[bytes]] = {}

@@ -51,14 +51,16 @@ from ..wire.frames import (
     describe_error,
     ref_of,
 )
+from ..wire.framing import encode_frame
 from ..wire.native import DeltaEncoder, SubPrefix, delta_frame, entity_value
 from .auth import BearerProblem
 from .ids import uuid7
 from .tenancy import AuthFailure, Principal
-from .ws import WebSocket, encode_frame
 
 if TYPE_CHECKING:
+    from ..store import Applied
     from .app import Hub
+    from .ws import WebSocket
 
 __all__ = ["NativeSession", "NativeSubscription", "patterns_of"]
 
@@ -220,7 +222,7 @@ class NativeSession:
                     self.ws.transport.resume_reading()
                 try:
                     if isinstance(frame, PublishFrame):
-                        await self._publish(frame)
+                        await self._publish(self._consecutive_publishes(frame))
                     elif isinstance(frame, SubscribeFrame):
                         await self._subscribe(frame)
                     elif isinstance(frame, UnsubscribeFrame):
@@ -240,14 +242,52 @@ class NativeSession:
         finally:
             self._serving = False
 
-    async def _publish(self, frame: PublishFrame) -> None:
+    def _consecutive_publishes(self, first: PublishFrame) -> list[PublishFrame]:
+        """``first`` and the publish frames queued right behind it (up to
+        ``max_events`` events in all): a client that publishes without waiting for
+        acks gets one Redis call for several frames, not one round trip each."""
+        frames = [first]
+        count = len(first.events)
+        queue = self._requests
+        while queue and isinstance(queue[0], PublishFrame):
+            if count + len(queue[0].events) > self.max_events:
+                break
+            nxt = queue.popleft()
+            assert isinstance(nxt, PublishFrame)
+            frames.append(nxt)
+            count += len(nxt.events)
+        return frames
+
+    async def _publish(self, frames: list[PublishFrame]) -> None:
+        """Apply publish frames in one submission; acknowledge each, in order."""
+        prepared = [(frame, await self._prepare(frame)) for frame in frames]
+        events = [e for _, p in prepared if not isinstance(p, str) for _, e in p[1]]
+        applied: list[Applied] | LogUnavailable | Closed = []
+        if events:
+            try:
+                applied = await self.hub.ingest.submit(events)
+            except (LogUnavailable, Closed) as exc:
+                applied = exc
+        start = 0
+        for frame, ready in prepared:
+            if isinstance(ready, str):
+                # Refused whole; said now, in its turn, so replies keep frame order.
+                self._error(frame.ref, "too_many_events", ready)
+                continue
+            results, accepted = ready
+            if isinstance(applied, LogUnavailable | Closed):
+                self._acknowledge(frame, results, accepted, applied)
+            else:
+                self._acknowledge(frame, results, accepted, applied[start : start + len(accepted)])
+                start += len(accepted)
+
+    async def _prepare(
+        self, frame: PublishFrame
+    ) -> tuple[list[dict[str, Any] | None], list[tuple[int, Envelope]]] | str:
+        """Validate, authorize and rate-limit a frame's events: per-event results so
+        far, and the accepted events in order; or why the whole frame is refused."""
         if len(frame.events) > self.max_events:
-            self._error(
-                frame.ref,
-                "too_many_events",
-                f"{len(frame.events)} events in one frame; the limit is {self.max_events}",
-            )
-            return
+            return f"{len(frame.events)} events in one frame; the limit is {self.max_events}"
         now = math.floor(self.hub.clock() * 1000)
         results: list[dict[str, Any] | None] = [None] * len(frame.events)
         valid: list[tuple[int, Envelope]] = []
@@ -294,10 +334,19 @@ class NativeSession:
                 refusal["retry_after_ms"] = math.ceil(wait * 1000)
                 results[index] = refusal
         accepted.sort(key=lambda item: item[0])
+        return results, accepted
+
+    def _acknowledge(
+        self,
+        frame: PublishFrame,
+        results: list[dict[str, Any] | None],
+        accepted: list[tuple[int, Envelope]],
+        applied: list[Applied] | LogUnavailable | Closed,
+    ) -> None:
+        """Send a frame's ``ack`` once its accepted events were applied (or not)."""
         if accepted:
-            try:
-                applied = await self.hub.ingest.submit([e for _, e in accepted])
-            except (LogUnavailable, Closed) as exc:
+            if isinstance(applied, LogUnavailable | Closed):
+                exc = applied
                 for index, envelope in accepted:
                     results[index] = {
                         "eventId": envelope.event_id,
@@ -647,9 +696,10 @@ class NativeSession:
             else:
                 self._pending[key] = (sub, merged, position)
             return
-        body = encoder.body(self.codec, sub.properties, sub.touches)
-        if body is not None:
-            self._send(delta_frame(self.codec, sub.prefix, body))
+        frame = encoder.frame(self.codec, sub.prefix, sub.properties, sub.touches)
+        if frame is not None:
+            self._out.append(frame)
+            self._schedule_flush()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -701,10 +751,16 @@ class NativeSession:
         self._send_value(frame)
 
     def _send(self, payload: bytes) -> None:
-        self._out.append(payload)
+        self._out.append(encode_frame(payload, self.codec.text))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Write what is queued soon: at the end of the running dispatch if one runs
+        (all of a delta-log read in one write), else at the next loop turn."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+            if not self.hub.fanout.flush_later(self):
+                self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write every frame queued since the last flush, in one write."""
@@ -712,8 +768,7 @@ class NativeSession:
         out, self._out = self._out, []
         if not out or not self.ws.open:
             return
-        text = self.codec.text
-        self.ws.write_frames(b"".join(encode_frame(p, text) for p in out), len(out))
+        self.ws.write_frames(b"".join(out), len(out))
 
 
 def _refused(envelope: Envelope, code: str, message: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import TYPE_CHECKING, Protocol
 
 from websockets.frames import Frame, Opcode
@@ -24,12 +23,14 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ..wire.framing import encode_frame
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from .http import Request
 
-__all__ = ["Session", "WebSocket", "encode_frame", "handshake"]
+__all__ = ["Session", "WebSocket", "handshake"]
 
 logger = logging.getLogger("hub.gateway")
 
@@ -41,17 +42,6 @@ CLOSE_TIMEOUT = 5.0
 #: Seconds a slow consumer gets to read what is buffered, then its 1013 close frame.
 #: Its buffer is already bounded (``max_send_buffer``), so waiting costs no more memory.
 SLOW_CLOSE_TIMEOUT = 30.0
-
-
-def encode_frame(payload: bytes, text: bool = True) -> bytes:
-    """One unmasked, unfragmented data frame (RFC 6455 §5.2)."""
-    first = 0x81 if text else 0x82
-    n = len(payload)
-    if n < 126:
-        return bytes((first, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", first, 126, n) + payload
-    return struct.pack("!BBQ", first, 127, n) + payload
 
 
 class Session(Protocol):

@@ -19,6 +19,7 @@ import orjson
 
 from ..core.timefmt import format_ms
 from .codec import JSON, Codec
+from .framing import encode_frame
 from .jsonutil import dumps, loads
 
 if TYPE_CHECKING:
@@ -62,11 +63,12 @@ class DeltaEncoder:
         position: its position (partition-qualified).
     """
 
-    __slots__ = ("_cache", "delta", "position")
+    __slots__ = ("_cache", "_frames", "delta", "position")
 
     def __init__(self, delta: Delta, position: Position) -> None:
         self.delta = delta
         self.position = str(position)
+        self._frames: dict[tuple[str, frozenset[str] | None, bool, bytes], bytes | None] = {}
         self._cache: dict[
             tuple[str, frozenset[str] | None, bool, bool], tuple[bytes, int] | None
         ] = {}
@@ -92,6 +94,26 @@ class DeltaEncoder:
         body = self._encode(codec, properties, touches, conflated)
         self._cache[key] = body
         return body
+
+    def frame(
+        self,
+        codec: Codec,
+        prefix: SubPrefix,
+        properties: frozenset[str] | None = None,
+        touches: bool = False,
+    ) -> bytes | None:
+        """The complete WebSocket frame for a subscription, encoded once per
+        (encoding, projection, subscription name): connections whose subscriptions
+        share a name (clients often call theirs the same) share the bytes."""
+        key = (codec.name, properties, touches, prefix.data)
+        try:
+            return self._frames[key]
+        except KeyError:
+            pass
+        body = self.body(codec, properties, touches)
+        frame = None if body is None else encode_frame(delta_frame(codec, prefix, body), codec.text)
+        self._frames[key] = frame
+        return frame
 
     def _encode(
         self, codec: Codec, properties: frozenset[str] | None, touches: bool, conflated: bool
