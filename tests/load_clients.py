@@ -109,3 +109,67 @@ async def _subscribe(url: str, seconds: float) -> list[tuple[float, float]]:
                 now = time.time()
                 samples.append((now, now - frame["set"]["t"]))
     return samples
+
+
+def run_slow_consumer(url: str, prefix: str, control: Connection) -> None:
+    """A subscriber (snapshot, then live) that stops reading when told.
+
+    Commands on ``control``: ``"stall"`` (stop reading the socket), ``"resume"``,
+    ``("finish", expected_state)`` (read until its replica equals it, then answer
+    ``(equal, deltas applied)``). It answers ``"ready"`` once synced. Its replica
+    asserts the protocol's promises on every delta (tests/native_client.py).
+    """
+    asyncio.run(_slow_consumer(url, prefix, control))
+
+
+async def _slow_consumer(url: str, prefix: str, control: Connection) -> None:
+    from .native_client import Replica
+
+    replica = Replica()
+    # max_queue=1: with one message waiting, the client stops reading its socket.
+    async with websockets.connect(url, subprotocols=["flux.v1"], max_queue=1) as ws:  # type: ignore[list-item]
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "sub": "slow",
+                    "filter": {"prefixes": [prefix]},
+                    "snapshot": True,
+                }
+            )
+        )
+        while True:
+            frame = json.loads(await ws.recv())
+            replica.apply(frame)
+            if frame["type"] == "synced":
+                break
+        control.send("ready")
+
+        async def read() -> None:
+            while True:
+                replica.apply(json.loads(await ws.recv()))
+
+        reader: asyncio.Task[None] | None = asyncio.create_task(read())
+        while True:
+            command = await asyncio.to_thread(control.recv)
+            if command == "stall" and reader is not None:
+                reader.cancel()
+                reader = None
+            elif command == "resume" and reader is None:
+                reader = asyncio.create_task(read())
+            elif isinstance(command, tuple) and command[0] == "finish":
+                if reader is not None:
+                    reader.cancel()
+                expected = command[1]
+                deadline = time.time() + 30
+                while _state(replica, prefix) != expected and time.time() < deadline:
+                    try:
+                        replica.apply(json.loads(await asyncio.wait_for(ws.recv(), 1)))
+                    except TimeoutError:
+                        continue
+                control.send((_state(replica, prefix) == expected, replica.deltas))
+                return
+
+
+def _state(replica: Any, prefix: str) -> dict[str, Any]:
+    return {i: [v, p] for i, (v, p) in replica.state().items() if i.startswith(prefix)}

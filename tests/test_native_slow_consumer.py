@@ -18,19 +18,17 @@ measure is the hub); the publisher runs in a third process. The test checks:
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import statistics
 
 import pytest
-import websockets
 
 from hub.server.native_ws import NativeSession
 from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout
-from .load_clients import Phase, run_publisher, run_subscribers
-from .native_client import Replica, rest_state
+from .load_clients import Phase, run_publisher, run_slow_consumer, run_subscribers
+from .native_client import rest_state
 
 RATE = 10_000
 BATCH = 100
@@ -68,33 +66,15 @@ async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(
         while len(hub.native_sessions) < 2:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
-        # The slow one subscribes like everyone, then stops reading its socket
-        # (max_queue=1: one message waiting and the client reads no more).
-        slow = await websockets.connect(url, subprotocols=["flux.v1"], max_queue=1)  # type: ignore[list-item]
-        replica = Replica()
-        await slow.send(
-            json.dumps(
-                {
-                    "type": "subscribe",
-                    "sub": "slow",
-                    "filter": {"prefixes": ["load/"]},
-                    "snapshot": True,
-                }
-            )
-        )
-        while True:
-            frame = json.loads(await asyncio.wait_for(slow.recv(), timeout(5)))
-            replica.apply(frame)
-            if frame["type"] == "synced":
-                break
+        # The slow one, in a process of its own: it subscribes like everyone and
+        # reads, except during "stalled", when it stops reading its socket.
+        slow_control, slow_end = ctx.Pipe()
+        slow = ctx.Process(target=run_slow_consumer, args=(url, "load/", slow_end))
+        slow.start()
+        assert await asyncio.to_thread(slow_control.poll, timeout(15)), "slow consumer not ready"
+        assert slow_control.recv() == "ready"
         session = next(s for s in hub.native_sessions if "slow" in s.subscriptions)
 
-        async def read_slowly() -> None:
-            while True:
-                replica.apply(json.loads(await slow.recv()))
-
-        # It reads, except during "stalled".
-        reader = asyncio.create_task(read_slowly())
         publisher = ctx.Process(
             target=run_publisher, args=(url, RATE, BATCH, phases, ENTITIES, pub_in)
         )
@@ -114,12 +94,11 @@ async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(
                 if message[0] == "phase":
                     starts[message[1]] = message[2]
                     if message[1] == "stalled":
-                        reader.cancel()
+                        slow_control.send("stall")
                     elif message[1] == "after":
-                        reader = asyncio.create_task(read_slowly())
+                        slow_control.send("resume")
                 else:
                     done = True
-        reader.cancel()
         publisher.join(timeout(10))
         samples = await asyncio.to_thread(sub_out.recv)
         subscribers.join(timeout(10))
@@ -139,14 +118,10 @@ async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(
             assert stalled <= max(before, after) * 1.2 + 0.002, (before, stalled, after)
 
         # It reads again, and ends exactly at the state everyone else sees.
-        expected = await rest_state(base, "load/")
-        deadline = asyncio.get_running_loop().time() + timeout(30)
-        while replica.state() != expected:
-            assert asyncio.get_running_loop().time() < deadline, (
-                "the slow subscriber never caught up"
-            )
-            try:
-                replica.apply(json.loads(await asyncio.wait_for(slow.recv(), timeout(2))))
-            except TimeoutError:
-                continue
-        await slow.close()
+        expected = {i: [v, p] for i, (v, p) in (await rest_state(base, "load/")).items()}
+        slow_control.send(("finish", expected))
+        assert await asyncio.to_thread(slow_control.poll, timeout(40)), "slow consumer hung"
+        equal, deltas = slow_control.recv()
+        slow.join(timeout(10))
+        assert equal, "the slow subscriber did not end at the REST state"
+        assert deltas > 0
