@@ -72,7 +72,8 @@ from websockets.asyncio.server import broadcast as ws_broadcast
 from websockets.asyncio.server import serve as ws_serve
 
 from hub.server.http import HttpConnection, Request, Response, error_response
-from hub.server.ws import WebSocket, encode_frame, handshake
+from hub.server.ws import WebSocket, handshake
+from hub.wire.framing import encode_frame
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, MutableMapping
