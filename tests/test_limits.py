@@ -42,7 +42,9 @@ async def limited(store: Store, key_prefix: str) -> AsyncIterator[Hub]:
 
 @pytest.fixture
 async def client(limited: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{limited.port}", timeout=timeout(10)) as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{limited.port}", timeout=timeout(10)
+    ) as http:
         yield http
 
 
@@ -86,10 +88,17 @@ async def test_event_bounds_hold_on_every_write_path(
 
 
 async def test_batch_event_count_bound(client: httpx.AsyncClient) -> None:
-    at = await client.post("/api/events/batch", json={"events": [event(f"c/{n}", v=n) for n in range(5)]})
+    at = await client.post(
+        "/api/events/batch", json={"events": [event(f"c/{n}", v=n) for n in range(5)]}
+    )
     assert at.json()["successful"] == 5
-    past = await client.post("/api/events/batch", json={"events": [event(f"c/{n}", v=n) for n in range(6)]})
-    assert (past.status_code, past.json()) == (400, {"error": "Batch too large: 6 events, max is 5"})
+    past = await client.post(
+        "/api/events/batch", json={"events": [event(f"c/{n}", v=n) for n in range(6)]}
+    )
+    assert (past.status_code, past.json()) == (
+        400,
+        {"error": "Batch too large: 6 events, max is 5"},
+    )
 
 
 async def test_native_frame_event_count_bound(limited: Hub) -> None:

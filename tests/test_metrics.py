@@ -25,7 +25,9 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_parse_and_count_what_happened(http: httpx.AsyncClient, ws_url: str) -> None:
     native = await Native.connect(ws_url)
     try:
-        await native.request({"type": "subscribe", "sub": "s", "filter": {"all": True}}, "subscribed")
+        await native.request(
+            {"type": "subscribe", "sub": "s", "filter": {"all": True}}, "subscribed"
+        )
         await http.post("/api/events", json=event("m/1", v=1))
         await http.post("/api/events", json={**event("m/1", v=2), "eventId": "once"})
         await http.post("/api/events", json={**event("m/1", v=3), "eventId": "once"})
@@ -68,4 +70,9 @@ async def test_curl_reads_metrics_that_parse(base_url: str) -> None:
     out, _ = await asyncio.wait_for(process.communicate(), timeout(10))
     assert process.returncode == 0
     names = {f.name for f in text_string_to_metric_families(out.decode())}
-    assert {"flux_events_accepted", "flux_ws_closes", "flux_redis_apply_seconds", "flux_rate_limited"} <= names
+    assert {
+        "flux_events_accepted",
+        "flux_ws_closes",
+        "flux_redis_apply_seconds",
+        "flux_rate_limited",
+    } <= names
