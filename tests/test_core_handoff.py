@@ -79,6 +79,35 @@ def test_plan_snapshot_reads_whole_text_of_raw_glob_without_wildcard() -> None:
     assert plan(Pattern(PatternKind.GLOB, "ns/a")) == (["ns/a"], [])
 
 
+# A reader confined to a namespace (private reads) has its plan narrowed to it.
+
+
+def scoped(scope: str, *patterns: Pattern) -> tuple[list[str], list[str]]:
+    result = plan_snapshot(patterns, scope)
+    return result.ranges, result.ids
+
+
+def test_plan_snapshot_in_scope_reads_only_the_scope_for_all() -> None:
+    assert scoped("lab/", Pattern.all()) == (["lab/"], [])
+
+
+def test_plan_snapshot_in_scope_keeps_ranges_inside_it() -> None:
+    assert scoped("lab/", Pattern.prefix("lab/sensor-")) == (["lab/sensor-"], [])
+
+
+def test_plan_snapshot_in_scope_drops_ranges_and_ids_outside_it() -> None:
+    patterns = [Pattern.prefix("other/"), Pattern.exact("other/x"), Pattern.exact("lab/x")]
+    assert scoped("lab/", *patterns) == ([], ["lab/x"])
+
+
+def test_plan_snapshot_in_scope_narrows_a_glob_stem_that_contains_it() -> None:
+    assert scoped("lab/", Pattern.glob("*/temp")) == (["lab/"], [])
+
+
+def test_plan_snapshot_without_scope_is_unconfined() -> None:
+    assert scoped("", Pattern.prefix("other/")) == (["other/"], [])
+
+
 def test_plan_snapshot_collapses_nested_prefixes_into_outermost() -> None:
     patterns = [
         Pattern.prefix("ab/cd"),

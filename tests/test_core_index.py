@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.core import Pattern, PatternKind, SubscriptionIndex
+from hub.core.index import confine
 
 # ---------------------------------------------------------------- Pattern
 
@@ -103,13 +104,69 @@ def test_pattern_glob_matches_like_shell(glob: str, entity_id: str, expected: bo
     assert Pattern.glob(glob).matches(entity_id) is expected
 
 
+# ---------------------------------------------------------------- confine
+
+
+def test_confine_with_empty_scope_keeps_every_pattern() -> None:
+    patterns = [Pattern.all(), Pattern.exact("x")]
+    assert confine(patterns, "") == patterns
+
+
+def test_confine_turns_all_into_the_scope() -> None:
+    assert confine([Pattern.all()], "lab/") == [Pattern.prefix("lab/")]
+
+
+def test_confine_keeps_exact_ids_inside_the_scope_only() -> None:
+    patterns = [Pattern.exact("lab/a"), Pattern.exact("other/a")]
+    assert confine(patterns, "lab/") == [Pattern.exact("lab/a")]
+
+
+def test_confine_keeps_prefixes_inside_and_narrows_those_containing_it() -> None:
+    patterns = [Pattern.prefix("lab/s-"), Pattern.prefix("la"), Pattern.prefix("other/")]
+    assert confine(patterns, "lab/") == [Pattern.prefix("lab/s-"), Pattern.prefix("lab/")]
+
+
+def test_confine_keeps_globs_for_the_matcher_to_check() -> None:
+    glob = Pattern.glob("*/temp")
+    assert confine([glob], "lab/") == [glob]
+
+
+def test_confine_returns_each_pattern_once() -> None:
+    assert confine([Pattern.all(), Pattern.prefix("l")], "lab/") == [Pattern.prefix("lab/")]
+
+
+@given(
+    st.lists(st.sampled_from(["", "l", "lab/", "lab/s", "o/", "o/s"]), max_size=4),
+    st.sampled_from(["lab/a", "lab/s1", "o/s1", "x"]),
+)
+def test_confine_matches_exactly_the_ids_in_scope_that_matched(
+    prefixes: list[str], entity_id: str
+) -> None:
+    patterns = [Pattern.prefix(p) for p in prefixes]
+    before = any(p.matches(entity_id) for p in patterns)
+    after = any(p.matches(entity_id) for p in confine(patterns, "lab/"))
+    assert after == (before and entity_id.startswith("lab/"))
+
+
 # ---------------------------------------------------------------- SubscriptionIndex
 
 
 def test_index_starts_empty() -> None:
     index: SubscriptionIndex[str] = SubscriptionIndex()
     assert len(index) == 0
+    assert index.is_empty()
     assert index.match("a") == set()
+
+
+@pytest.mark.parametrize(
+    "pattern", [Pattern.all(), Pattern.exact("a"), Pattern.prefix("a"), Pattern.glob("a?")]
+)
+def test_index_is_empty_again_after_its_last_removal(pattern: Pattern) -> None:
+    index: SubscriptionIndex[str] = SubscriptionIndex()
+    index.add("k", pattern)
+    assert not index.is_empty()
+    index.remove("k", pattern)
+    assert index.is_empty()
 
 
 def test_index_matches_exact_subscription() -> None:

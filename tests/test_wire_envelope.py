@@ -503,6 +503,48 @@ def test_envelope_skips_limits_when_properties_not_an_object() -> None:
     assert parse(event(payload=payload), limits=limits).change.kind is ChangeKind.LOG_ONLY
 
 
+def test_envelope_accepts_nesting_at_depth_limit() -> None:
+    limits = EventLimits(max_depth=2)
+    value = {"a": [1, 2], "c": {}}
+    assert (
+        parse(properties_event({"v": value, "s": 1}), limits=limits).change.properties["s"] == b"1"
+    )
+
+
+@pytest.mark.parametrize("value", [{"a": {"b": {}}}, [[[1]]], {"a": [{"b": 1}]}])
+def test_envelope_rejects_nesting_over_depth_limit(value: Any) -> None:
+    with pytest.raises(PayloadTooLarge) as info:
+        parse(properties_event({"ok": 1, "deep": value}), limits=EventLimits(max_depth=2))
+    assert str(info.value) == "property 'deep' nests deeper than 2 levels"
+
+
+# ---------------------------------------------------------------- if_version in the body
+
+
+@pytest.mark.parametrize("value", [0, 7])
+def test_envelope_reads_if_version_from_the_event(value: int) -> None:
+    assert parse(event(if_version=value)).change.if_version == value
+
+
+def test_envelope_reads_null_if_version_as_none() -> None:
+    assert parse(event(if_version=None)).change.if_version is None
+
+
+def test_envelope_prefers_the_callers_if_version() -> None:
+    assert parse(event(if_version=2), if_version=5).change.if_version == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(-1, "-1"), (True, "true"), (1.5, "1.5"), ("3", '"3"')]
+)
+def test_envelope_rejects_if_version_that_is_not_a_non_negative_integer(
+    value: Any, text: str
+) -> None:
+    assert rule_error(event(if_version=value)) == (
+        f"if_version must be a non-negative integer, got {text}"
+    )
+
+
 # ---------------------------------------------------------------- bodies
 
 

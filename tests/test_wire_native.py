@@ -343,6 +343,42 @@ def test_delta_frame_splices_each_subscription_in_front_of_shared_body(codec: Co
     assert first == second
 
 
+# ---------------------------------------------------------------- DeltaEncoder.frame
+
+
+def unframe(data: bytes) -> bytes:
+    """The payload of an unmasked, unfragmented server frame."""
+    second = data[1] & 0x7F
+    offset = 2 if second < 126 else 4 if second == 126 else 10
+    return data[offset:]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_delta_encoder_frame_is_the_delta_frame_in_a_websocket_frame(codec: Codec) -> None:
+    prefix = SubPrefix.of(codec, "s1")
+    encoder = DeltaEncoder(UPDATE, AT)
+    data = encoder.frame(codec, prefix)
+    assert data is not None
+    assert data[0] == (0x81 if codec.text else 0x82)
+    body = encoder.body(codec)
+    assert body is not None
+    assert unframe(data) == delta_frame(codec, prefix, body)
+
+
+def test_delta_encoder_frame_is_shared_by_subscriptions_of_the_same_name() -> None:
+    encoder = DeltaEncoder(UPDATE, AT)
+    first = encoder.frame(JSON, SubPrefix.of(JSON, "s1"))
+    assert encoder.frame(JSON, SubPrefix.of(JSON, "s1")) is first
+    other = encoder.frame(JSON, SubPrefix.of(JSON, "s2"))
+    assert other is not None and other != first
+
+
+def test_delta_encoder_frame_is_none_when_the_projection_sends_nothing() -> None:
+    encoder = DeltaEncoder(TOUCH, AT)
+    assert encoder.frame(JSON, SubPrefix.of(JSON, "s1")) is None
+    assert encoder.frame(JSON, SubPrefix.of(JSON, "s1"), touches=True) is not None
+
+
 # ---------------------------------------------------------------- entity_value
 
 ENTITY = Entity("ns/e", encode(a=1, b={"k": [1, None]}, c="é"), 3, T)
