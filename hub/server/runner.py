@@ -11,6 +11,7 @@ import anyio
 
 from ..store import EmbeddedRedis, Keys, Store
 from .app import Hub
+from .heap import freeze_startup_heap
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,6 +33,7 @@ async def serve(
             await Store.connect(redis_url, keys, settings.log) as store,
             Hub(settings, store) as hub,
         ):
+            freeze_startup_heap()
             if on_ready is not None:
                 on_ready(hub)
             async for signum in signals:
