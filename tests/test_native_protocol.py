@@ -317,3 +317,20 @@ async def test_pipelined_publish_frames_are_acked_in_order_and_applied_in_order(
     assert versions == list(range(1, 50))
     got = await client.request({"type": "get", "ids": ["pipe/e"]}, "entities")
     assert got["entities"][0]["properties"] == {"n": 49}
+
+
+async def test_a_get_behind_pipelined_publishes_sees_them_all(client: Native) -> None:
+    # Publishes are applied while the next frames are parsed; a get sent right
+    # behind them, without waiting for acks, still answers after all of them.
+    for n in range(30):
+        batch = [event(f"rw/{i}", n=n) for i in range(100)]
+        await client.send({"type": "publish", "ref": n, "events": batch})
+    await client.send({"type": "get", "ref": "get", "ids": ["rw/0", "rw/99"]})
+    order: list[Any] = []
+    while True:
+        frame = await client.recv()
+        order.append(frame["ref"])
+        if frame["type"] == "entities":
+            break
+    assert order == [*range(30), "get"]
+    assert [e["properties"] for e in frame["entities"]] == [{"n": 29}, {"n": 29}]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..store import Applied, Store, Submission
 from .metrics import HubMetrics
 
-__all__ = ["Ingest"]
+__all__ = ["Ingest", "Ticket"]
 
 _OUTCOMES = {OutcomeStatus.APPLIED: "ok", OutcomeStatus.DUPLICATE: "duplicate"}
 
@@ -42,11 +42,26 @@ logger = logging.getLogger("hub.ingest")
 
 
 @dataclass(slots=True)
-class _Pending:
+class Ticket:
+    """A queued submission; :meth:`result` waits until Redis has applied it."""
+
     items: Sequence[Submission]
     done: anyio.Event
-    result: list[Applied] | None = None
+    applied: list[Applied] | None = None
     error: BaseException | None = None
+
+    async def result(self) -> list[Applied]:
+        """The outcomes, in submission order.
+
+        Raises:
+            LogUnavailable: as for :meth:`Ingest.submit`.
+            Closed: the hub shut down before applying it.
+        """
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.applied is not None
+        return self.applied
 
 
 class Ingest:
@@ -68,9 +83,9 @@ class Ingest:
         self.metrics = metrics if metrics is not None else HubMetrics()
         self.max_batch = max_batch
         self.clock = clock
-        send: MemoryObjectSendStream[_Pending]
-        receive: MemoryObjectReceiveStream[_Pending]
-        send, receive = anyio.create_memory_object_stream[_Pending](queue_size)
+        send: MemoryObjectSendStream[Ticket]
+        receive: MemoryObjectReceiveStream[Ticket]
+        send, receive = anyio.create_memory_object_stream[Ticket](queue_size)
         self._send = send
         self._receive = receive
         # Statistics.
@@ -88,16 +103,22 @@ class Ingest:
         """
         if not items:
             return []
-        pending = _Pending(items, anyio.Event())
+        return await (await self.enqueue(items)).result()
+
+    async def enqueue(self, items: Sequence[Submission]) -> Ticket:
+        """Queue events without waiting for them to be applied (waiting only for room
+        in the queue): a caller can prepare its next submission meanwhile. Tickets
+        are applied in the order they were queued.
+
+        Raises:
+            Closed: the hub is shutting down.
+        """
+        ticket = Ticket(items, anyio.Event())
         try:
-            await self._send.send(pending)
+            await self._send.send(ticket)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise Closed("the hub is shutting down") from None
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        return ticket
 
     def close(self) -> None:
         """Close the queue without running (when the hub fails to start)."""
@@ -135,8 +156,8 @@ class Ingest:
                     left.error = Closed("the hub is shutting down")
                     left.done.set()
 
-    async def _apply(self, batch: list[_Pending]) -> None:
-        items = [item for pending in batch for item in pending.items]
+    async def _apply(self, batch: list[Ticket]) -> None:
+        items = [item for ticket in batch for item in ticket.items]
         now_ms = math.floor(self.clock() * 1000)
         started = time.perf_counter()
         try:
@@ -146,9 +167,9 @@ class Ingest:
         except LogUnavailable as exc:
             self.metrics.rejected["unavailable"] += len(items)
             logger.warning("applying %d events failed: %s", len(items), exc)
-            for pending in batch:
-                pending.error = exc
-                pending.done.set()
+            for ticket in batch:
+                ticket.error = exc
+                ticket.done.set()
             return
         self.metrics.redis_apply.observe(time.perf_counter() - started)
         self.batches += 1
@@ -159,8 +180,8 @@ class Ingest:
             else:
                 self.metrics.accepted[_OUTCOMES[result.status]] += 1
         start = 0
-        for pending in batch:
-            end = start + len(pending.items)
-            pending.result = results[start:end]
+        for ticket in batch:
+            end = start + len(ticket.items)
+            ticket.applied = results[start:end]
             start = end
-            pending.done.set()
+            ticket.done.set()

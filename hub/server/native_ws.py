@@ -5,6 +5,10 @@ One :class:`NativeSession` per connection. Frames are described in docs/protocol
 Requests (publish, get, list) are handled one at a time, in order, by a task of the
 session; at most ``max_pending_requests`` wait, then the hub stops reading the socket
 until it catches up (TCP backpressure). Subscribe and unsubscribe take effect at once.
+Publishes are pipelined: while Redis applies one submission, the next frames are parsed
+and queued (up to ``PUBLISHES_IN_FLIGHT`` submissions), and a second task sends their
+acks in order. Any other request waits until every publish before it is acknowledged,
+so a ``get`` sees the connection's own writes.
 
 A subscription is *live* (deltas go out as the fan-out dispatches them) or *holding*
 (while its snapshot or catch-up is read, dispatched deltas are kept, up to
@@ -24,7 +28,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 from pydantic import ValidationError
@@ -55,6 +59,7 @@ from ..wire.framing import encode_frame
 from ..wire.native import DeltaEncoder, SubPrefix, delta_frame, entity_value
 from .auth import BearerProblem
 from .ids import uuid7
+from .ingest import Ticket
 from .tenancy import AuthFailure, Principal
 
 if TYPE_CHECKING:
@@ -70,6 +75,18 @@ logger = logging.getLogger("hub.gateway")
 CATCH_UP_BATCH = 1000
 #: Resets in a row (held buffer overflowing) before the connection is closed.
 MAX_RESETS = 3
+#: Publish submissions of one connection queued for Redis and not yet acknowledged;
+#: past it the session waits for the oldest before parsing more. Two keep parsing and
+#: applying overlapped; more would only hold memory.
+PUBLISHES_IN_FLIGHT = 4
+
+
+#: A publish frame after checks: per-event results so far and the accepted events,
+#: or why the whole frame is refused.
+_Prepared: TypeAlias = tuple[list[dict[str, Any] | None], list[tuple[int, Envelope]]] | str
+#: What Redis made of a submission, or why it could not.
+_Applied: TypeAlias = "list[Applied] | LogUnavailable | Closed"
+_InFlight: TypeAlias = tuple[list[tuple[PublishFrame, _Prepared]], Ticket | Closed | None]
 
 
 def patterns_of(spec: Filter) -> list[Pattern]:
@@ -162,6 +179,12 @@ class NativeSession:
         self.subscriptions: dict[str, NativeSubscription] = {}
         self._requests: deque[ClientFrame] = deque()
         self._serving = False
+        #: Publishes queued for Redis, oldest first, with what their acks need.
+        self._in_flight: deque[_InFlight] = deque()
+        self._acking = False
+        self._acked = anyio.Event()
+        self._acked.set()
+        self._ack_sent = anyio.Event()
         self._reading_paused = False
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -223,7 +246,10 @@ class NativeSession:
                 try:
                     if isinstance(frame, PublishFrame):
                         await self._publish(self._consecutive_publishes(frame))
-                    elif isinstance(frame, SubscribeFrame):
+                        continue
+                    # Anything else answers after the publishes sent before it.
+                    await self._acked.wait()
+                    if isinstance(frame, SubscribeFrame):
                         await self._subscribe(frame)
                     elif isinstance(frame, UnsubscribeFrame):
                         self._unsubscribe(frame)
@@ -259,15 +285,47 @@ class NativeSession:
         return frames
 
     async def _publish(self, frames: list[PublishFrame]) -> None:
-        """Apply publish frames in one submission; acknowledge each, in order."""
+        """Queue publish frames as one submission; their acks go out, in order, from
+        :meth:`_acknowledge_in_order` once Redis has applied them."""
         prepared = [(frame, await self._prepare(frame)) for frame in frames]
         events = [e for _, p in prepared if not isinstance(p, str) for _, e in p[1]]
-        applied: list[Applied] | LogUnavailable | Closed = []
+        ticket: Ticket | Closed | None = None
         if events:
             try:
-                applied = await self.hub.ingest.submit(events)
-            except (LogUnavailable, Closed) as exc:
-                applied = exc
+                ticket = await self.hub.ingest.enqueue(events)
+            except Closed as exc:
+                ticket = exc
+        self._in_flight.append((prepared, ticket))
+        if not self._acking:
+            self._acking = True
+            self._acked = anyio.Event()
+            self.hub.spawn(self._acknowledge_in_order)
+        while len(self._in_flight) > PUBLISHES_IN_FLIGHT:
+            await self._ack_sent.wait()
+
+    async def _acknowledge_in_order(self) -> None:
+        try:
+            while self._in_flight:
+                prepared, ticket = self._in_flight[0]
+                applied: list[Applied] | LogUnavailable | Closed = []
+                if isinstance(ticket, Closed):
+                    applied = ticket
+                elif ticket is not None:
+                    try:
+                        applied = await ticket.result()
+                    except (LogUnavailable, Closed) as exc:
+                        applied = exc
+                self._in_flight.popleft()
+                self._acknowledge_frames(prepared, applied)
+                self._ack_sent.set()
+                self._ack_sent = anyio.Event()
+        finally:
+            self._acking = False
+            self._acked.set()
+
+    def _acknowledge_frames(
+        self, prepared: list[tuple[PublishFrame, _Prepared]], applied: _Applied
+    ) -> None:
         start = 0
         for frame, ready in prepared:
             if isinstance(ready, str):
@@ -281,9 +339,7 @@ class NativeSession:
                 self._acknowledge(frame, results, accepted, applied[start : start + len(accepted)])
                 start += len(accepted)
 
-    async def _prepare(
-        self, frame: PublishFrame
-    ) -> tuple[list[dict[str, Any] | None], list[tuple[int, Envelope]]] | str:
+    async def _prepare(self, frame: PublishFrame) -> _Prepared:
         """Validate, authorize and rate-limit a frame's events: per-event results so
         far, and the accepted events in order; or why the whole frame is refused."""
         if len(frame.events) > self.max_events:
@@ -341,7 +397,7 @@ class NativeSession:
         frame: PublishFrame,
         results: list[dict[str, Any] | None],
         accepted: list[tuple[int, Envelope]],
-        applied: list[Applied] | LogUnavailable | Closed,
+        applied: _Applied,
     ) -> None:
         """Send a frame's ``ack`` once its accepted events were applied (or not)."""
         if accepted:
