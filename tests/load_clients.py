@@ -7,6 +7,7 @@ A publisher at a fixed rate, and subscribers measuring publish-to-delivery laten
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -74,18 +75,20 @@ async def _drain_acks(ws: Any) -> None:
         pass
 
 
-def run_subscribers(url: str, count: int, seconds: float, pipe: Connection) -> None:
-    """Run ``count`` subscribers to everything for ``seconds``; send back, for each,
-    a list of ``(receive time, latency)`` samples."""
-    samples = asyncio.run(_subscribe_all(url, count, seconds))
+def run_subscribers(url: str, ids: list[str], count: int, seconds: float, pipe: Connection) -> None:
+    """Run ``count`` subscribers to the entities ``ids`` for ``seconds``; send back, for
+    each, a list of ``(receive time, latency)`` samples."""
+    samples = asyncio.run(_subscribe_all(url, ids, count, seconds))
     pipe.send(samples)
 
 
-async def _subscribe_all(url: str, count: int, seconds: float) -> list[list[tuple[float, float]]]:
-    return list(await asyncio.gather(*(_subscribe(url, seconds) for _ in range(count))))
+async def _subscribe_all(
+    url: str, ids: list[str], count: int, seconds: float
+) -> list[list[tuple[float, float]]]:
+    return list(await asyncio.gather(*(_subscribe(url, ids, seconds) for _ in range(count))))
 
 
-async def _subscribe(url: str, seconds: float) -> list[tuple[float, float]]:
+async def _subscribe(url: str, ids: list[str], seconds: float) -> list[tuple[float, float]]:
     samples: list[tuple[float, float]] = []
     async with websockets.connect(url, subprotocols=["flux.v1"], max_queue=None) as ws:  # type: ignore[list-item]
         await ws.send(
@@ -93,7 +96,7 @@ async def _subscribe(url: str, seconds: float) -> list[tuple[float, float]]:
                 {
                     "type": "subscribe",
                     "sub": "fast",
-                    "filter": {"prefixes": ["load/"]},
+                    "filter": {"ids": ids},
                     "properties": ["t"],
                 }
             )
@@ -168,7 +171,18 @@ async def _slow_consumer(url: str, prefix: str, control: Connection) -> None:
                     except TimeoutError:
                         continue
                 control.send((_state(replica, prefix) == expected, replica.deltas))
+                # Keep reading while closing: with its one-message queue full, the
+                # client would not read the hub's close frame, and wait 10 s for it.
+                drain = asyncio.create_task(_discard(ws))
+                await ws.close()
+                drain.cancel()
                 return
+
+
+async def _discard(ws: Any) -> None:
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for _ in ws:
+            pass
 
 
 def _state(replica: Any, prefix: str) -> dict[str, Any]:
