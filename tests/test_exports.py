@@ -51,7 +51,10 @@ EXPECTED: dict[str, set[str]] = {
         "Applied",
         "ConnectorStore",
         "EmbeddedRedis",
+        "EntityRecord",
+        "EventLogAudit",
         "Keys",
+        "LogExtent",
         "Namespace",
         "Registry",
         "Store",
@@ -59,6 +62,7 @@ EXPECTED: dict[str, set[str]] = {
         "decode_delta",
         "entry_seq",
         "find_server_binary",
+        "stream_id",
     },
     "hub.server": {"Hub", "serve"},
 }

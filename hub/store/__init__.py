@@ -6,6 +6,7 @@ key; :class:`EmbeddedRedis` runs the private server ``flux serve`` uses by defau
 
 from __future__ import annotations
 
+from .audit import EntityRecord, EventLogAudit, LogExtent, stream_id
 from .connectors import ConnectorStore
 from .embedded import EmbeddedRedis, find_server_binary
 from .keys import Keys
@@ -17,7 +18,10 @@ __all__ = [
     "Applied",
     "ConnectorStore",
     "EmbeddedRedis",
+    "EntityRecord",
+    "EventLogAudit",
     "Keys",
+    "LogExtent",
     "Namespace",
     "Registry",
     "Store",
@@ -25,4 +29,5 @@ __all__ = [
     "decode_delta",
     "entry_seq",
     "find_server_binary",
+    "stream_id",
 ]

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import redis
+
 from ..errors import ConfigError, LogUnavailable
 
 if TYPE_CHECKING:
@@ -127,6 +129,17 @@ class EmbeddedRedis:
         # A deep data directory would overflow sun_path: use a short, stable name.
         digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:16]
         return Path("/tmp") / f"flux-redis-{digest}.sock"
+
+    def answering(self) -> bool:
+        """Whether a server answers on this directory's socket now (a hub runs here)."""
+        if not self.socket_path.exists():
+            return False
+        try:
+            with redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5) as client:
+                client.ping()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return False  # a socket left behind by a hub that died
+        return True
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

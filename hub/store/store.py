@@ -44,7 +44,8 @@ _ID, _BASE, _VERSION, _TIME, _SOURCE = b"i", b"b", b"v", b"t", b"s"
 _DELETED, _CREATED, _SEQ = b"d", b"c", b"n"
 _CHANGED, _SAME = ord("="), ord("~")
 
-_REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+#: What a lost or failing Redis raises; callers turn it into :class:`LogUnavailable`.
+REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 # Take a free lease, or renew one we hold. KEYS: lease; ARGV: holder, ttl (ms).
 _LEASE = """
@@ -127,7 +128,7 @@ class Store:
                 )
             self._sha = await self._client.script_load(_REDUCE_SOURCE)
             self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
 
     @property
@@ -172,7 +173,7 @@ class Store:
                 replies = [await self._evalsha(*calls[0][1])]
             else:
                 replies = await self._evalsha_many([call for _, call in calls])
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while applying events: {exc}") from exc
         except redis_errors.ResponseError as exc:
             raise LogUnavailable(f"Redis refused the reduce script: {exc}") from exc
@@ -258,7 +259,7 @@ class Store:
             fields = cast(
                 "dict[bytes, bytes]", await self._client.hgetall(self.keys.entity(p, entity_id))
             )
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
         return _decode_entity(entity_id, fields)
 
@@ -273,7 +274,7 @@ class Store:
                 for p in range(self.keys.partitions):
                     pipe.zrangebylex(self.keys.ids(p), low, high, start=0, num=limit)
                 pages = await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while listing: {exc}") from exc
         ids = sorted(i for page in pages for i in page)[:limit]
         return [i.decode() for i in ids]
@@ -286,7 +287,7 @@ class Store:
                 for p in range(self.keys.partitions):
                     pipe.zlexcount(self.keys.ids(p), "[" + prefix, high)
                 counts = await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while counting: {exc}") from exc
         return sum(int(c) for c in counts)
 
@@ -299,7 +300,7 @@ class Store:
                 for entity_id in entity_ids:
                     pipe.hgetall(self.keys.entity(self.keys.partition_of(entity_id), entity_id))
                 replies = await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
         entities = (_decode_entity(i, f) for i, f in zip(entity_ids, replies, strict=True))
         return [e for e in entities if e is not None]
@@ -322,7 +323,7 @@ class Store:
                 for i in wanted:
                     pipe.xrange(self.keys.event_log(p), i, i)
                 replies = await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading history: {exc}") from exc
         return [entries[0][1][b"e"] for entries in replies if entries]
 
@@ -356,7 +357,7 @@ class Store:
                 "dict[bytes, Any] | list[list[Any]] | None",
                 await tail.xread({self.keys.delta_log(p): after}, count=count, block=block_ms),
             )
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while tailing the delta log: {exc}") from exc
         if not reply:
             return []
@@ -397,7 +398,7 @@ class Store:
             except redis_errors.NoScriptError:
                 self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
                 reply = await self._client.evalsha(self._snapshot_sha, len(keys), *keys, *args)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading a snapshot: {exc}") from exc
         return list(cast("list[Any]", reply))
 
@@ -408,7 +409,7 @@ class Store:
                 "list[tuple[bytes, dict[bytes, bytes]]]",
                 await self._client.xrange(self.keys.delta_log(p), "(" + after, "+", count=count),
             )
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
         return [_decode_delta(pos, fields) for pos, fields in entries]
 
@@ -431,7 +432,7 @@ class Store:
                     return not last
                 return int(oldest[0][1].get(_SEQ, b"0")) == 1
             entries = await self._client.xrange(log, position, position, count=1)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
         except redis_errors.ResponseError:
             return False  # not a valid stream id
@@ -445,7 +446,7 @@ class Store:
                 pipe.xrevrange(self.keys.delta_log(p), count=1)
                 pipe.hget(self.keys.stats(p), "deltas")
                 newest, seq = await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
         if newest:
             return newest[0][0].decode(), int(newest[0][1].get(_SEQ, b"0"))
@@ -461,7 +462,7 @@ class Store:
                     pipe.zcard(self.keys.ids(p))
                     pipe.hget(self.keys.stats(p), "events")
                 replies = await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while counting: {exc}") from exc
         entities = sum(int(r) for r in replies[0::2])
         events = sum(int(r or 0) for r in replies[1::2])
@@ -471,7 +472,7 @@ class Store:
         """True when Redis answers and the reduce script is loaded."""
         try:
             return bool((await self._client.script_exists(self._sha))[0])
-        except (*_REDIS_FAILURES, redis_errors.ResponseError):
+        except (*REDIS_FAILURES, redis_errors.ResponseError):
             return False
 
     async def namespace_stats(self) -> dict[str, tuple[int, int]]:
@@ -481,7 +482,7 @@ class Store:
                 for p in range(self.keys.partitions):
                     pipe.hgetall(self.keys.namespace_stats(p))
                 replies = await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading namespace stats: {exc}") from exc
         counts: dict[str, int] = {}
         last: dict[str, int] = {}
@@ -503,7 +504,7 @@ class Store:
         """
         try:
             return bool(await self._lease(keys=[self.keys.lease(name)], args=[holder, ttl_ms]))
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while taking a lease: {exc}") from exc
 
     # ------------------------------------------------------------------ runtime config
@@ -512,7 +513,7 @@ class Store:
         """The runtime settings changed through the admin API (field -> text)."""
         try:
             raw = cast("dict[bytes, bytes]", await self._client.hgetall(self.keys.runtime_config()))
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the config: {exc}") from exc
         return {k.decode(): v.decode() for k, v in raw.items()}
 
@@ -522,7 +523,7 @@ class Store:
             return
         try:
             await self._client.hset(self.keys.runtime_config(), mapping=dict(values))  # type: ignore[arg-type]
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while saving the config: {exc}") from exc
 
 
