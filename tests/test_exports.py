@@ -56,6 +56,7 @@ EXPECTED: dict[str, set[str]] = {
         "Keys",
         "LogExtent",
         "Namespace",
+        "PendingApply",
         "Registry",
         "Store",
         "Submission",

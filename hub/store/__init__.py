@@ -11,7 +11,15 @@ from .connectors import ConnectorStore
 from .embedded import EmbeddedRedis, find_server_binary
 from .keys import Keys
 from .registry import Namespace, Registry
-from .store import MIN_REDIS_VERSION, Applied, Store, Submission, decode_delta, entry_seq
+from .store import (
+    MIN_REDIS_VERSION,
+    Applied,
+    PendingApply,
+    Store,
+    Submission,
+    decode_delta,
+    entry_seq,
+)
 
 __all__ = [
     "MIN_REDIS_VERSION",
@@ -23,6 +31,7 @@ __all__ = [
     "Keys",
     "LogExtent",
     "Namespace",
+    "PendingApply",
     "Registry",
     "Store",
     "Submission",

@@ -22,6 +22,7 @@ from redis import exceptions as redis_errors
 
 from ..core.model import Change, Delta, Entity, OutcomeStatus
 from ..errors import ConfigError, LogUnavailable
+from .ordered import ScriptCall, ScriptChannel
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -29,7 +30,15 @@ if TYPE_CHECKING:
     from ..config import LogSettings
     from .keys import Keys
 
-__all__ = ["MIN_REDIS_VERSION", "Applied", "Store", "Submission", "decode_delta", "entry_seq"]
+__all__ = [
+    "MIN_REDIS_VERSION",
+    "Applied",
+    "PendingApply",
+    "Store",
+    "Submission",
+    "decode_delta",
+    "entry_seq",
+]
 
 logger = logging.getLogger("hub.store")
 
@@ -46,6 +55,10 @@ _CHANGED, _SAME = ord("="), ord("~")
 
 #: What a lost or failing Redis raises; callers turn it into :class:`LogUnavailable`.
 REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+#: Seconds to wait for the reply of a reduce-script call before giving up on Redis.
+REPLY_TIMEOUT = 30.0
+#: The reduce-script connection's name in ``CLIENT LIST``.
+CHANNEL_NAME = "flux-hub:reduce"
 
 # Take a free lease, or renew one we hold. KEYS: lease; ARGV: holder, ttl (ms).
 _LEASE = """
@@ -86,6 +99,31 @@ class Applied:
     partition: int = 0
 
 
+class PendingApply:
+    """Events sent to Redis by :meth:`Store.send_apply`; :meth:`result` waits for them."""
+
+    def __init__(
+        self, channel: ScriptChannel, count: int, calls: list[tuple[int, list[int], ScriptCall]]
+    ) -> None:
+        self._channel = channel
+        self._count = count
+        self._calls = calls
+
+    async def result(self) -> list[Applied]:
+        """The outcome of each event, in the order given.
+
+        Raises:
+            LogUnavailable: Redis failed or refused (see :meth:`Store.apply`).
+        """
+        results: list[Applied | None] = [None] * self._count
+        for p, indexes, call in self._calls:
+            reply = await self._channel.reply(call)
+            for n, i in enumerate(indexes):
+                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
+                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
+        return [r for r in results if r is not None]
+
+
 class Store:
     """Async access to the hub's state in Redis.
 
@@ -101,6 +139,8 @@ class Store:
         self._sha = ""
         self._snapshot_sha = ""
         self._lease = self._client.register_script(_LEASE)
+        # The reduce script's calls: pipelined on a connection of their own.
+        self._channel: ScriptChannel | None = None
 
     @classmethod
     async def connect(cls, url: str, keys: Keys, log: LogSettings) -> Store:
@@ -130,6 +170,14 @@ class Store:
             self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
+        pool = self._client.connection_pool
+        # No socket timeout on writes (redis-py would start a task per write for it);
+        # replies have the channel's own.
+        connection = pool.connection_class(
+            **{**pool.connection_kwargs, "socket_timeout": None, "client_name": CHANNEL_NAME}
+        )
+        self._channel = ScriptChannel(connection, _REDUCE_SOURCE, self._sha, REPLY_TIMEOUT)
+        await self._channel.open()
 
     @property
     def client(self) -> aioredis.Redis:
@@ -147,41 +195,40 @@ class Store:
         for tail in self._tails.values():
             await tail.aclose(close_connection_pool=True)
         self._tails.clear()
+        if self._channel is not None:
+            await self._channel.aclose()
         await self._client.aclose(close_connection_pool=True)
 
     # ------------------------------------------------------------------ writes
 
     async def apply(self, items: Sequence[Submission], now_ms: int) -> list[Applied]:
-        """Apply events in order; one script call per partition touched.
-
-        Events of one partition are applied in the order given, atomically per call.
-        There is no order across partitions.
+        """Apply events in order; :meth:`send_apply`, then its result.
 
         Raises:
-            LogUnavailable: Redis failed; nothing of a failed partition call was applied.
+            LogUnavailable: Redis failed; nothing of a failed partition call was applied,
+                unless the failure came after Redis ran it (a lost reply).
         """
+        return await (await self.send_apply(items, now_ms)).result()
+
+    async def send_apply(self, items: Sequence[Submission], now_ms: int) -> PendingApply:
+        """Send events to be applied, one script call per partition touched, and return
+        without waiting for Redis: calls are applied in the order they were sent
+        (events of one partition in the order given; no order across partitions).
+
+        Raises:
+            LogUnavailable: Redis could not be written to: nothing was applied, except
+                (with several partitions) the calls of partitions sent before.
+        """
+        assert self._channel is not None, "Store.connect() first"
         groups: dict[int, list[int]] = {}
         for index, item in enumerate(items):
             p = self.keys.partition_of(item.change.entity_id)
             groups.setdefault(p, []).append(index)
-        results: list[Applied | None] = [None] * len(items)
-        calls = [
-            (p, self._script_args(p, [items[i] for i in idx], now_ms)) for p, idx in groups.items()
-        ]
-        try:
-            if len(calls) == 1:
-                replies = [await self._evalsha(*calls[0][1])]
-            else:
-                replies = await self._evalsha_many([call for _, call in calls])
-        except REDIS_FAILURES as exc:
-            raise LogUnavailable(f"Redis failed while applying events: {exc}") from exc
-        except redis_errors.ResponseError as exc:
-            raise LogUnavailable(f"Redis refused the reduce script: {exc}") from exc
-        for (p, _), reply, (_, idx) in zip(calls, replies, groups.items(), strict=True):
-            for n, i in enumerate(idx):
-                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
-                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
-        return [r for r in results if r is not None]
+        calls = []
+        for p, indexes in groups.items():
+            keys, args = self._script_args(p, [items[i] for i in indexes], now_ms)
+            calls.append((p, indexes, await self._channel.send(keys, args)))
+        return PendingApply(self._channel, len(items), calls)
 
     def _script_args(
         self, p: int, items: Sequence[Submission], now_ms: int
@@ -224,31 +271,6 @@ class Store:
             for name, value in change.properties.items():
                 args += (name, value)
         return key_list, args
-
-    async def _evalsha(self, keys: list[str], args: list[Any]) -> list[bytes]:
-        try:
-            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
-        except redis_errors.NoScriptError:
-            # Redis restarted or SCRIPT FLUSH: nothing ran; load and try once more.
-            self._sha = await self._client.script_load(_REDUCE_SOURCE)
-            reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
-        return list(cast("list[bytes]", reply))
-
-    async def _evalsha_many(self, calls: list[tuple[list[str], list[Any]]]) -> list[list[bytes]]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-        if any(isinstance(r, redis_errors.NoScriptError) for r in replies):
-            # Only the calls that failed with NOSCRIPT are retried: the others ran.
-            self._sha = await self._client.script_load(_REDUCE_SOURCE)
-            for n, reply in enumerate(replies):
-                if isinstance(reply, redis_errors.NoScriptError):
-                    replies[n] = await self._evalsha(*calls[n])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return [list(r) for r in replies]
 
     # ------------------------------------------------------------------ reads
 

@@ -1,0 +1,243 @@
+"""Script calls pipelined on one Redis connection, their replies read in order.
+
+redis-py's client waits for a command's reply before the connection serves another,
+so a caller whose calls must keep their order (the reduce script: events apply in the
+order they were submitted) could have only one call in flight, and the hub and Redis
+took turns: Redis idle while the hub handled a reply and built the next call, the hub
+waiting while Redis ran it (bench/RESULTS.md). Here a call is written as soon as it is
+made; whoever waits for a reply reads the replies before it, in order. Redis runs the
+commands of one connection in the order they arrive, so order holds.
+
+Failures:
+
+- a lost connection, or no reply within ``read_timeout``, fails every call in flight
+  with :class:`~hub.errors.LogUnavailable` (Redis may have run some: callers retry
+  with the same ``eventId``, which de-duplication makes safe); the next call connects
+  again and loads the script first, so a restarted Redis needs no retry;
+- ``NOSCRIPT`` on a live connection (someone ran ``SCRIPT FLUSH``): the calls after
+  it were sent too and fail the same way. Writing stops; the rest of the replies in
+  flight are read, the script is loaded, and every call that got ``NOSCRIPT`` is sent
+  again in its order, before any new call. Only if another client loaded the script
+  in the instant between two of them could a later call have run first; that is
+  logged.
+
+Bound: the caller keeps at most a few calls in flight (the ingest: ``INGEST_DEPTH``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from redis import exceptions as redis_errors
+
+from ..errors import LogUnavailable
+
+if TYPE_CHECKING:
+    from redis.asyncio.connection import AbstractConnection
+
+__all__ = ["ScriptCall", "ScriptChannel"]
+
+logger = logging.getLogger("hub.store")
+
+_PENDING = object()
+
+
+@dataclass(eq=False, slots=True)
+class ScriptCall:
+    """One call written to the connection; :meth:`ScriptChannel.reply` gives its reply."""
+
+    packed: list[bytes]
+    #: A SCRIPT LOAD the channel sent for itself: nobody waits for it.
+    internal: bool = False
+    reply: Any = _PENDING
+    error: BaseException | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def settle(self, reply: Any = None, error: BaseException | None = None) -> None:
+        self.reply, self.error = reply, error
+        self.done.set()
+
+
+class ScriptChannel:
+    """One connection dedicated to calls of one Lua script.
+
+    Args:
+        connection: a connection of its own (not from a shared pool), unconnected.
+        source: the script, loaded at each (re)connection and after ``NOSCRIPT``.
+        sha: its SHA1, as ``SCRIPT LOAD`` answers.
+        read_timeout: seconds to wait for a reply before giving up on the connection.
+    """
+
+    def __init__(
+        self, connection: AbstractConnection, source: str, sha: str, read_timeout: float
+    ) -> None:
+        self._connection = connection
+        self._load = connection.pack_command("SCRIPT", "LOAD", source)
+        self.sha = sha
+        self.read_timeout = read_timeout
+        self._in_flight: deque[ScriptCall] = deque()
+        self._writing = anyio.Lock()
+        self._reading = anyio.Lock()
+
+    async def open(self) -> None:
+        """Connect and load the script now, so that the first call pays no set-up.
+
+        Raises:
+            LogUnavailable: Redis does not answer.
+        """
+        async with self._writing:
+            await self._write([])
+        while self._in_flight:
+            await self.reply(self._in_flight[-1])
+
+    async def send(self, keys: list[str], args: list[Any]) -> ScriptCall:
+        """Write one ``EVALSHA`` now; :meth:`reply` waits for its answer.
+
+        Raises:
+            LogUnavailable: the connection could not be made or written to.
+        """
+        call = ScriptCall(
+            self._connection.pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        )
+        async with self._writing:
+            await self._write([call])
+        return call
+
+    async def reply(self, call: ScriptCall) -> list[bytes]:
+        """The reply of a call :meth:`send` returned, reading those before it.
+
+        Raises:
+            LogUnavailable: the connection failed, or Redis refused the call.
+        """
+        while not call.done.is_set():
+            async with self._reading:
+                if not call.done.is_set():
+                    await self._read_one()
+        if call.error is not None:
+            raise call.error
+        return list(call.reply)
+
+    async def aclose(self) -> None:
+        self._fail_all(LogUnavailable("the hub is shutting down"))
+        await self._connection.disconnect()
+
+    # ------------------------------------------------------------------ internals
+
+    async def _write(self, calls: list[ScriptCall]) -> None:
+        """Write calls (the writing lock held). A connection that is new, or was closed
+        while idle (Redis restarted, a timeout, ``CLIENT KILL``), is made again and
+        loads the script first; a write that fails is tried once more on a new one
+        (nothing of it ran: Redis drops a partial command with its connection)."""
+        connection = self._connection
+        if connection.is_connected and not self._in_flight:
+            try:
+                closed = await connection.can_read()
+            except (redis_errors.ConnectionError, OSError):
+                closed = True
+            if closed:
+                await connection.disconnect()
+        for attempt in (1, 2):
+            batch = calls if connection.is_connected else [ScriptCall(self._load, True), *calls]
+            try:
+                await connection.send_packed_command(
+                    [part for call in batch for part in call.packed], check_health=False
+                )
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                error = LogUnavailable(f"Redis failed while applying events: {exc}")
+                # Those in flight may or may not have run: their replies are lost.
+                self._fail_all(error)
+                await connection.disconnect()
+                if attempt == 2:
+                    raise error from exc
+                continue
+            self._in_flight.extend(batch)
+            return
+
+    async def _read_one(self) -> None:
+        """Read the oldest reply (the reading lock held) and settle its call."""
+        call = self._in_flight[0]
+        try:
+            reply = await self._connection.read_response(timeout=self.read_timeout)
+        except redis_errors.NoScriptError:
+            await self._recover_from_noscript()
+            return
+        except redis_errors.ResponseError as exc:
+            self._settle_oldest(
+                call, error=LogUnavailable(f"Redis refused the reduce script: {exc}")
+            )
+            return
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            if self._in_flight and self._in_flight[0] is call:
+                self._fail_all(LogUnavailable(f"Redis failed while applying events: {exc}"))
+            return
+        if reply is None:  # read_response's way of saying the timeout passed
+            if self._in_flight and self._in_flight[0] is call:
+                await self._connection.disconnect(nowait=True)
+                self._fail_all(LogUnavailable(f"Redis did not answer in {self.read_timeout:g} s"))
+            return
+        self._settle_oldest(call, reply)
+
+    def _settle_oldest(
+        self, call: ScriptCall, reply: Any = None, error: BaseException | None = None
+    ) -> None:
+        # A writer whose write failed settles everything in flight and may have sent
+        # new calls on a new connection while this read was pending: then ``call`` is
+        # no longer the oldest, and what was read belongs to the old connection.
+        if self._in_flight and self._in_flight[0] is call:
+            self._in_flight.popleft()
+            call.settle(reply, error)
+
+    async def _recover_from_noscript(self) -> None:
+        """The oldest call got NOSCRIPT: send it, and every later call that gets it
+        too, again in order, before anything new is written."""
+        async with self._writing:
+            retry = [self._in_flight.popleft()]
+            overtaken = False
+            while self._in_flight:
+                call = self._in_flight[0]
+                try:
+                    reply = await self._connection.read_response(timeout=self.read_timeout)
+                except redis_errors.NoScriptError:
+                    retry.append(self._in_flight.popleft())
+                    continue
+                except redis_errors.ResponseError as exc:
+                    self._in_flight.popleft()
+                    call.settle(error=LogUnavailable(f"Redis refused the reduce script: {exc}"))
+                    continue
+                except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                    error = LogUnavailable(f"Redis failed while applying events: {exc}")
+                    self._fail_all(error)
+                    for call in retry:
+                        call.settle(error=error)
+                    return
+                if reply is None:
+                    await self._connection.disconnect(nowait=True)
+                    error = LogUnavailable(f"Redis did not answer in {self.read_timeout:g} s")
+                    self._fail_all(error)
+                    for call in retry:
+                        call.settle(error=error)
+                    return
+                self._in_flight.popleft()
+                overtaken = overtaken or not call.internal
+                call.settle(reply)
+            if overtaken:
+                logger.error(
+                    "the reduce script was flushed and loaded again by another client "
+                    "while calls were in flight: some events may have been applied out "
+                    "of their submission order"
+                )
+            logger.warning("the reduce script was missing (SCRIPT FLUSH?): loaded it again")
+            waiting = [call for call in retry if not call.internal]
+            try:
+                await self._write([ScriptCall(self._load, internal=True), *waiting])
+            except LogUnavailable as exc:
+                for call in waiting:
+                    call.settle(error=exc)
+
+    def _fail_all(self, error: LogUnavailable) -> None:
+        while self._in_flight:
+            self._in_flight.popleft().settle(error=error)
