@@ -2,12 +2,14 @@
 
 Every publish (REST single or batch, WebSocket frame) is queued here; one task takes
 everything waiting (up to ``max_batch`` events) and applies it with one script call per
-partition. Under load, batches grow by themselves while the previous call runs, so the
+partition. Under load, batches grow by themselves while the calls in flight run, so the
 per-command cost of redis-py is paid per batch, not per event (DESIGN.md §9).
 
-Ordering: one call at a time, in queue order, so events are applied in the order their
-publishes were submitted — a client that pipelines publishes without waiting for the
-acknowledgements still has them applied in its order.
+Ordering: calls are sent in queue order on one connection (hub/store/ordered.py), so
+events are applied in the order their publishes were submitted — a client that
+pipelines publishes without waiting for the acknowledgements still has them applied in
+its order. Up to ``DEPTH`` calls are in flight: Redis runs one while the hub reads the
+previous reply and sends the next, instead of the two taking turns.
 
 Bound: at most ``queue_size`` submissions wait; past that, :meth:`Ingest.submit` waits
 for room (backpressure reaches the client as a slower acknowledgement).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,12 +34,16 @@ if TYPE_CHECKING:
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ..store import Applied, Store, Submission
+    from ..store import Applied, PendingApply, Store, Submission
 from .metrics import HubMetrics
 
 __all__ = ["Ingest", "Ticket"]
 
 _OUTCOMES = {OutcomeStatus.APPLIED: "ok", OutcomeStatus.DUPLICATE: "duplicate"}
+
+#: Script calls sent and not answered yet: one being answered while the next is sent.
+#: More would only make the batches smaller.
+DEPTH = 2
 
 logger = logging.getLogger("hub.ingest")
 
@@ -64,6 +71,16 @@ class Ticket:
         return self.applied
 
 
+@dataclass(slots=True)
+class _Sent:
+    """A batch sent to Redis, waiting for its reply."""
+
+    batch: list[Ticket]
+    count: int
+    pending: PendingApply
+    started: float
+
+
 class Ingest:
     """Queue of publishes and the task that applies them.
 
@@ -78,6 +95,7 @@ class Ingest:
         queue_size: int,
         clock: Callable[[], float],
         metrics: HubMetrics | None = None,
+        depth: int = DEPTH,
     ) -> None:
         self.store = store
         self.metrics = metrics if metrics is not None else HubMetrics()
@@ -88,6 +106,11 @@ class Ingest:
         send, receive = anyio.create_memory_object_stream[Ticket](queue_size)
         self._send = send
         self._receive = receive
+        self.depth = depth
+        #: Calls sent to Redis and not answered yet, oldest first (at most ``depth``).
+        self._in_flight: deque[_Sent] = deque()
+        self._sent = anyio.Event()
+        self._answered = anyio.Event()
         # Statistics.
         self.batches = 0
         self.events = 0
@@ -134,17 +157,9 @@ class Ingest:
         """Apply queued publishes until cancelled."""
         async with self._receive:
             try:
-                async for first in self._receive:
-                    batch = [first]
-                    count = len(first.items)
-                    while count < self.max_batch:
-                        try:
-                            nxt = self._receive.receive_nowait()
-                        except anyio.WouldBlock:
-                            break
-                        batch.append(nxt)
-                        count += len(nxt.items)
-                    await self._apply(batch)
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._settle_in_order)
+                    await self._send_batches()
             finally:
                 # Wake everyone still waiting: the hub is going away.
                 self._send.close()
@@ -156,32 +171,74 @@ class Ingest:
                     left.error = Closed("the hub is shutting down")
                     left.done.set()
 
-    async def _apply(self, batch: list[Ticket]) -> None:
-        items = [item for ticket in batch for item in ticket.items]
-        now_ms = math.floor(self.clock() * 1000)
-        started = time.perf_counter()
-        try:
+    async def _send_batches(self) -> None:
+        """Take what is queued (up to ``max_batch`` events) and send it to Redis, while
+        at most ``depth`` calls are unanswered; meanwhile the queue fills, so batches
+        grow with the load."""
+        while True:
+            while len(self._in_flight) >= self.depth:
+                await self._answered.wait()
+            try:
+                first = await self._receive.receive()
+            except anyio.EndOfStream:
+                return
+            batch = [first]
+            count = len(first.items)
+            while count < self.max_batch:
+                try:
+                    nxt = self._receive.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                batch.append(nxt)
+                count += len(nxt.items)
+            items = [item for ticket in batch for item in ticket.items]
+            started = time.perf_counter()
+            try:
+                pending = await self.store.send_apply(items, math.floor(self.clock() * 1000))
+            except LogUnavailable as exc:
+                self._fail(batch, len(items), exc)
+                continue
+            self._in_flight.append(_Sent(batch, len(items), pending, started))
+            sent, self._sent = self._sent, anyio.Event()
+            sent.set()
+
+    async def _settle_in_order(self) -> None:
+        """Wait for each call's reply, oldest first, and settle its tickets."""
+        while True:
+            while not self._in_flight:
+                await self._sent.wait()
+            # Shielded: once sent, the reply must reach the publishers. (No checkpoint
+            # outside the shield while calls are in flight: all are settled at shutdown.)
             with anyio.CancelScope(shield=True):
-                # Shielded: once sent, the reply must reach the publishers.
-                results = await self.store.apply(items, now_ms)
+                await self._settle(self._in_flight[0])
+            self._in_flight.popleft()
+            answered, self._answered = self._answered, anyio.Event()
+            answered.set()
+
+    async def _settle(self, sent: _Sent) -> None:
+        try:
+            results = await sent.pending.result()
         except LogUnavailable as exc:
-            self.metrics.rejected["unavailable"] += len(items)
-            logger.warning("applying %d events failed: %s", len(items), exc)
-            for ticket in batch:
-                ticket.error = exc
-                ticket.done.set()
+            self._fail(sent.batch, sent.count, exc)
             return
-        self.metrics.redis_apply.observe(time.perf_counter() - started)
+        self.metrics.redis_apply.observe(time.perf_counter() - sent.started)
         self.batches += 1
-        self.events += len(items)
+        self.events += sent.count
         for result in results:
             if result.status is OutcomeStatus.CONFLICT:
                 self.metrics.rejected["conflict"] += 1
             else:
                 self.metrics.accepted[_OUTCOMES[result.status]] += 1
         start = 0
-        for ticket in batch:
+        for ticket in sent.batch:
             end = start + len(ticket.items)
             ticket.applied = results[start:end]
             start = end
+            ticket.done.set()
+
+    def _fail(self, batch: list[Ticket], count: int, exc: LogUnavailable) -> None:
+        self.metrics.rejected["unavailable"] += count
+        logger.warning("applying %d events failed: %s", count, exc)
+        for ticket in batch:
+            ticket.error = exc
             ticket.done.set()
