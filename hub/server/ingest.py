@@ -44,6 +44,10 @@ _OUTCOMES = {OutcomeStatus.APPLIED: "ok", OutcomeStatus.DUPLICATE: "duplicate"}
 #: Script calls sent and not answered yet: one being answered while the next is sent.
 #: More would only make the batches smaller.
 DEPTH = 2
+#: Fewest events worth a call of their own while another is in flight. Fewer wait for
+#: its reply (a call has ~60 µs of fixed cost: sending every single-event publish at
+#: once cut their rate by 19 %).
+PIPELINE_MIN = 64
 
 logger = logging.getLogger("hub.ingest")
 
@@ -107,8 +111,11 @@ class Ingest:
         self._send = send
         self._receive = receive
         self.depth = depth
-        #: Calls sent to Redis and not answered yet, oldest first (at most ``depth``).
+        #: Calls sent to Redis that nobody is settling yet, oldest first.
         self._in_flight: deque[_Sent] = deque()
+        #: Calls sent and not settled (those above, and those being settled): at most
+        #: ``depth``.
+        self._unanswered = 0
         self._sent = anyio.Event()
         self._answered = anyio.Event()
         # Statistics.
@@ -161,6 +168,10 @@ class Ingest:
                     tasks.start_soon(self._settle_in_order)
                     await self._send_batches()
             finally:
+                # Calls sent are settled, whatever stopped us: publishers get a reply.
+                with anyio.CancelScope(shield=True):
+                    while self._in_flight:
+                        await self._settle(self._in_flight.popleft())
                 # Wake everyone still waiting: the hub is going away.
                 self._send.close()
                 while True:
@@ -173,54 +184,78 @@ class Ingest:
 
     async def _send_batches(self) -> None:
         """Take what is queued (up to ``max_batch`` events) and send it to Redis, while
-        at most ``depth`` calls are unanswered; meanwhile the queue fills, so batches
-        grow with the load."""
+        at most ``depth`` calls are unanswered (and a second one only for at least
+        ``PIPELINE_MIN`` events); meanwhile the queue fills, so batches grow with the
+        load. While it must wait, this task reads replies itself (the oldest first):
+        a waiting hand-off to the other task would cost a turn of the loop per call."""
         while True:
-            while len(self._in_flight) >= self.depth:
-                await self._answered.wait()
+            while self._unanswered >= self.depth:
+                await self._wait_for_a_reply()
             try:
                 first = await self._receive.receive()
             except anyio.EndOfStream:
                 return
             batch = [first]
-            count = len(first.items)
-            while count < self.max_batch:
-                try:
-                    nxt = self._receive.receive_nowait()
-                except anyio.WouldBlock:
-                    break
-                batch.append(nxt)
-                count += len(nxt.items)
-            items = [item for ticket in batch for item in ticket.items]
-            started = time.perf_counter()
             try:
+                count = len(first.items)
+                while True:
+                    while count < self.max_batch:
+                        try:
+                            nxt = self._receive.receive_nowait()
+                        except anyio.WouldBlock:
+                            break
+                        batch.append(nxt)
+                        count += len(nxt.items)
+                    # A few events are not worth a call of their own beside one in
+                    # flight: they wait for its reply, and what queues meanwhile joins.
+                    if not self._unanswered or count >= min(PIPELINE_MIN, self.max_batch):
+                        break
+                    await self._wait_for_a_reply()
+                items = [item for ticket in batch for item in ticket.items]
+                started = time.perf_counter()
                 pending = await self.store.send_apply(items, math.floor(self.clock() * 1000))
             except LogUnavailable as exc:
-                self._fail(batch, len(items), exc)
+                self._fail(batch, sum(len(ticket.items) for ticket in batch), exc)
                 continue
+            except anyio.get_cancelled_exc_class():
+                for ticket in batch:
+                    ticket.error = Closed("the hub is shutting down")
+                    ticket.done.set()
+                raise
+            self._unanswered += 1
             self._in_flight.append(_Sent(batch, len(items), pending, started))
             sent, self._sent = self._sent, anyio.Event()
             sent.set()
 
+    async def _wait_for_a_reply(self) -> None:
+        """Settle the oldest call nobody is settling yet, or wait until one is settled."""
+        if self._in_flight:
+            with anyio.CancelScope(shield=True):
+                await self._settle(self._in_flight.popleft())
+        else:
+            await self._answered.wait()
+
     async def _settle_in_order(self) -> None:
-        """Wait for each call's reply, oldest first, and settle its tickets."""
+        """Settle calls while the sending task waits for new publishes."""
         while True:
             while not self._in_flight:
                 await self._sent.wait()
-            # Shielded: once sent, the reply must reach the publishers. (No checkpoint
-            # outside the shield while calls are in flight: all are settled at shutdown.)
+            # Shielded: once sent, the reply must reach the publishers.
             with anyio.CancelScope(shield=True):
-                await self._settle(self._in_flight[0])
-            self._in_flight.popleft()
-            answered, self._answered = self._answered, anyio.Event()
-            answered.set()
+                await self._settle(self._in_flight.popleft())
 
     async def _settle(self, sent: _Sent) -> None:
+        """Wait for a call's reply (replies are read in the order sent) and settle its
+        tickets."""
         try:
             results = await sent.pending.result()
         except LogUnavailable as exc:
             self._fail(sent.batch, sent.count, exc)
             return
+        finally:
+            self._unanswered -= 1
+            answered, self._answered = self._answered, anyio.Event()
+            answered.set()
         self.metrics.redis_apply.observe(time.perf_counter() - sent.started)
         self.batches += 1
         self.events += sent.count
