@@ -116,6 +116,8 @@ class Ingest:
         #: Calls sent and not settled (those above, and those being settled): at most
         #: ``depth``.
         self._unanswered = 0
+        #: Calls whose reply a task is waiting for now.
+        self._settling = 0
         self._sent = anyio.Event()
         self._answered = anyio.Event()
         # Statistics.
@@ -228,8 +230,10 @@ class Ingest:
             sent.set()
 
     async def _wait_for_a_reply(self) -> None:
-        """Settle the oldest call nobody is settling yet, or wait until one is settled."""
-        if self._in_flight:
+        """Until a call is settled: settle the oldest if nobody is settling one (no
+        hand-off), else wait for it (settling a later one here would hold this task
+        until that later reply, and only one call would be in flight)."""
+        if self._in_flight and not self._settling:
             with anyio.CancelScope(shield=True):
                 await self._settle(self._in_flight.popleft())
         else:
@@ -247,12 +251,14 @@ class Ingest:
     async def _settle(self, sent: _Sent) -> None:
         """Wait for a call's reply (replies are read in the order sent) and settle its
         tickets."""
+        self._settling += 1
         try:
             results = await sent.pending.result()
         except LogUnavailable as exc:
             self._fail(sent.batch, sent.count, exc)
             return
         finally:
+            self._settling -= 1
             self._unanswered -= 1
             answered, self._answered = self._answered, anyio.Event()
             answered.set()
