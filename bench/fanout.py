@@ -52,7 +52,6 @@ import re
 import select
 import socket
 import sys
-import tempfile
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
@@ -68,9 +67,7 @@ from ingest import (
     CpuMeter,
     Workers,
     emit,
-    foreign_load,
-    machine_facts,
-    redis_info,
+    on_embedded_redis,
     reset_redis,
     running_hub,
     sleep_until,
@@ -81,8 +78,6 @@ from stacks import FRAME_PAYLOAD, WS_GUID, WsProtocolError, frame_payload, liste
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.typing import Subprotocol
-
-from hub.store import EmbeddedRedis
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -1175,15 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out,
     )
     started = time.monotonic()
-    facts = machine_facts()
-    facts["foreign_cores"] = round(foreign_load(), 2)
-    with tempfile.TemporaryDirectory(prefix="flux-bench-") as tmp:
-        with EmbeddedRedis(Path(tmp) / "redis", appendfsync="everysec") as server:
-            assert server.process is not None
-            facts["redis"] = redis_info(server.url, "server").get("redis_version")
-            facts["redis_setup"] = "embedded, AOF appendfsync everysec, unix socket"
-            figures = run_rounds(server.url, server.process.pid, options, Path(tmp) / "hub.log")
-    facts["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    facts, figures = on_embedded_redis(lambda url, pid, log: run_rounds(url, pid, options, log))
     return report(facts, figures, options, time.monotonic() - started)
 
 

@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import redis
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from multiprocessing.connection import Connection
 
+T = TypeVar("T")
+
 # Also the toolkit bench/stacks.py imports.
 __all__ = [
     "CpuMeter",
@@ -72,6 +74,7 @@ __all__ = [
     "emit",
     "machine_facts",
     "main",
+    "on_embedded_redis",
     "post_request",
     "process_cpu_seconds",
     "run_load",
@@ -1002,6 +1005,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def on_embedded_redis(run: Callable[[str, int, Path], T]) -> tuple[dict[str, Any], T]:
+    """Run ``run(redis_url, redis_pid, hub_log)`` on a fresh embedded Redis (AOF
+    everysec, unix socket) in a temporary directory; returns the machine facts (load
+    before and after included) and what ``run`` returned. Every script's frame."""
+    facts = machine_facts()
+    facts["foreign_cores"] = round(foreign_load(), 2)
+    with tempfile.TemporaryDirectory(prefix="flux-bench-") as tmp:
+        with EmbeddedRedis(Path(tmp) / "redis", appendfsync="everysec") as server:
+            assert server.process is not None
+            facts["redis"] = redis_info(server.url, "server").get("redis_version")
+            facts["redis_setup"] = "embedded, AOF appendfsync everysec, unix socket"
+            result = run(server.url, server.process.pid, Path(tmp) / "hub.log")
+    facts["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return facts, result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = Options(
@@ -1016,15 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out,
     )
     started = time.monotonic()
-    facts = machine_facts()
-    facts["foreign_cores"] = round(foreign_load(), 2)
-    with tempfile.TemporaryDirectory(prefix="flux-bench-") as tmp:
-        with EmbeddedRedis(Path(tmp) / "redis", appendfsync="everysec") as server:
-            assert server.process is not None
-            facts["redis"] = redis_info(server.url, "server").get("redis_version")
-            facts["redis_setup"] = "embedded, AOF appendfsync everysec, unix socket"
-            figures = run_rounds(server.url, server.process.pid, options, Path(tmp) / "hub.log")
-    facts["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    facts, figures = on_embedded_redis(lambda url, pid, log: run_rounds(url, pid, options, log))
     return report(facts, figures, options, time.monotonic() - started)
 
 

@@ -40,9 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
-import tempfile
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
@@ -81,8 +79,7 @@ from ingest import (
     combined_cpu,
     emit,
     event_pool,
-    foreign_load,
-    machine_facts,
+    on_embedded_redis,
     redis_info,
     reset_redis,
     running_hub,
@@ -96,8 +93,6 @@ from stacks import listening_socket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
-
-from hub.store import EmbeddedRedis
 
 if TYPE_CHECKING:
     import socket
@@ -836,15 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out,
     )
     started = time.monotonic()
-    facts = machine_facts()
-    facts["foreign_cores"] = round(foreign_load(), 2)
-    with tempfile.TemporaryDirectory(prefix="flux-bench-") as tmp:
-        with EmbeddedRedis(Path(tmp) / "redis", appendfsync="everysec") as server:
-            assert server.process is not None
-            facts["redis"] = redis_info(server.url, "server").get("redis_version")
-            facts["redis_setup"] = "embedded, AOF appendfsync everysec, unix socket"
-            run = run_rounds(server.url, server.process.pid, options, Path(tmp) / "hub.log")
-    facts["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    facts, run = on_embedded_redis(lambda url, pid, log: run_rounds(url, pid, options, log))
     return report(facts, run, options, time.monotonic() - started)
 
 
