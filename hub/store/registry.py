@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
-from redis import exceptions as redis_errors
-
 from ..errors import LogUnavailable
+from .store import REDIS_FAILURES
 
 if TYPE_CHECKING:
     from .store import Store
@@ -22,7 +21,6 @@ __all__ = ["Namespace", "Registry"]
 
 _RATE_SOURCE = resources.files(__package__).joinpath("ratelimit.lua").read_text()
 
-_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 # Atomic registration: refuse a taken name, else write the record, the token's reverse
 # key and the index, and clear the name's "deleted" mark.
@@ -101,7 +99,7 @@ class Registry:
             fields = cast(
                 "dict[bytes, bytes]", await self.store.client.hgetall(self.keys.namespace(name))
             )
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading a namespace: {exc}") from exc
         if not fields:
             return None
@@ -113,14 +111,14 @@ class Registry:
         """Whether ``name`` was registered, then deleted, and not registered since."""
         try:
             return bool(await self.store.client.sismember(self.keys.deleted_namespaces(), name))
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the registry: {exc}") from exc
 
     async def owner(self, token_hash: str) -> str | None:
         """The namespace a token (by its hash) belongs to."""
         try:
             name = await self.store.client.hget(self.keys.namespace_tokens(), token_hash)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading a token: {exc}") from exc
         return name.decode() if isinstance(name, bytes) else None
 
@@ -130,7 +128,7 @@ class Registry:
             names = cast(
                 "list[bytes]", await self.store.client.zrange(self.keys.namespaces(), 0, -1)
             )
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while listing namespaces: {exc}") from exc
         return [n.decode() for n in names]
 
@@ -138,7 +136,7 @@ class Registry:
         """Bumped by every deletion: a hub that sees it change drops its token cache."""
         try:
             value = await self.store.client.get(self.keys.namespaces_version())
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the registry: {exc}") from exc
         return int(value or 0)
 
@@ -157,5 +155,5 @@ class Registry:
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:
             return await script(keys=keys, args=args)
-        except _FAILURES as exc:
+        except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed: {exc}") from exc
