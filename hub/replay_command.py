@@ -54,9 +54,7 @@ def _redis_url(config: RedisSettings, stack: ExitStack) -> str:
         return config.url
     if not config.data_dir.is_dir():
         raise HubError(f"no data directory {config.data_dir}: pass --data-dir or --redis URL")
-    embedded = EmbeddedRedis(
-        config.data_dir, binary=config.server_binary, start_timeout=config.start_timeout
-    )
+    embedded = EmbeddedRedis.configured(config)
     if embedded.answering():
         return embedded.url
     return stack.enter_context(embedded).url

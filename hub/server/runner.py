@@ -46,14 +46,7 @@ def run(settings: Settings, *, on_ready: Callable[[Hub], None] | None = None) ->
     with ExitStack() as stack:
         url = settings.redis.url
         if url is None:
-            embedded = stack.enter_context(
-                EmbeddedRedis(
-                    settings.redis.data_dir,
-                    appendfsync=settings.redis.appendfsync,
-                    binary=settings.redis.server_binary,
-                    start_timeout=settings.redis.start_timeout,
-                )
-            )
+            embedded = stack.enter_context(EmbeddedRedis.configured(settings.redis))
             url = embedded.url
         anyio.run(_serve, settings, url, on_ready, backend_options=_backend_options())
 

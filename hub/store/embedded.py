@@ -39,6 +39,8 @@ from ..errors import ConfigError, LogUnavailable
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ..config import RedisSettings
+
 __all__ = ["EmbeddedRedis", "find_server_binary"]
 
 logger = logging.getLogger("hub.store.embedded")
@@ -108,6 +110,16 @@ class EmbeddedRedis:
         self.socket_path = self._socket_path()
         self.process: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
+
+    @classmethod
+    def configured(cls, config: RedisSettings) -> EmbeddedRedis:
+        """The server ``config`` describes (its data directory, fsync policy, binary)."""
+        return cls(
+            config.data_dir,
+            appendfsync=config.appendfsync,
+            binary=config.server_binary,
+            start_timeout=config.start_timeout,
+        )
 
     @property
     def url(self) -> str:
