@@ -21,15 +21,16 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 async def flux(
-    base_url: str, *args: str, env: dict[str, str] | None = None
+    base_url: str | None, *args: str, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
-    """Run ``flux ARGS`` with FLUX_URL set; ``(status, stdout, stderr)``."""
+    """Run ``flux ARGS`` with FLUX_URL set (unless None); ``(status, stdout, stderr)``."""
+    url = {} if base_url is None else {"FLUX_URL": base_url}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "hub.cli",
         *args,
-        env={**os.environ, "FLUX_URL": base_url, **(env or {})},
+        env={**os.environ, **url, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -7,11 +7,8 @@ where it needs a cut at a known point.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +17,13 @@ import httpx
 from hub.replay import replay
 from hub.store import EmbeddedRedis, EventLogAudit, Keys, Store
 
-from .conftest import make_settings, running_hub, timeout
+from .conftest import make_settings, running_hub
+from .test_cli_client import flux
 
 
 async def flux_replay(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run ``flux replay ARGS``; ``(status, stdout, stderr)``."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub.cli",
-        "replay",
-        *args,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout(60))
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await flux(None, "replay", *args, env=env)
 
 
 async def replay_json(redis_url: str, key_prefix: str) -> tuple[int, dict[str, Any]]:
