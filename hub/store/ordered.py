@@ -37,6 +37,8 @@ from redis import exceptions as redis_errors
 from ..errors import LogUnavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from redis.asyncio.connection import AbstractConnection
 
 __all__ = ["ScriptCall", "ScriptChannel"]
@@ -147,7 +149,7 @@ class ScriptChannel:
                     [part for call in batch for part in call.packed], check_health=False
                 )
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                error = LogUnavailable(f"Redis failed while applying events: {exc}")
+                error = _lost(exc)
                 # Those in flight may or may not have run: their replies are lost.
                 self._fail_all(error)
                 await connection.disconnect()
@@ -172,12 +174,12 @@ class ScriptChannel:
             return
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             if self._in_flight and self._in_flight[0] is call:
-                self._fail_all(LogUnavailable(f"Redis failed while applying events: {exc}"))
+                self._fail_all(_lost(exc))
             return
         if reply is None:  # read_response's way of saying the timeout passed
             if self._in_flight and self._in_flight[0] is call:
                 await self._connection.disconnect(nowait=True)
-                self._fail_all(LogUnavailable(f"Redis did not answer in {self.read_timeout:g} s"))
+                self._fail_all(self._silent())
             return
         self._settle_oldest(call, reply)
 
@@ -209,17 +211,11 @@ class ScriptChannel:
                     call.settle(error=LogUnavailable(f"Redis refused the reduce script: {exc}"))
                     continue
                 except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                    error = LogUnavailable(f"Redis failed while applying events: {exc}")
-                    self._fail_all(error)
-                    for call in retry:
-                        call.settle(error=error)
+                    self._fail_all(_lost(exc), also=retry)
                     return
                 if reply is None:
                     await self._connection.disconnect(nowait=True)
-                    error = LogUnavailable(f"Redis did not answer in {self.read_timeout:g} s")
-                    self._fail_all(error)
-                    for call in retry:
-                        call.settle(error=error)
+                    self._fail_all(self._silent(), also=retry)
                     return
                 self._in_flight.popleft()
                 overtaken = overtaken or not call.internal
@@ -238,6 +234,16 @@ class ScriptChannel:
                 for call in waiting:
                     call.settle(error=exc)
 
-    def _fail_all(self, error: LogUnavailable) -> None:
+    def _silent(self) -> LogUnavailable:
+        return LogUnavailable(f"Redis did not answer in {self.read_timeout:g} s")
+
+    def _fail_all(self, error: LogUnavailable, also: Iterable[ScriptCall] = ()) -> None:
+        """Settle every call in flight (and ``also``) with ``error``."""
         while self._in_flight:
             self._in_flight.popleft().settle(error=error)
+        for call in also:
+            call.settle(error=error)
+
+
+def _lost(exc: BaseException) -> LogUnavailable:
+    return LogUnavailable(f"Redis failed while applying events: {exc}")
