@@ -10,6 +10,7 @@ connection (:meth:`hub.server.ws.WebSocket.write_frames`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,7 @@ class Fanout:
         self.ready = anyio.Event()
         self._started = 0
         # Set (and replaced) after every dispatch: wakes wait_past().
-        self._progress = anyio.Event()
+        self._progress = asyncio.Event()
         #: Sequence number of the last delta read, per partition.
         self.seqs: dict[int, int] = {}
         #: Called with a partition when deltas were trimmed before this hub read them.
@@ -137,8 +138,9 @@ class Fanout:
                 # Decoding costs: only when someone may want the deltas.
                 if self.compat_sessions or not self.native_index.is_empty():
                     deltas = [decode_delta(pos, flat) for pos, flat in entries]
-                    self.dispatch(deltas, anyio.current_time(), p)
-                progress, self._progress = self._progress, anyio.Event()
+                    # The loop's clock is anyio's, without its backend look-up per call.
+                    self.dispatch(deltas, asyncio.get_running_loop().time(), p)
+                progress, self._progress = self._progress, asyncio.Event()
                 progress.set()
 
     def _check_sequence(self, p: int, first: int, last: int) -> None:

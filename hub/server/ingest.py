@@ -13,15 +13,21 @@ previous reply and sends the next, instead of the two taking turns.
 
 Bound: at most ``queue_size`` submissions wait; past that, :meth:`Ingest.submit` waits
 for room (backpressure reaches the client as a slower acknowledgement).
+
+The queue and the signals between the tasks are plain asyncio (a deque and
+``asyncio.Event``), not anyio's memory stream and events: those yield to the event loop
+at every call, even when nothing needs waiting for, and under fan-out every extra turn
+of the loop can wait behind a whole dispatch (bench/RESULTS.md, ``publish_ws.py`` (b)).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
@@ -31,8 +37,6 @@ from ..errors import Closed, LogUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ..store import Applied, PendingApply, Store, Submission
 from .metrics import HubMetrics
@@ -52,14 +56,28 @@ PIPELINE_MIN = 64
 logger = logging.getLogger("hub.ingest")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Ticket:
     """A queued submission; :meth:`result` waits until Redis has applied it."""
 
     items: Sequence[Submission]
-    done: anyio.Event
+    #: Called once the ticket is settled (from the task that settles it).
+    on_done: Callable[[Ticket], None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     applied: list[Applied] | None = None
-    error: BaseException | None = None
+    error: LogUnavailable | Closed | None = None
+
+    def finish(
+        self, applied: list[Applied] | None = None, error: LogUnavailable | Closed | None = None
+    ) -> None:
+        self.applied, self.error = applied, error
+        self.done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception:
+                # The ingest settles other publishers' tickets next: it must go on.
+                logger.exception("a publish acknowledgement failed")
 
     async def result(self) -> list[Applied]:
         """The outcomes, in submission order.
@@ -105,11 +123,14 @@ class Ingest:
         self.metrics = metrics if metrics is not None else HubMetrics()
         self.max_batch = max_batch
         self.clock = clock
-        send: MemoryObjectSendStream[Ticket]
-        receive: MemoryObjectReceiveStream[Ticket]
-        send, receive = anyio.create_memory_object_stream[Ticket](queue_size)
-        self._send = send
-        self._receive = receive
+        self.queue_size = queue_size
+        self._queue: deque[Ticket] = deque()
+        self._closed = False
+        #: Set when a ticket was queued (or the queue closed): wakes the sending task.
+        self._queued = asyncio.Event()
+        #: Set when the queue has room (or closed): wakes submitters waiting for it.
+        self._room = asyncio.Event()
+        self._room.set()
         self.depth = depth
         #: Calls sent to Redis that nobody is settling yet, oldest first.
         self._in_flight: deque[_Sent] = deque()
@@ -118,8 +139,8 @@ class Ingest:
         self._unanswered = 0
         #: Calls whose reply a task is waiting for now.
         self._settling = 0
-        self._sent = anyio.Event()
-        self._answered = anyio.Event()
+        self._sent = asyncio.Event()
+        self._answered = asyncio.Event()
         # Statistics.
         self.batches = 0
         self.events = 0
@@ -137,52 +158,69 @@ class Ingest:
             return []
         return await (await self.enqueue(items)).result()
 
-    async def enqueue(self, items: Sequence[Submission]) -> Ticket:
+    async def enqueue(
+        self, items: Sequence[Submission], on_done: Callable[[Ticket], None] | None = None
+    ) -> Ticket:
         """Queue events without waiting for them to be applied (waiting only for room
         in the queue): a caller can prepare its next submission meanwhile. Tickets
-        are applied in the order they were queued.
+        are applied in the order they were queued. ``on_done`` is called with the
+        ticket once it is settled.
 
         Raises:
             Closed: the hub is shutting down.
         """
-        ticket = Ticket(items, anyio.Event())
-        try:
-            await self._send.send(ticket)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise Closed("the hub is shutting down") from None
+        while (ticket := self.try_enqueue(items, on_done)) is None:
+            self._room.clear()
+            await self._room.wait()
+        return ticket
+
+    def has_room(self) -> bool:
+        """Whether :meth:`try_enqueue` would take a submission now."""
+        return len(self._queue) < self.queue_size and not self._closed
+
+    def try_enqueue(
+        self, items: Sequence[Submission], on_done: Callable[[Ticket], None] | None = None
+    ) -> Ticket | None:
+        """:meth:`enqueue` if there is room now (None if not), without an await.
+
+        Raises:
+            Closed: the hub is shutting down.
+        """
+        if self._closed:
+            raise Closed("the hub is shutting down")
+        if len(self._queue) >= self.queue_size:
+            return None
+        ticket = Ticket(items, on_done)
+        self._queue.append(ticket)
+        self._queued.set()
         return ticket
 
     def close(self) -> None:
-        """Close the queue without running (when the hub fails to start)."""
-        self._send.close()
-        self._receive.close()
+        """Close the queue: what waits in it fails with :class:`Closed`, and so does
+        every later submission."""
+        self._closed = True
+        self._queued.set()
+        self._room.set()
+        while self._queue:
+            self._queue.popleft().finish(error=Closed("the hub is shutting down"))
 
     def statistics(self) -> tuple[int, int]:
         """``(submissions waiting, capacity)``."""
-        stats = self._receive.statistics()
-        return stats.current_buffer_used, int(stats.max_buffer_size)
+        return len(self._queue), self.queue_size
 
     async def run(self) -> None:
         """Apply queued publishes until cancelled."""
-        async with self._receive:
-            try:
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(self._settle_in_order)
-                    await self._send_batches()
-            finally:
-                # Calls sent are settled, whatever stopped us: publishers get a reply.
-                with anyio.CancelScope(shield=True):
-                    while self._in_flight:
-                        await self._settle(self._in_flight.popleft())
-                # Wake everyone still waiting: the hub is going away.
-                self._send.close()
-                while True:
-                    try:
-                        left = self._receive.receive_nowait()
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                    left.error = Closed("the hub is shutting down")
-                    left.done.set()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._settle_in_order)
+                await self._send_batches()
+        finally:
+            # Calls sent are settled, whatever stopped us: publishers get a reply.
+            with anyio.CancelScope(shield=True):
+                while self._in_flight:
+                    await self._settle(self._in_flight.popleft())
+            # Wake everyone still waiting: the hub is going away.
+            self.close()
 
     async def _send_batches(self) -> None:
         """Take what is queued (up to ``max_batch`` events) and send it to Redis, while
@@ -193,21 +231,21 @@ class Ingest:
         while True:
             while self._unanswered >= self.depth:
                 await self._wait_for_a_reply()
+            queue = self._queue
+            while not queue:
+                if self._closed:
+                    return
+                self._queued.clear()
+                await self._queued.wait()
+            batch = [queue.popleft()]
             try:
-                first = await self._receive.receive()
-            except anyio.EndOfStream:
-                return
-            batch = [first]
-            try:
-                count = len(first.items)
+                count = len(batch[0].items)
                 while True:
-                    while count < self.max_batch:
-                        try:
-                            nxt = self._receive.receive_nowait()
-                        except anyio.WouldBlock:
-                            break
+                    while count < self.max_batch and queue:
+                        nxt = queue.popleft()
                         batch.append(nxt)
                         count += len(nxt.items)
+                    self._room.set()
                     # A few events are not worth a call of their own beside one in
                     # flight: they wait for its reply, and what queues meanwhile joins.
                     if not self._unanswered or count >= min(PIPELINE_MIN, self.max_batch):
@@ -221,12 +259,11 @@ class Ingest:
                 continue
             except anyio.get_cancelled_exc_class():
                 for ticket in batch:
-                    ticket.error = Closed("the hub is shutting down")
-                    ticket.done.set()
+                    ticket.finish(error=Closed("the hub is shutting down"))
                 raise
             self._unanswered += 1
             self._in_flight.append(_Sent(batch, len(items), pending, started))
-            sent, self._sent = self._sent, anyio.Event()
+            sent, self._sent = self._sent, asyncio.Event()
             sent.set()
 
     async def _wait_for_a_reply(self) -> None:
@@ -260,7 +297,7 @@ class Ingest:
         finally:
             self._settling -= 1
             self._unanswered -= 1
-            answered, self._answered = self._answered, anyio.Event()
+            answered, self._answered = self._answered, asyncio.Event()
             answered.set()
         self.metrics.redis_apply.observe(time.perf_counter() - sent.started)
         self.batches += 1
@@ -273,13 +310,11 @@ class Ingest:
         start = 0
         for ticket in sent.batch:
             end = start + len(ticket.items)
-            ticket.applied = results[start:end]
+            ticket.finish(results[start:end])
             start = end
-            ticket.done.set()
 
     def _fail(self, batch: list[Ticket], count: int, exc: LogUnavailable) -> None:
         self.metrics.rejected["unavailable"] += count
         logger.warning("applying %d events failed: %s", count, exc)
         for ticket in batch:
-            ticket.error = exc
-            ticket.done.set()
+            ticket.finish(error=exc)

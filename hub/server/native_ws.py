@@ -3,12 +3,16 @@
 One :class:`NativeSession` per connection. Frames are described in docs/protocol.md.
 
 Requests (publish, get, list) are handled one at a time, in order, by a task of the
-session; at most ``max_pending_requests`` wait, then the hub stops reading the socket
-until it catches up (TCP backpressure). Subscribe and unsubscribe take effect at once.
-Publishes are pipelined: while Redis applies one submission, the next frames are parsed
-and queued (up to ``PUBLISHES_IN_FLIGHT`` submissions), and a second task sends their
-acks in order. Any other request waits until every publish before it is acknowledged,
-so a ``get`` sees the connection's own writes.
+session that lives as long as the connection; at most ``max_pending_requests`` wait,
+then the hub stops reading the socket until it catches up (TCP backpressure). Subscribe
+and unsubscribe take effect at once. Publishes are pipelined: while Redis applies one
+submission, the next frames are parsed and queued (up to ``PUBLISHES_IN_FLIGHT``
+submissions); their acks go out in order as the ingest settles them (no task hop). Any
+other request waits until every publish before it is acknowledged, so a ``get`` sees
+the connection's own writes.
+
+The session's signals are ``asyncio.Event``: anyio's yield to the loop on every wait,
+and on the publish path each extra turn of the loop may wait behind a whole dispatch.
 
 A subscription is *live* (deltas go out as the fan-out dispatches them) or *holding*
 (while its snapshot or catch-up is read, dispatched deltas are kept, up to
@@ -178,13 +182,20 @@ class NativeSession:
         self.page = settings.fanout.snapshot_page
         self.subscriptions: dict[str, NativeSubscription] = {}
         self._requests: deque[ClientFrame] = deque()
+        #: Whether the task serving requests was started (it runs until the close).
         self._serving = False
+        #: Whether that task waits for a request (nothing in progress).
+        self._idle = False
+        self._closed = False
+        #: Set when a request is queued (or the connection closed).
+        self._requested = asyncio.Event()
         #: Publishes queued for Redis, oldest first, with what their acks need.
         self._in_flight: deque[_InFlight] = deque()
-        self._acking = False
-        self._acked = anyio.Event()
+        #: Set while no publish waits for its ack.
+        self._acked = asyncio.Event()
         self._acked.set()
-        self._ack_sent = anyio.Event()
+        #: Set (and replaced) whenever acks were sent.
+        self._ack_sent = asyncio.Event()
         self._reading_paused = False
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -192,7 +203,7 @@ class NativeSession:
         #: Conflated deltas waiting for the socket to drain, in arrival order.
         self._pending: dict[tuple[str, str], tuple[NativeSubscription, Delta, Position]] = {}
         self.paused = False
-        self._writable = anyio.Event()
+        self._writable = asyncio.Event()
         self._writable.set()
         # Statistics.
         self.conflated = 0
@@ -218,55 +229,83 @@ class NativeSession:
         except ValidationError as exc:
             self._error(ref_of(raw), "bad_frame", describe_error(exc))
             return
-        # Everything goes through one queue: handled in the order sent.
+        if (
+            isinstance(frame, PublishFrame)
+            and not self._requests
+            and (self._idle or not self._serving)
+            and len(self._in_flight) < PUBLISHES_IN_FLIGHT
+            and not self.hub.tenancy.enabled
+            and self.hub.ingest.has_room()
+        ):
+            self._publish_now(frame)
+            return
+        # Everything else goes through one queue: handled in the order sent.
         self._requests.append(frame)
         if len(self._requests) >= self.max_requests and not self._reading_paused:
             self._reading_paused = True
             self.ws.transport.pause_reading()
-        if not self._serving:
+        if self._serving:
+            self._requested.set()
+        else:
+            # One task for the connection's whole life: starting one per burst of
+            # requests cost more than the request (bench/RESULTS.md).
             self._serving = True
             self.hub.spawn(self._serve_requests)
 
     def on_close(self) -> None:
+        self._closed = True
         for sub in list(self.subscriptions.values()):
             self._drop(sub)
         self._requests.clear()
         self._pending.clear()
         self._writable.set()
+        self._requested.set()
 
     # ------------------------------------------------------------------ requests
 
     async def _serve_requests(self) -> None:
+        """Handle requests in order until the connection closes."""
         try:
-            while self._requests and self.ws.open:
-                frame = self._requests.popleft()
-                if self._reading_paused and len(self._requests) < self.max_requests // 2:
-                    self._reading_paused = False
-                    self.ws.transport.resume_reading()
-                try:
-                    if isinstance(frame, PublishFrame):
-                        await self._publish(self._consecutive_publishes(frame))
-                        continue
-                    # Anything else answers after the publishes sent before it.
-                    await self._acked.wait()
-                    if isinstance(frame, SubscribeFrame):
-                        await self._subscribe(frame)
-                    elif isinstance(frame, UnsubscribeFrame):
-                        self._unsubscribe(frame)
-                    elif isinstance(frame, GetFrame):
-                        await self._get(frame)
-                    elif isinstance(frame, ListFrame):
-                        await self._list(frame)
-                    elif isinstance(frame, AuthFrame):
-                        await self._auth(frame)
-                except AuthFailure as exc:
-                    self._error(frame.ref, exc.code, exc.message)
-                except ProtocolError as exc:
-                    self._error(frame.ref, "bad_frame", str(exc))
-                except (LogUnavailable, Closed) as exc:
-                    self._error(frame.ref, "unavailable", str(exc))
+            await self._serve_until_closed()
         finally:
             self._serving = False
+
+    async def _serve_until_closed(self) -> None:
+        while not self._closed:
+            if not self._requests or not self.ws.open:
+                self._requested.clear()
+                self._idle = True
+                try:
+                    await self._requested.wait()
+                finally:
+                    self._idle = False
+                continue
+            frame = self._requests.popleft()
+            if self._reading_paused and len(self._requests) < self.max_requests // 2:
+                self._reading_paused = False
+                self.ws.transport.resume_reading()
+            try:
+                if isinstance(frame, PublishFrame):
+                    await self._publish(self._consecutive_publishes(frame))
+                    continue
+                # Anything else answers after the publishes sent before it.
+                await self._acked.wait()
+                if isinstance(frame, SubscribeFrame):
+                    await self._subscribe(frame)
+                elif isinstance(frame, UnsubscribeFrame):
+                    self._unsubscribe(frame)
+                elif isinstance(frame, GetFrame):
+                    await self._get(frame)
+                elif isinstance(frame, ListFrame):
+                    await self._list(frame)
+                elif isinstance(frame, AuthFrame):
+                    await self._auth(frame)
+            except AuthFailure as exc:
+                self._error(frame.ref, exc.code, exc.message)
+            except ProtocolError as exc:
+                self._error(frame.ref, "bad_frame", str(exc))
+            except (LogUnavailable, Closed) as exc:
+                self._error(frame.ref, "unavailable", str(exc))
 
     def _consecutive_publishes(self, first: PublishFrame) -> list[PublishFrame]:
         """``first`` and the publish frames queued right behind it (up to
@@ -292,35 +331,62 @@ class NativeSession:
         ticket: Ticket | Closed | None = None
         if events:
             try:
-                ticket = await self.hub.ingest.enqueue(events)
+                ticket = await self.hub.ingest.enqueue(events, self._on_applied)
             except Closed as exc:
                 ticket = exc
-        self._in_flight.append((prepared, ticket))
-        if not self._acking:
-            self._acking = True
-            self._acked = anyio.Event()
-            self.hub.spawn(self._acknowledge_in_order)
+        self._track(prepared, ticket)
         while len(self._in_flight) > PUBLISHES_IN_FLIGHT:
             await self._ack_sent.wait()
 
-    async def _acknowledge_in_order(self) -> None:
-        try:
-            while self._in_flight:
-                prepared, ticket = self._in_flight[0]
-                applied: list[Applied] | LogUnavailable | Closed = []
-                if isinstance(ticket, Closed):
-                    applied = ticket
-                elif ticket is not None:
-                    try:
-                        applied = await ticket.result()
-                    except (LogUnavailable, Closed) as exc:
-                        applied = exc
-                self._in_flight.popleft()
-                self._acknowledge_frames(prepared, applied)
-                self._ack_sent.set()
-                self._ack_sent = anyio.Event()
-        finally:
-            self._acking = False
+    def _publish_now(self, frame: PublishFrame) -> None:
+        """:meth:`_publish` from the socket's callback, for a frame with nothing ahead
+        of it, when auth is off and the ingest has room: nothing to await, so the
+        events reach the ingest a turn of the loop sooner than through the request
+        task (under fan-out, a turn of the loop may wait behind a whole dispatch)."""
+        prepared = self._prepare_open(frame)
+        ticket: Ticket | Closed | None = None
+        if not isinstance(prepared, str) and prepared[1]:
+            try:
+                ticket = self.hub.ingest.try_enqueue([e for _, e in prepared[1]], self._on_applied)
+            except Closed as exc:
+                ticket = exc
+            assert ticket is not None, "has_room() was checked"
+        self._track([(frame, prepared)], ticket)
+
+    def _track(
+        self, prepared: list[tuple[PublishFrame, _Prepared]], ticket: Ticket | Closed | None
+    ) -> None:
+        """Remember a submission until its acks are sent (now, if nothing is pending)."""
+        self._in_flight.append((prepared, ticket))
+        self._acked.clear()
+        self._send_acks()
+
+    def _on_applied(self, ticket: Ticket) -> None:
+        self._send_acks()
+
+    def _send_acks(self) -> None:
+        """Acknowledge, in order, the publishes at the head whose events are settled."""
+        sent = False
+        while self._in_flight:
+            prepared, ticket = self._in_flight[0]
+            applied: _Applied = []
+            if isinstance(ticket, Closed):
+                applied = ticket
+            elif ticket is not None:
+                if not ticket.done.is_set():
+                    break
+                if ticket.error is not None:
+                    applied = ticket.error
+                else:
+                    assert ticket.applied is not None
+                    applied = ticket.applied
+            self._in_flight.popleft()
+            self._acknowledge_frames(prepared, applied)
+            sent = True
+        if sent:
+            ack_sent, self._ack_sent = self._ack_sent, asyncio.Event()
+            ack_sent.set()
+        if not self._in_flight:
             self._acked.set()
 
     def _acknowledge_frames(
@@ -342,29 +408,12 @@ class NativeSession:
     async def _prepare(self, frame: PublishFrame) -> _Prepared:
         """Validate, authorize and rate-limit a frame's events: per-event results so
         far, and the accepted events in order; or why the whole frame is refused."""
-        if len(frame.events) > self.max_events:
-            return f"{len(frame.events)} events in one frame; the limit is {self.max_events}"
-        now = math.floor(self.hub.clock() * 1000)
-        results: list[dict[str, Any] | None] = [None] * len(frame.events)
-        valid: list[tuple[int, Envelope]] = []
-        for index, raw in enumerate(frame.events):
-            try:
-                envelope = parse_event(
-                    raw,
-                    now_ms=now,
-                    new_id=lambda: uuid7(now),
-                    limits=self.hub.rest.limits,
-                )
-            except PayloadTooLarge as exc:
-                self.hub.metrics.rejected["too_large"] += 1
-                results[index] = _failure(raw, "too_large", str(exc))
-                continue
-            except ProtocolError as exc:
-                self.hub.metrics.rejected["invalid"] += 1
-                results[index] = _failure(raw, "invalid", str(exc))
-                continue
-            valid.append((index, envelope))
-
+        if not self.hub.tenancy.enabled:
+            return self._prepare_open(frame)
+        checked = self._validate(frame)
+        if isinstance(checked, str):
+            return checked
+        results, valid = checked
         # Authorization, then the namespace's rate limit, per event in order.
         tenancy = self.hub.tenancy
         bearer = self.token
@@ -391,6 +440,54 @@ class NativeSession:
                 results[index] = refusal
         accepted.sort(key=lambda item: item[0])
         return results, accepted
+
+    def _prepare_open(self, frame: PublishFrame) -> _Prepared:
+        """:meth:`_prepare` when auth is off: no token to look up, no rate limit, so no
+        await."""
+        checked = self._validate(frame)
+        if isinstance(checked, str):
+            return checked
+        results, accepted = checked
+        refused = False
+        for index, envelope in accepted:
+            try:
+                self.hub.tenancy.authorize_open(envelope.entity_id)
+            except AuthFailure as exc:
+                self.hub.metrics.rejected[exc.code] += 1
+                results[index] = _refused(envelope, exc.code, exc.message)
+                refused = True
+        if refused:
+            accepted = [(i, e) for i, e in accepted if results[i] is None]
+        return results, accepted
+
+    def _validate(
+        self, frame: PublishFrame
+    ) -> tuple[list[dict[str, Any] | None], list[tuple[int, Envelope]]] | str:
+        """Parse a frame's events: the failures by index, and the valid events in
+        order; or why the whole frame is refused."""
+        if len(frame.events) > self.max_events:
+            return f"{len(frame.events)} events in one frame; the limit is {self.max_events}"
+        now = math.floor(self.hub.clock() * 1000)
+        results: list[dict[str, Any] | None] = [None] * len(frame.events)
+        valid: list[tuple[int, Envelope]] = []
+        for index, raw in enumerate(frame.events):
+            try:
+                envelope = parse_event(
+                    raw,
+                    now_ms=now,
+                    new_id=lambda: uuid7(now),
+                    limits=self.hub.rest.limits,
+                )
+            except PayloadTooLarge as exc:
+                self.hub.metrics.rejected["too_large"] += 1
+                results[index] = _failure(raw, "too_large", str(exc))
+                continue
+            except ProtocolError as exc:
+                self.hub.metrics.rejected["invalid"] += 1
+                results[index] = _failure(raw, "invalid", str(exc))
+                continue
+            valid.append((index, envelope))
+        return results, valid
 
     def _acknowledge(
         self,
@@ -759,7 +856,7 @@ class NativeSession:
 
     def pause_writing(self) -> None:
         self.paused = True
-        self._writable = anyio.Event()
+        self._writable = asyncio.Event()
 
     def resume_writing(self) -> None:
         self.paused = False

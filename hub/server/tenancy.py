@@ -172,10 +172,19 @@ class Tenancy:
         """
         return await self.authorize_token(read_bearer(header), entity_id)
 
+    def authorize_open(self, entity_id: Any) -> None:
+        """:meth:`authorize_token` when auth is off (nothing to look up: no await).
+
+        Raises:
+            AuthFailure: the id is in the hub's reserved namespace.
+        """
+        assert not self.enabled
+        _refuse_reserved(entity_id)
+
     async def authorize_token(self, token: str | BearerProblem, entity_id: Any) -> str | None:
         """:meth:`authorize_write` for a token already read (or what was wrong with it)."""
         if not self.enabled:
-            _refuse_reserved(entity_id)
+            self.authorize_open(entity_id)
             return None
         if token is BearerProblem.MISSING:
             raise AuthFailure(401, "Authorization token not provided")

@@ -26,12 +26,12 @@ Bound: the caller keeps at most a few calls in flight (the ingest: ``INGEST_DEPT
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from redis import exceptions as redis_errors
 
 from ..errors import LogUnavailable
@@ -57,7 +57,7 @@ class ScriptCall:
     internal: bool = False
     reply: Any = _PENDING
     error: BaseException | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def settle(self, reply: Any = None, error: BaseException | None = None) -> None:
         self.reply, self.error = reply, error
@@ -82,8 +82,10 @@ class ScriptChannel:
         self.sha = sha
         self.read_timeout = read_timeout
         self._in_flight: deque[ScriptCall] = deque()
-        self._writing = anyio.Lock()
-        self._reading = anyio.Lock()
+        # asyncio's, not anyio's: taking a free anyio lock yields to the event loop, and
+        # every call would wait a turn of it (behind a whole fan-out dispatch, maybe).
+        self._writing = asyncio.Lock()
+        self._reading = asyncio.Lock()
 
     async def open(self) -> None:
         """Connect and load the script now, so that the first call pays no set-up.
