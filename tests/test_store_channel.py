@@ -15,7 +15,7 @@ from hub.core import Change
 from hub.errors import LogUnavailable
 from hub.store import Store
 from hub.store.ordered import ScriptChannel
-from hub.store.store import _REDUCE_SOURCE, CHANNEL_NAME
+from hub.store.store import _REDUCE_SOURCE, CHANNEL_NAME, TAIL_NAME
 from hub.wire.jsonutil import canonical
 
 NOW = 1_800_000_000_000
@@ -87,3 +87,28 @@ async def test_a_connection_closed_while_idle_is_made_again_on_the_next_call(
     assert await store.client.client_kill_filter(_id=str(max(channels))) == 1
     await anyio.sleep(0.1)  # the close reaches the hub's side
     assert await send_many(store, "ch/3", 3, first=1) == [2, 3, 4]
+
+
+async def test_the_delta_log_reader_fails_with_a_reason_then_connects_again(
+    store: Store,
+) -> None:
+    p = store.keys.partition_of("ch/4")
+    head, _ = await store.delta_log_head(p)
+
+    async def kill_the_reader() -> None:
+        await anyio.sleep(0.2)  # it is blocked in XREAD by then
+        readers = [
+            int(c["id"])
+            for c in await store.client.client_list()
+            if c.get("name") == f"{TAIL_NAME}-{p}"
+        ]
+        assert await store.client.client_kill_filter(_id=str(max(readers))) == 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(kill_the_reader)
+        with pytest.raises(LogUnavailable, match="tailing the delta log"):
+            await store.read_entries(p, head, 10, 5_000)
+    # The next read connects again and sees what was written meanwhile.
+    assert await send_many(store, "ch/4", 2) == [1, 2]
+    entries = await store.read_entries(p, head, 10, 1_000)
+    assert len(entries) == 2

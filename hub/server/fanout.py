@@ -65,9 +65,9 @@ class Fanout:
         #: Called with a partition when deltas were trimmed before this hub read them.
         self.on_gap: Callable[[int], None] = lambda p: None
         self.gaps = 0
-        #: While a dispatch runs: native sessions given frames, flushed at its end
-        #: (one write per connection per delta-log read).
-        self._touched: list[NativeSession] | None = None
+        #: While a dispatch runs: the native sessions given frames, flushed at its end
+        #: (one write per connection per delta-log read); None between dispatches.
+        self.dispatching: list[NativeSession] | None = None
 
     # ------------------------------------------------------------------ sessions
 
@@ -162,21 +162,14 @@ class Fanout:
             self.on_gap(p)
         self.seqs[p] = last
 
-    def flush_later(self, session: NativeSession) -> bool:
-        """Have ``session`` flushed when the running dispatch ends; False if none runs."""
-        if self._touched is None:
-            return False
-        self._touched.append(session)
-        return True
-
     def dispatch(self, deltas: Iterable[Delta], now: float, partition: int = 0) -> None:
         """Send deltas to every matching session (synchronously: no awaits)."""
         touched: list[NativeSession] = []
-        self._touched = touched
+        self.dispatching = touched
         try:
             self._dispatch(deltas, now, partition)
         finally:
-            self._touched = None
+            self.dispatching = None
             for session in touched:
                 session.flush()
 

@@ -200,6 +200,7 @@ class NativeSession:
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
+        self._fanout = hub.fanout
         #: Conflated deltas waiting for the socket to drain, in arrival order.
         self._pending: dict[tuple[str, str], tuple[NativeSubscription, Delta, Position]] = {}
         self.paused = False
@@ -852,7 +853,14 @@ class NativeSession:
         frame = encoder.frame(self.codec, sub.prefix, sub.properties, sub.touches)
         if frame is not None:
             self._out.append(frame)
-            self._schedule_flush()
+            if not self._flush_scheduled:
+                # _schedule_flush(), inlined: this runs once per delivery.
+                self._flush_scheduled = True
+                dispatching = self._fanout.dispatching
+                if dispatching is not None:
+                    dispatching.append(self)
+                else:
+                    self._loop.call_soon(self.flush)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -912,16 +920,21 @@ class NativeSession:
         (all of a delta-log read in one write), else at the next loop turn."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            if not self.hub.fanout.flush_later(self):
+            dispatching = self._fanout.dispatching
+            if dispatching is not None:
+                dispatching.append(self)
+            else:
                 self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write every frame queued since the last flush, in one write."""
         self._flush_scheduled = False
-        out, self._out = self._out, []
-        if not out or not self.ws.open:
+        out = self._out
+        if not out:
             return
-        self.ws.write_frames(b"".join(out), len(out))
+        self._out = []
+        # (write_frames checks that the connection is open.)
+        self.ws.write_frames(out[0] if len(out) == 1 else b"".join(out), len(out))
 
 
 def _refused(envelope: Envelope, code: str, message: str) -> dict[str, Any]:

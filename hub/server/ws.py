@@ -181,7 +181,7 @@ class WebSocket:
 
     def write_frames(self, frames: bytes, count: int) -> None:
         """Write pre-encoded frames, or close the connection if it is too far behind."""
-        if not self.open:
+        if self.closed or self.protocol.state is not State.OPEN:  # self.open, inlined
             return
         # Behind already? Then it is a slow consumer. (Checked before writing: one
         # write carries a whole dispatch batch, which may exceed the cap by itself

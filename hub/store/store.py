@@ -27,6 +27,8 @@ from .ordered import ScriptCall, ScriptChannel
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from redis.asyncio.connection import AbstractConnection
+
     from ..config import LogSettings
     from .keys import Keys
 
@@ -59,6 +61,8 @@ REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSErr
 REPLY_TIMEOUT = 30.0
 #: The reduce-script connection's name in ``CLIENT LIST``.
 CHANNEL_NAME = "flux-hub:reduce"
+#: The delta-log reading connections' names (one per partition, suffixed ``-<p>``).
+TAIL_NAME = "flux-hub:tail"
 
 # Take a free lease, or renew one we hold. KEYS: lease; ARGV: holder, ttl (ms).
 _LEASE = """
@@ -135,7 +139,9 @@ class Store:
         self.keys = keys
         self.log = log
         self._client: aioredis.Redis = _client(url, max_connections=64)
-        self._tails: dict[int, aioredis.Redis] = {}
+        #: Per partition, idle connections for reading the delta log (XREAD BLOCK):
+        #: one per concurrent reader (one per hub sharing this store, in tests).
+        self._tails: dict[int, list[AbstractConnection]] = {}
         self._sha = ""
         self._snapshot_sha = ""
         self._lease = self._client.register_script(_LEASE)
@@ -192,8 +198,9 @@ class Store:
 
     async def aclose(self) -> None:
         """Close every connection."""
-        for tail in self._tails.values():
-            await tail.aclose(close_connection_pool=True)
+        for idle in self._tails.values():
+            for tail in idle:
+                await tail.disconnect()
         self._tails.clear()
         if self._channel is not None:
             await self._channel.aclose()
@@ -368,19 +375,35 @@ class Store:
         The fan-out decodes only when someone listens (:func:`decode_delta`,
         :func:`entry_seq`).
         """
-        tail = self._tails.get(p)
-        if tail is None:
+        idle = self._tails.setdefault(p, [])
+        if idle:
+            tail = idle.pop()
+        else:
+            # A bare connection, not a client: a client's pool, retry and reply
+            # callbacks cost ~20 us per read, paid for every delta at low rates.
             # socket_timeout must outlast the BLOCK time.
-            tail = self._tails[p] = _client(self.url, max_connections=1, socket_timeout=None)
-            # The raw reply: redis-py would build a dict per entry, which costs.
-            tail.set_response_callback("XREAD", _raw_reply)
-        try:
-            reply = cast(
-                "dict[bytes, Any] | list[list[Any]] | None",
-                await tail.xread({self.keys.delta_log(p): after}, count=count, block=block_ms),
+            pool = self._client.connection_pool
+            tail = pool.connection_class(
+                **{
+                    **pool.connection_kwargs,
+                    "socket_timeout": None,
+                    "client_name": f"{TAIL_NAME}-{p}",
+                }
             )
+        command: list[str | int] = ["XREAD", "COUNT", count]
+        if block_ms is not None:
+            command += ["BLOCK", block_ms]
+        command += ["STREAMS", self.keys.delta_log(p), after]
+        try:
+            # (It connects again by itself after a failure.)
+            await tail.send_packed_command(tail.pack_command(*command), check_health=False)
+            reply = cast("dict[bytes, Any] | list[list[Any]] | None", await tail.read_response())
         except REDIS_FAILURES as exc:
+            await tail.disconnect(nowait=True)
             raise LogUnavailable(f"Redis failed while tailing the delta log: {exc}") from exc
+        finally:
+            # (Interrupted, it disconnected itself; it connects again when next used.)
+            idle.append(tail)
         if not reply:
             return []
         # A map {stream: entries} (RESP3, or redis-py's RESP2 parser) or [[stream, entries]].
@@ -616,10 +639,6 @@ def _decode_snapshot(reply: list[Any]) -> tuple[list[Entity], str | None]:
         if entity is not None:
             entities.append(entity)
     return entities, last
-
-
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response
 
 
 def entry_seq(flat: list[bytes]) -> int:
