@@ -92,22 +92,36 @@ def codec_for(subprotocol: str | None) -> Codec | None:
     return _BY_SUBPROTOCOL.get(subprotocol)
 
 
+#: Deepest nesting accepted (a value inside 512 maps or arrays).
+MAX_DEPTH = 512
+#: Types that need no check (msgpack builds exactly these, never subclasses).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _check_json_compatible(value: Any, depth: int = 0) -> None:
-    """Refuse what JSON (and so the hub's state) cannot hold: binary, NaN, infinity."""
-    if depth > 512:
+    """Refuse what JSON (and so the hub's state) cannot hold: binary, NaN, infinity.
+
+    Runs on every MessagePack frame: plain items are skipped without a call.
+    """
+    if depth > MAX_DEPTH:
         raise DecodeError("MessagePack value nested too deeply")
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is dict:
+        deep = depth >= MAX_DEPTH
+        for key, item in value.items():
+            if type(key) is not str:
+                raise DecodeError("map keys must be strings, not binary")
+            if deep or type(item) not in _PLAIN:
+                _check_json_compatible(item, depth + 1)
+    elif kind is list:
+        deep = depth >= MAX_DEPTH
+        for item in value:
+            if deep or type(item) not in _PLAIN:
+                _check_json_compatible(item, depth + 1)
+    elif kind is float:
         if math.isnan(value) or math.isinf(value):
             raise DecodeError("NaN and infinity cannot be stored (JSON has no such numbers)")
-    elif isinstance(value, bytes | bytearray):
+    elif kind is bytes:
         raise DecodeError("binary values cannot be stored; send text or numbers")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise DecodeError("map keys must be strings, not binary")
-            _check_json_compatible(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json_compatible(item, depth + 1)
-    elif not isinstance(value, str | int | None):
-        raise DecodeError(f"unsupported MessagePack value of type {type(value).__name__}")
+    elif kind not in _PLAIN:
+        raise DecodeError(f"unsupported MessagePack value of type {kind.__name__}")
