@@ -142,9 +142,10 @@ class NativeSubscription:
             if len(self.holding) > self.session.max_held:
                 self.session.overflow(self)
             return
-        upto = self.sent_upto.get(position.partition)
-        if upto is not None and position <= upto:
-            return
+        if self.sent_upto:  # (empty but after a catch-up: checked first, it is cheap)
+            upto = self.sent_upto.get(position.partition)
+            if upto is not None and position <= upto:
+                return
         if self.cut is not None and self.cut.reflected(delta.entity_id, position):
             return
         self.session.queue_delta(self, delta, position, encoder)
