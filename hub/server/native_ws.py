@@ -197,6 +197,8 @@ class NativeSession:
         self._acked.set()
         #: Set (and replaced) whenever acks were sent.
         self._ack_sent = asyncio.Event()
+        #: Per partition, the newest delta of this connection's acknowledged publishes.
+        self._written: dict[int, Position] = {}
         self._reading_paused = False
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -283,12 +285,18 @@ class NativeSession:
                     self._idle = False
                 continue
             frame = self._requests.popleft()
+            publishes = (
+                self._consecutive_publishes(frame) if isinstance(frame, PublishFrame) else []
+            )
+            # After taking frames off the queue (several, for publishes), not before:
+            # with the queue emptied and reading still paused, nothing would ever
+            # wake this task again.
             if self._reading_paused and len(self._requests) < self.max_requests // 2:
                 self._reading_paused = False
                 self.ws.transport.resume_reading()
             try:
-                if isinstance(frame, PublishFrame):
-                    await self._publish(self._consecutive_publishes(frame))
+                if publishes:
+                    await self._publish(publishes)
                     continue
                 # Anything else answers after the publishes sent before it.
                 await self._acked.wait()
@@ -509,11 +517,13 @@ class NativeSession:
                     }
             else:
                 for (index, envelope), result in zip(accepted, applied, strict=True):
-                    position = (
-                        str(Position.of(result.partition, result.delta_position))
-                        if result.delta_position
-                        else None
-                    )
+                    position = None
+                    if result.delta_position:
+                        written = Position.of(result.partition, result.delta_position)
+                        newest = self._written.get(result.partition)
+                        if newest is None or written > newest:
+                            self._written[result.partition] = written
+                        position = str(written)
                     if result.status is OutcomeStatus.CONFLICT:
                         results[index] = {
                             "eventId": envelope.event_id,
@@ -645,6 +655,10 @@ class NativeSession:
                 f"the filter matches nothing under {scope!r}, which is all this token may read",
             )
             return
+        if not frame.snapshot and cursor is None and not self.hub.fanout.passed(self._written):
+            # Live "from here": after this connection's own acknowledged writes too
+            # (the fan-out reads them from the log a moment after their acks).
+            await self.hub.fanout.wait_past(self._written)
         self.subscriptions[sub.sub] = sub
         for pattern in sub.patterns:
             self.hub.fanout.native_index.add(sub, pattern)
