@@ -36,11 +36,19 @@ def _random_event(rng: random.Random, entities: list[str]) -> dict[str, Any]:
 
 
 async def _publish_randomly(
-    url: str, rng: random.Random, total: int, per_frame: int, entities: list[str]
+    url: str,
+    rng: random.Random,
+    total: int,
+    per_frame: int,
+    entities: list[str],
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Publish ``total`` random events, or fewer if ``stop`` is set first."""
     publisher = await Native.connect(url, MSGPACK_PROTOCOL)
     try:
         for _ in range(total // per_frame):
+            if stop is not None and stop.is_set():
+                break
             results = await publisher.publish(
                 *[_random_event(rng, entities) for _ in range(per_frame)]
             )
@@ -114,9 +122,13 @@ async def test_snapshot_taken_during_writes_hands_over_exactly(
 ) -> None:
     rng = random.Random(7)
     entities = ENTITIES[:20]
-    # Writers first, so that every snapshot races with them.
+    # Writers first, and until every subscriber has had live deltas after its
+    # snapshot (however fast the hub is), so that every snapshot races with them.
+    stop = asyncio.Event()
     writers = [
-        asyncio.create_task(_publish_randomly(ws_url, random.Random(n), 3000, 10, entities))
+        asyncio.create_task(
+            _publish_randomly(ws_url, random.Random(n), 200_000, 10, entities, stop)
+        )
         for n in range(2)
     ]
     replicas: list[tuple[Native, Replica]] = []
@@ -134,8 +146,11 @@ async def test_snapshot_taken_during_writes_hands_over_exactly(
                 replica.apply(await client.recv(wait=0.5))
             except TimeoutError:
                 continue
+            if all(r.deltas >= 20 for _, r in replicas):
+                stop.set()
 
     await asyncio.gather(*writers, *(follow(c, r) for c, r in replicas))
+    assert stop.is_set(), "the writers ended before every subscriber was live"
     for client, replica in replicas:
         await _until_equal(client, replica, base_url, "w/")
         assert replica.deltas > 0
