@@ -868,14 +868,7 @@ class NativeSession:
         frame = encoder.frame(self.codec, sub.prefix, sub.properties, sub.touches)
         if frame is not None:
             self._out.append(frame)
-            if not self._flush_scheduled:
-                # _schedule_flush(), inlined: this runs once per delivery.
-                self._flush_scheduled = True
-                dispatching = self._fanout.dispatching
-                if dispatching is not None:
-                    dispatching.append(self)
-                else:
-                    self._loop.call_soon(self.flush)
+            self._schedule_flush()
 
     def pause_writing(self) -> None:
         self.paused = True
