@@ -70,6 +70,7 @@ class Ticket:
     def finish(
         self, applied: list[Applied] | None = None, error: LogUnavailable | Closed | None = None
     ) -> None:
+        """Settle: the outcomes (or why there are none), then ``on_done``."""
         self.applied, self.error = applied, error
         self.done.set()
         if self.on_done is not None:
