@@ -189,7 +189,7 @@ class Ingest:
         """
         if self._closed:
             raise Closed("the hub is shutting down")
-        if len(self._queue) >= self.queue_size:
+        if not self.has_room():
             return None
         ticket = Ticket(items, on_done)
         self._queue.append(ticket)
@@ -256,7 +256,7 @@ class Ingest:
                 started = time.perf_counter()
                 pending = await self.store.send_apply(items, math.floor(self.clock() * 1000))
             except LogUnavailable as exc:
-                self._fail(batch, sum(len(ticket.items) for ticket in batch), exc)
+                self._fail(batch, count, exc)
                 continue
             except anyio.get_cancelled_exc_class():
                 for ticket in batch:

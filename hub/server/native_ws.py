@@ -80,8 +80,8 @@ CATCH_UP_BATCH = 1000
 #: Resets in a row (held buffer overflowing) before the connection is closed.
 MAX_RESETS = 3
 #: Publish submissions of one connection queued for Redis and not yet acknowledged;
-#: past it the session waits for the oldest before parsing more. Two keep parsing and
-#: applying overlapped; more would only hold memory.
+#: past it the session waits for the oldest before parsing more. A few keep parsing
+#: and applying overlapped; more would only hold memory.
 PUBLISHES_IN_FLIGHT = 4
 
 
@@ -270,52 +270,49 @@ class NativeSession:
     async def _serve_requests(self) -> None:
         """Handle requests in order until the connection closes."""
         try:
-            await self._serve_until_closed()
+            while not self._closed:
+                if not self._requests or not self.ws.open:
+                    self._requested.clear()
+                    self._idle = True
+                    try:
+                        await self._requested.wait()
+                    finally:
+                        self._idle = False
+                    continue
+                frame = self._requests.popleft()
+                publishes = (
+                    self._consecutive_publishes(frame) if isinstance(frame, PublishFrame) else []
+                )
+                # After taking frames off the queue (several, for publishes), not before:
+                # with the queue emptied and reading still paused, nothing would ever
+                # wake this task again.
+                if self._reading_paused and len(self._requests) < self.max_requests // 2:
+                    self._reading_paused = False
+                    self.ws.transport.resume_reading()
+                try:
+                    if publishes:
+                        await self._publish(publishes)
+                        continue
+                    # Anything else answers after the publishes sent before it.
+                    await self._acked.wait()
+                    if isinstance(frame, SubscribeFrame):
+                        await self._subscribe(frame)
+                    elif isinstance(frame, UnsubscribeFrame):
+                        self._unsubscribe(frame)
+                    elif isinstance(frame, GetFrame):
+                        await self._get(frame)
+                    elif isinstance(frame, ListFrame):
+                        await self._list(frame)
+                    elif isinstance(frame, AuthFrame):
+                        await self._auth(frame)
+                except AuthFailure as exc:
+                    self._error(frame.ref, exc.code, exc.message)
+                except ProtocolError as exc:
+                    self._error(frame.ref, "bad_frame", str(exc))
+                except (LogUnavailable, Closed) as exc:
+                    self._error(frame.ref, "unavailable", str(exc))
         finally:
             self._serving = False
-
-    async def _serve_until_closed(self) -> None:
-        while not self._closed:
-            if not self._requests or not self.ws.open:
-                self._requested.clear()
-                self._idle = True
-                try:
-                    await self._requested.wait()
-                finally:
-                    self._idle = False
-                continue
-            frame = self._requests.popleft()
-            publishes = (
-                self._consecutive_publishes(frame) if isinstance(frame, PublishFrame) else []
-            )
-            # After taking frames off the queue (several, for publishes), not before:
-            # with the queue emptied and reading still paused, nothing would ever
-            # wake this task again.
-            if self._reading_paused and len(self._requests) < self.max_requests // 2:
-                self._reading_paused = False
-                self.ws.transport.resume_reading()
-            try:
-                if publishes:
-                    await self._publish(publishes)
-                    continue
-                # Anything else answers after the publishes sent before it.
-                await self._acked.wait()
-                if isinstance(frame, SubscribeFrame):
-                    await self._subscribe(frame)
-                elif isinstance(frame, UnsubscribeFrame):
-                    self._unsubscribe(frame)
-                elif isinstance(frame, GetFrame):
-                    await self._get(frame)
-                elif isinstance(frame, ListFrame):
-                    await self._list(frame)
-                elif isinstance(frame, AuthFrame):
-                    await self._auth(frame)
-            except AuthFailure as exc:
-                self._error(frame.ref, exc.code, exc.message)
-            except ProtocolError as exc:
-                self._error(frame.ref, "bad_frame", str(exc))
-            except (LogUnavailable, Closed) as exc:
-                self._error(frame.ref, "unavailable", str(exc))
 
     def _consecutive_publishes(self, first: PublishFrame) -> list[PublishFrame]:
         """``first`` and the publish frames queued right behind it (up to
@@ -335,7 +332,7 @@ class NativeSession:
 
     async def _publish(self, frames: list[PublishFrame]) -> None:
         """Queue publish frames as one submission; their acks go out, in order, from
-        :meth:`_acknowledge_in_order` once Redis has applied them."""
+        :meth:`_send_acks` once Redis has applied them."""
         prepared = [(frame, await self._prepare(frame)) for frame in frames]
         events = [e for _, p in prepared if not isinstance(p, str) for _, e in p[1]]
         ticket: Ticket | Closed | None = None

@@ -176,14 +176,19 @@ class Store:
             self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
-        pool = self._client.connection_pool
         # No socket timeout on writes (redis-py would start a task per write for it);
         # replies have the channel's own.
-        connection = pool.connection_class(
-            **{**pool.connection_kwargs, "socket_timeout": None, "client_name": CHANNEL_NAME}
-        )
+        connection = self._dedicated_connection(CHANNEL_NAME)
         self._channel = ScriptChannel(connection, _REDUCE_SOURCE, self._sha, REPLY_TIMEOUT)
         await self._channel.open()
+
+    def _dedicated_connection(self, name: str) -> AbstractConnection:
+        """A connection of its own (not from the pool), without a socket timeout, named
+        ``name`` in ``CLIENT LIST``; it connects when first used."""
+        pool = self._client.connection_pool
+        return pool.connection_class(
+            **{**pool.connection_kwargs, "socket_timeout": None, "client_name": name}
+        )
 
     @property
     def client(self) -> aioredis.Redis:
@@ -381,15 +386,8 @@ class Store:
         else:
             # A bare connection, not a client: a client's pool, retry and reply
             # callbacks cost ~20 us per read, paid for every delta at low rates.
-            # socket_timeout must outlast the BLOCK time.
-            pool = self._client.connection_pool
-            tail = pool.connection_class(
-                **{
-                    **pool.connection_kwargs,
-                    "socket_timeout": None,
-                    "client_name": f"{TAIL_NAME}-{p}",
-                }
-            )
+            # (No socket timeout: it would have to outlast the BLOCK time.)
+            tail = self._dedicated_connection(f"{TAIL_NAME}-{p}")
         command: list[str | int] = ["XREAD", "COUNT", count]
         if block_ms is not None:
             command += ["BLOCK", block_ms]
