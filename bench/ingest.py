@@ -55,7 +55,7 @@ import uvloop
 from redis.utils import HIREDIS_AVAILABLE
 
 from hub.config import LogSettings
-from hub.server.ids import uuid7
+from hub.engine.ids import uuid7
 from hub.store import EmbeddedRedis, Keys, Store
 from hub.wire.envelope import Envelope, parse_event
 

@@ -6,7 +6,7 @@ Every server runs in a subprocess of its own, on uvloop, doing the same trivial 
   a small JSON reply), driven by the light keep-alive load generator of ``ingest.py``
   (pre-built requests, every reply checked byte for byte), for
 
-  - ``hub``: :class:`hub.server.http.HttpConnection` with a tiny ``App`` that spawns
+  - ``hub``: :class:`hub.transport.http.HttpConnection` with a tiny ``App`` that spawns
     handlers in an anyio task group, exactly as :class:`hub.server.Hub` does;
   - ``uvicorn-asgi``: uvicorn (httptools) and a raw ASGI callable;
   - ``uvicorn-starlette``: uvicorn (httptools) and a Starlette route.
@@ -16,9 +16,9 @@ Every server runs in a subprocess of its own, on uvloop, doing the same trivial 
   N text frames of 150 bytes, broadcast by the server as fast as it can; the figure is
   deliveries/s (frames x clients / time until the last client has its last frame), for
 
-  - ``hub``: the hub's approach, :func:`hub.server.ws.handshake` +
-    :class:`hub.server.ws.WebSocket`; each frame is encoded once with
-    :func:`hub.server.ws.encode_frame` and written to every connection;
+  - ``hub``: the hub's approach, :func:`hub.transport.ws.handshake` +
+    :class:`hub.transport.ws.WebSocket`; each frame is encoded once with
+    :func:`hub.transport.ws.encode_frame` and written to every connection;
   - ``websockets``: ``websockets.asyncio.server.serve`` + ``broadcast``;
   - ``uvicorn-starlette``: ``await websocket.send_text(...)`` per connection (uvicorn's
     ``websockets-sansio`` implementation, what ``ws="auto"`` picks).
@@ -71,8 +71,8 @@ from starlette.routing import Route, WebSocketRoute
 from websockets.asyncio.server import broadcast as ws_broadcast
 from websockets.asyncio.server import serve as ws_serve
 
-from hub.server.http import HttpConnection, Request, Response, error_response
-from hub.server.ws import WebSocket, handshake
+from hub.transport.http import HttpConnection, Request, Response, error_response
+from hub.transport.ws import WebSocket, handshake
 from hub.wire.framing import encode_frame
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class Broadcast:
 
 
 class EchoApp:
-    """The smallest :class:`hub.server.http.App`: ``POST /echo`` and WebSocket ``/ws``."""
+    """The smallest :class:`hub.transport.http.App`: ``POST /echo`` and WebSocket ``/ws``."""
 
     request_timeout = 30.0
     keepalive_timeout = 75.0
@@ -194,7 +194,7 @@ class EchoApp:
         return error_response(404, "no such endpoint")
 
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        # As hub.server.app.Hub.spawn does: one task per burst of requests.
+        # As hub.app.Hub.spawn does: one task per burst of requests.
         self.tg.start_soon(_guarded, fn)
 
     def upgrade(self, request: Request, transport: asyncio.Transport) -> WebSocket | None:
@@ -221,7 +221,7 @@ class EchoApp:
 
 
 async def _guarded(fn: Callable[[], Awaitable[None]]) -> None:
-    # hub.server.app._guarded: a handler's failure must not cancel the task group.
+    # hub.app._guarded: a handler's failure must not cancel the task group.
     try:
         await fn()
     except Exception as exc:

@@ -221,7 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.log_level != "debug":
         # websockets logs each connection's opening and closing at INFO.
         logging.getLogger("hub.ws.protocol").setLevel(logging.WARNING)
-    from .server.runner import run
+    from .runner import run
 
     try:
         run(settings)

@@ -7,7 +7,7 @@ README's configuration table.
 Four values are also *runtime* settings (FLUX_COMPAT.md §1.9), changed through
 ``PUT /api/admin/config``: ``rate_limit_enabled``, ``rate_limit_per_namespace_per_minute``,
 ``body_size_limit_single_bytes`` and ``body_size_limit_batch_bytes``. The values here
-are their start-up defaults; see :mod:`hub.server.runtime`.
+are their start-up defaults; see :mod:`hub.engine.runtime`.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from hub.app import Hub
 from hub.config import Settings
-from hub.server import Hub
 from hub.store import EmbeddedRedis, Keys, Store
 
 TIMEOUT_FACTOR = float(os.environ.get("FLUX_TESTS_TIMEOUT_FACTOR", "1"))

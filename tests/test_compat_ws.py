@@ -12,7 +12,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from hub.server import Hub
+from hub.app import Hub
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout

@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from hub.app import Hub
 from hub.config import Settings
-from hub.server import Hub
-from hub.server.connectors import (
+from hub.connectors import (
     ConnectorsExtension,
     Credentials,
     OAuthConfig,

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from hub.app import Hub
 from hub.config import Settings
-from hub.server import Hub
-from hub.server.connectors import ConnectorsExtension
-from hub.server.connectors.scheduler import backoff
+from hub.connectors import ConnectorsExtension
+from hub.connectors.scheduler import backoff
 from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout

@@ -18,18 +18,18 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from hub.app import Hub
 from hub.config import Settings
-from hub.errors import ConfigError
-from hub.server import Hub
-from hub.server.auth import hash_token
-from hub.server.connectors import (
+from hub.connectors import (
     BUILTIN_CONNECTORS,
     ConnectorsExtension,
     Credentials,
     OAuthConfig,
     connector_event,
 )
-from hub.server.connectors.crypto import SecretBox
+from hub.connectors.crypto import SecretBox
+from hub.engine.auth import hash_token
+from hub.errors import ConfigError
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from hub.server import Hub
+from hub.app import Hub
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.server import Hub
+from hub.app import Hub
 
 from .conftest import timeout
 

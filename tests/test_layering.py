@@ -143,7 +143,7 @@ def test_pure_module_imports_no_io_library(path: Path) -> None:
 
 @pytest.mark.parametrize("path", PURE_FILES, ids=lambda p: p.relative_to(HUB).as_posix())
 def test_pure_module_imports_only_pure_hub_modules(path: Path) -> None:
-    # hub.server or hub.store would bring anyio, redis and websockets in with them.
+    # hub.engine, hub.transport or hub.store would bring anyio, redis and websockets in with them.
     bad = [
         str(i)
         for i in imports(path)

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import websockets
 
-from hub.server import Hub
-from hub.server.compat_ws import DEFAULT_MAX_IDS
+from hub.app import Hub
 from hub.store import Store
+from hub.transport.compat_ws import DEFAULT_MAX_IDS
 
 from .conftest import make_settings, running_hub, timeout
 from .native_client import Native, event

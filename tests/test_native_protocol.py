@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from hub.server import Hub
+from hub.app import Hub
 
 from .conftest import timeout
 from .native_client import JSON_PROTOCOL, MSGPACK_PROTOCOL, Native, event

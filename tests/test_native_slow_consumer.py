@@ -41,9 +41,9 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from hub.server.heap import freeze_startup_heap
-from hub.server.native_ws import NativeSession
+from hub.engine.heap import freeze_startup_heap
 from hub.store import Keys, Store
+from hub.transport.native_ws import NativeSession
 
 from .conftest import make_settings, running_hub, timeout
 from .load_clients import Phase, run_publisher, run_slow_consumer, run_subscribers

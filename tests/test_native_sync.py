@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import websockets
 
-from hub.server import Hub
+from hub.app import Hub
 from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout

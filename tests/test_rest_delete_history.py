@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hub.server import Hub
+from hub.app import Hub
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout

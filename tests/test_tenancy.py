@@ -18,8 +18,8 @@ import pytest
 import websockets
 from websockets.typing import Subprotocol
 
-from hub.server import Hub
-from hub.server.auth import BearerProblem, read_bearer
+from hub.app import Hub
+from hub.engine.auth import BearerProblem, read_bearer
 from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout

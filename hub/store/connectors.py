@@ -18,7 +18,7 @@ in ``SCAN``, ``MONITOR`` and slow logs): the status and lease keys of a credenti
 are named by a digest of the job id instead (:func:`_key_id`).
 
 This module stores opaque bytes: encrypting credentials and secrets is the caller's
-job (``hub.server.connectors.crypto``), so no secret reaches Redis in clear.
+job (``hub.connectors.crypto``), so no secret reaches Redis in clear.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Connectors: external sources that become live entities (FLUX_COMPAT.md §1.10, §6).
 
-Built as a hub extension (:class:`hub.server.app.Extension`): it mounts its routes under
+Built as a hub extension (:class:`hub.app.Extension`): it mounts its routes under
 ``/api/connectors`` and runs its pollers in the hub's task group. docs/connectors.md
 describes the endpoints, the generic poller, what persists and the limits.
 

@@ -12,7 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from ..errors import BadRequest
-from .http import Request, Response
+from ..transport.http import Request, Response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

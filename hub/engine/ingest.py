@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from ..store import Applied, PendingApply, Store, Submission
-from .metrics import HubMetrics
+from ..api.metrics import HubMetrics
 
 __all__ = ["Ingest", "Ticket"]
 

@@ -22,8 +22,8 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from ...errors import Broken
-from ...wire.jsonutil import JSONError, loads
+from ..errors import Broken
+from ..wire.jsonutil import JSONError, loads
 from .base import Credentials
 
 if TYPE_CHECKING:

@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ...errors import LogUnavailable
+from ..errors import LogUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from anyio.abc import TaskGroup
 
-    from ...store.connectors import ConnectorStore
+    from ..store.connectors import ConnectorStore
 
 __all__ = ["LEASE_TICKS", "MAX_BACKOFF", "PollOutcome", "Scheduler", "backoff", "job_label"]
 

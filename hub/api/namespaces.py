@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from ..core.timefmt import format_ms
+from ..engine.auth import hash_token, read_bearer
 from ..errors import BadRequest, Closed, LogUnavailable
+from ..transport.http import Request, Response, json_response
 from ..wire.names import namespace_error
-from .auth import hash_token, read_bearer
-from .http import Request, Response, json_response
 
 if TYPE_CHECKING:
-    from .app import Hub
+    from ..app import Hub
     from .rest import Handler
 
 __all__ = ["NamespacesApi"]

@@ -18,7 +18,7 @@ from ..core.index import Pattern
 from ..wire.compat import parse_client_message
 
 if TYPE_CHECKING:
-    from .fanout import Fanout
+    from ..engine.fanout import Fanout
     from .ws import WebSocket
 
 __all__ = ["CompatSession"]

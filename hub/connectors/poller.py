@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from ...errors import BadRequest, Broken
-from ...wire.envelope import serde_type_name
-from ...wire.jsonutil import JSONError, dumps, loads, serde_message
-from ...wire.names import RESERVED_NAMESPACE, namespace_error
+from ..errors import BadRequest, Broken
+from ..wire.envelope import serde_type_name
+from ..wire.jsonutil import JSONError, dumps, loads, serde_message
+from ..wire.names import RESERVED_NAMESPACE, namespace_error
 from .base import connector_event
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class PollerConfig:
     auth: str
     #: ``auth`` as the API shows it: ``"none"``, ``"bearer"`` or ``{"api_key_header": h}``.
     auth_type: str | dict[str, str]
-    #: The token, sealed by :class:`~hub.server.connectors.crypto.SecretBox`.
+    #: The token, sealed by :class:`~hub.connectors.crypto.SecretBox`.
     secret: bytes | None
     created_ms: int
 
@@ -232,7 +232,7 @@ def parse_poller_request(body: Any, *, min_interval: float) -> PollerRequest:
 
 
 class GenericPoller:
-    """The :class:`~hub.server.connectors.base.Connector` of one registered poller."""
+    """The :class:`~hub.connectors.base.Connector` of one registered poller."""
 
     oauth_config = None
 

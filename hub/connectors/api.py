@@ -21,22 +21,22 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from ...core.timefmt import format_ms
-from ...errors import BadRequest, Broken, LogUnavailable
-from ...store.connectors import JobStatus, credential_job, poller_job
-from ...wire.envelope import serde_type_name
-from ...wire.jsonutil import JSONError, dumps, loads
-from ..auth import BearerProblem, constant_time_equal, hash_token, read_bearer
-from ..http import Request, Response, json_response
-from ..ids import uuid7
-from ..rest import MethodNotAllowed, json_body, unprocessable
+from ..api.rest import MethodNotAllowed, json_body, unprocessable
+from ..core.timefmt import format_ms
+from ..engine.auth import BearerProblem, constant_time_equal, hash_token, read_bearer
+from ..engine.ids import uuid7
+from ..errors import BadRequest, Broken, LogUnavailable
+from ..store.connectors import JobStatus, credential_job, poller_job
+from ..transport.http import Request, Response, json_response
+from ..wire.envelope import serde_type_name
+from ..wire.jsonutil import JSONError, dumps, loads
 from .base import Credentials
 from .crypto import UNDECRYPTABLE
 from .oauth import authorize_url, callback_url, exchange_code
 from .poller import PollerConfig, as_number, parse_poller_request
 
 if TYPE_CHECKING:
-    from ..rest import Handler
+    from ..api.rest import Handler
     from .extension import ConnectorsExtension
 
 __all__ = ["GENERIC", "MAX_CREDENTIALS", "ConnectorRoutes"]
@@ -60,7 +60,7 @@ _NO_STORE = "Credential storage not available (FLUX_ENCRYPTION_KEY not set)"
 
 
 class ConnectorRoutes:
-    """The :class:`~hub.server.rest.RouteGroup` of ``/api/connectors``."""
+    """The :class:`~hub.api.rest.RouteGroup` of ``/api/connectors``."""
 
     def __init__(self, extension: ConnectorsExtension) -> None:
         self.ext = extension

@@ -1,6 +1,6 @@
 """The connectors extension: catalogue, secrets, HTTP client and scheduler of one hub.
 
-Built by :class:`~hub.server.app.Hub` (``ConnectorsExtension(hub)``), which calls
+Built by :class:`~hub.app.Hub` (``ConnectorsExtension(hub)``), which calls
 :meth:`ConnectorsExtension.mount` once and runs :meth:`ConnectorsExtension.run` in its
 task group. Routes are in :mod:`.api`; the polling of one job is :meth:`_poll` here.
 """
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from ...errors import Broken, Closed, InvalidEvent, LogUnavailable, PayloadTooLarge
-from ...store.connectors import ConnectorStore
-from ...wire.envelope import parse_event
-from ..ids import uuid7
+from ..engine.ids import uuid7
+from ..errors import Broken, Closed, InvalidEvent, LogUnavailable, PayloadTooLarge
+from ..store.connectors import ConnectorStore
+from ..wire.envelope import parse_event
 from .api import ConnectorRoutes
 from .base import CONNECTOR_NAME, Credentials
 from .builtin import BUILTIN_CONNECTORS

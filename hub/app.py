@@ -22,26 +22,26 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ..errors import LogUnavailable
-from ..store import Registry
-from ..wire.codec import JSON, MSGPACK, codec_for
-from ..wire.compat import Metrics, metrics_message
-from ..wire.framing import encode_frame
-from .auth import BearerProblem, read_bearer
-from .compat_ws import CompatSession
+from .api.metrics import HubMetrics, render
+from .api.namespaces import NamespacesApi
+from .api.rest import MethodNotAllowed, RestApi, make_tombstone
+from .api.static import StaticFiles
 from .connectors import ConnectorsExtension
-from .directory import DirectoryKeeper
-from .fanout import Fanout
-from .http import HttpConnection, Request, Response, error_response
-from .ingest import Ingest
-from .metrics import HubMetrics, render
-from .namespaces import NamespacesApi
-from .native_ws import NativeSession
-from .rest import MethodNotAllowed, RestApi, make_tombstone
-from .runtime import RuntimeConfig
-from .static import StaticFiles
-from .tenancy import Tenancy
-from .ws import WebSocket, handshake
+from .engine.auth import BearerProblem, read_bearer
+from .engine.directory import DirectoryKeeper
+from .engine.fanout import Fanout
+from .engine.ingest import Ingest
+from .engine.runtime import RuntimeConfig
+from .engine.tenancy import Tenancy
+from .errors import LogUnavailable
+from .store import Registry
+from .transport.compat_ws import CompatSession
+from .transport.http import HttpConnection, Request, Response, error_response
+from .transport.native_ws import NativeSession
+from .transport.ws import WebSocket, handshake
+from .wire.codec import JSON, MSGPACK, codec_for
+from .wire.compat import Metrics, metrics_message
+from .wire.framing import encode_frame
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ..config import Settings
-    from ..store import Store
+    from .config import Settings
+    from .store import Store
 
 __all__ = ["Extension", "Hub"]
 

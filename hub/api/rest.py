@@ -17,6 +17,9 @@ from urllib.parse import unquote
 
 from ..core.model import Change, Entity, OutcomeStatus
 from ..core.timefmt import format_ms, parse_rfc3339_ms
+from ..engine.auth import read_bearer
+from ..engine.ids import uuid7
+from ..engine.tenancy import AuthFailure, RateLimited
 from ..errors import (
     BadRequest,
     Closed,
@@ -27,21 +30,18 @@ from ..errors import (
     PayloadTooLarge,
     ProtocolError,
 )
+from ..transport.http import Request, Response, error_response, json_response, preflight_headers
 from ..wire.envelope import Envelope, EventLimits, parse_batch_body, parse_event, parse_event_body
 from ..wire.jsonutil import JSONError, dumps, loads, serde_message
 from ..wire.names import RESERVED_NAMESPACE
-from .auth import read_bearer
-from .http import Request, Response, error_response, json_response, preflight_headers
-from .ids import uuid7
 from .metrics import HubMetrics
-from .tenancy import AuthFailure, RateLimited
 
 if TYPE_CHECKING:
     from ..config import GatewaySettings
+    from ..engine.ingest import Ingest
+    from ..engine.runtime import RuntimeConfig
+    from ..engine.tenancy import Tenancy
     from ..store import Applied, Store
-    from .ingest import Ingest
-    from .runtime import RuntimeConfig
-    from .tenancy import Tenancy
 
 __all__ = ["Handler", "MethodNotAllowed", "RestApi", "RouteGroup", "json_body", "unprocessable"]
 

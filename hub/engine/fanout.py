@@ -5,7 +5,7 @@ started; nothing is pushed that is not in the log, so every hub process sends th
 records, whichever hub accepted the event.
 
 Each delta is encoded once per protocol; the same frame bytes go to every matching
-connection (:meth:`hub.server.ws.WebSocket.write_frames`).
+connection (:meth:`hub.transport.ws.WebSocket.write_frames`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     from ..core.model import Delta
     from ..store import Store
-    from .compat_ws import CompatSession
-    from .native_ws import NativeSession, NativeSubscription
+    from ..transport.compat_ws import CompatSession
+    from ..transport.native_ws import NativeSession, NativeSubscription
 
 __all__ = ["Fanout"]
 

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ..store import EmbeddedRedis, Keys, Store
 from .app import Hub
-from .heap import freeze_startup_heap
+from .engine.heap import freeze_startup_heap
+from .store import EmbeddedRedis, Keys, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..config import Settings
+    from .config import Settings
 
 __all__ = ["run", "serve"]
 

@@ -16,7 +16,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["UNDECRYPTABLE", "SecretBox"]
 

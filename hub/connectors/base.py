@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ...wire.jsonutil import JSONError, dumps, loads
+from ..wire.jsonutil import JSONError, dumps, loads
 
 __all__ = ["CONNECTOR_NAME", "Connector", "Credentials", "OAuthConfig", "connector_event"]
 

@@ -42,6 +42,10 @@ from ..core.cursor import Position, format_cursor, parse_cursor
 from ..core.handoff import SnapshotCut, plan_snapshot
 from ..core.index import Pattern, confine
 from ..core.model import Delta, OutcomeStatus
+from ..engine.auth import BearerProblem
+from ..engine.ids import uuid7
+from ..engine.ingest import Ticket
+from ..engine.tenancy import AuthFailure, Principal
 from ..errors import Closed, LogUnavailable, PayloadTooLarge, ProtocolError
 from ..wire.codec import JSON, MSGPACK, Codec, DecodeError
 from ..wire.envelope import Envelope, parse_event
@@ -61,14 +65,10 @@ from ..wire.frames import (
 )
 from ..wire.framing import encode_frame
 from ..wire.native import DeltaEncoder, SubPrefix, delta_frame, entity_value
-from .auth import BearerProblem
-from .ids import uuid7
-from .ingest import Ticket
-from .tenancy import AuthFailure, Principal
 
 if TYPE_CHECKING:
+    from ..app import Hub
     from ..store import Applied
-    from .app import Hub
     from .ws import WebSocket
 
 __all__ = ["NativeSession", "NativeSubscription", "patterns_of"]

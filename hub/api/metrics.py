@@ -20,12 +20,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .http import Response
+from ..transport.http import Response
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from .app import Hub
+    from ..app import Hub
 
 __all__ = ["CONTENT_TYPE", "HubMetrics", "render"]
 

@@ -34,7 +34,7 @@ from ..wire.names import RESERVED_NAMESPACE
 from .ids import uuid7
 
 if TYPE_CHECKING:
-    from .app import Hub
+    from ..app import Hub
 
 __all__ = ["DIRECTORY_ID", "DirectoryKeeper"]
 
