@@ -65,8 +65,9 @@ EXPECTED: dict[str, set[str]] = {
         "find_server_binary",
         "stream_id",
     },
-    "hub.app": {"Extension", "Hub"},
-    "hub.runner": {"run", "serve"},
+    "hub.api": set(),
+    "hub.engine": set(),
+    "hub.transport": set(),
 }
 
 
