@@ -131,7 +131,7 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             measured = [f"load/{i}" for i in range(10)]
             _child(stack, ctx, run_subscribers, (url, measured, 2, total + 4, sub_in))
             # Polling: the connections come from another process; the hub has no event.
-            while len(hub.native_sessions) < 2:  # noqa: ASYNC110
+            while len(hub.gateway.native_sessions) < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
 
             # The slow one, in a process of its own: it subscribes like everyone and
@@ -140,7 +140,7 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             _child(stack, ctx, run_slow_consumer, (url, "load/", slow_end))
             assert await asyncio.to_thread(slow_control.poll, timeout(15)), "slow one not ready"
             assert slow_control.recv() == "ready"
-            session = next(s for s in hub.native_sessions if "slow" in s.subscriptions)
+            session = next(s for s in hub.gateway.native_sessions if "slow" in s.subscriptions)
             assert isinstance(session, NativeSession)
 
             publisher = _child(

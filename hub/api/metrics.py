@@ -7,8 +7,6 @@ figures are this hub process's, except where the name says ``cluster``.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,68 +19,32 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..transport.http import Response
+from .router import Route
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-    from ..app import Hub
+    from ..engine.fanout import Fanout
+    from ..engine.ingest import Ingest
+    from ..engine.metrics import HubMetrics
+    from ..engine.tenancy import Tenancy
+    from ..transport.http import Request
+    from ..transport.server import GatewayStatistics
 
-__all__ = ["CONTENT_TYPE", "HubMetrics", "render"]
+__all__ = ["CONTENT_TYPE", "MetricsApi"]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
-#: Upper bounds (seconds) of the Redis round-trip histogram.
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class Histogram:
-    """A fixed-bucket histogram: cheap to observe, read at scrape time."""
-
-    def __init__(self, bounds: tuple[float, ...] = BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-    def buckets(self) -> list[tuple[str, float]]:
-        cumulative = 0
-        out = []
-        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
-            cumulative += count
-            out.append((bound, float(cumulative)))
-        return out
-
-
-class HubMetrics:
-    """Counters the hub bumps as things happen."""
-
-    def __init__(self) -> None:
-        #: Events acknowledged, by outcome (``ok``, ``duplicate``).
-        self.accepted: Counter[str] = Counter()
-        #: Events refused, by reason (``invalid``, ``too_large``, ``unauthorized``,
-        #: ``forbidden``, ``rate_limited``, ``conflict``, ``unavailable``).
-        self.rejected: Counter[str] = Counter()
-        #: WebSocket closes, by close code (1006: the connection just went away).
-        self.closes: Counter[int] = Counter()
-        #: Frames and conflations of connections already closed (live ones are summed
-        #: at scrape time).
-        self.frames_sent_closed: Counter[str] = Counter()
-        self.conflations_closed = 0
-        #: Round trips of reduce-script calls.
-        self.redis_apply = Histogram()
-
 
 class _Collector(Collector):
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, sources: MetricsApi) -> None:
+        self.sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        hub = self.hub
-        m = hub.metrics
-
+        m = self.sources.metrics
+        gateway = self.sources.gateway()
+        fanout = self.sources.fanout.statistics()
+        ingest = self.sources.ingest.statistics()
         accepted = CounterMetricFamily(
             "flux_events_accepted", "Events acknowledged, by outcome.", labels=["outcome"]
         )
@@ -108,33 +70,30 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "flux_rate_limited",
             "Events refused by a namespace's rate limit.",
-            value=hub.tenancy.rate_limited,
+            value=self.sources.tenancy.rate_limited,
         )
 
         frames = CounterMetricFamily(
             "flux_ws_frames_sent", "WebSocket frames sent, by protocol.", labels=["protocol"]
         )
-        live: Counter[str] = Counter(m.frames_sent_closed)
-        for ws in hub.websockets:
-            live["native" if ws.subprotocol else "compat"] += ws.frames_sent
         for protocol in ("compat", "native"):
-            frames.add_metric([protocol], live[protocol])
+            frames.add_metric([protocol], gateway.frames_sent.get(protocol, 0))
         yield frames
 
         yield CounterMetricFamily(
             "flux_deltas_read",
             "Delta-log entries this hub read and dispatched.",
-            value=hub.fanout.deltas_read,
+            value=fanout.deltas_read,
         )
         yield CounterMetricFamily(
             "flux_delta_log_gaps",
             "Times this hub fell behind the delta log and reset its subscribers.",
-            value=hub.fanout.gaps,
+            value=fanout.gaps,
         )
         yield CounterMetricFamily(
             "flux_conflations",
             "Deltas merged into pending ones for slow consumers.",
-            value=m.conflations_closed + sum(s.conflated for s in hub.native_sessions),
+            value=gateway.conflations,
         )
 
         closes = CounterMetricFamily(
@@ -147,36 +106,26 @@ class _Collector(Collector):
         connections = GaugeMetricFamily(
             "flux_connections", "Open connections, by kind.", labels=["kind"]
         )
-        native = len(hub.native_sessions)
-        websockets = len(hub.websockets)
-        connections.add_metric(["http"], len(hub.connections) - websockets)
-        connections.add_metric(["compat"], websockets - native)
-        connections.add_metric(["native"], native)
+        connections.add_metric(["http"], gateway.http)
+        connections.add_metric(["compat"], gateway.compat)
+        connections.add_metric(["native"], gateway.native)
         yield connections
 
         subscriptions = GaugeMetricFamily(
             "flux_subscriptions", "Open subscriptions, by protocol.", labels=["protocol"]
         )
-        subscriptions.add_metric(["native"], sum(len(s.subscriptions) for s in hub.native_sessions))
-        subscriptions.add_metric(["compat"], len(hub.fanout.compat_sessions))
+        subscriptions.add_metric(["native"], gateway.native_subscriptions)
+        subscriptions.add_metric(["compat"], fanout.compat_sessions)
         yield subscriptions
 
-        queue, capacity = hub.ingest.statistics()
         depth = GaugeMetricFamily("flux_queue_depth", "Items waiting, by queue.", labels=["queue"])
-        depth.add_metric(["ingest"], queue)
-        depth.add_metric(["native_requests"], sum(len(s._requests) for s in hub.native_sessions))
-        depth.add_metric(
-            ["held_deltas"],
-            sum(
-                len(sub.holding or ())
-                for s in hub.native_sessions
-                for sub in s.subscriptions.values()
-            ),
-        )
-        depth.add_metric(["conflated_pending"], sum(len(s._pending) for s in hub.native_sessions))
+        depth.add_metric(["ingest"], ingest.queued)
+        depth.add_metric(["native_requests"], gateway.native_requests_queued)
+        depth.add_metric(["held_deltas"], gateway.held_deltas)
+        depth.add_metric(["conflated_pending"], gateway.conflated_pending)
         yield depth
         yield GaugeMetricFamily(
-            "flux_ingest_queue_capacity", "Bound of the ingest queue.", value=capacity
+            "flux_ingest_queue_capacity", "Bound of the ingest queue.", value=ingest.capacity
         )
 
         buffered = GaugeMetricFamily(
@@ -184,9 +133,8 @@ class _Collector(Collector):
             "Unsent bytes: largest and total over WebSockets.",
             labels=["stat"],
         )
-        sizes = [ws.transport.get_write_buffer_size() for ws in hub.websockets if ws.open]
-        buffered.add_metric(["max"], max(sizes, default=0))
-        buffered.add_metric(["sum"], sum(sizes))
+        buffered.add_metric(["max"], gateway.send_buffer_max)
+        buffered.add_metric(["sum"], gateway.send_buffer_sum)
         yield buffered
 
         histogram = HistogramMetricFamily(
@@ -196,8 +144,32 @@ class _Collector(Collector):
         yield histogram
 
 
-def render(hub: Hub) -> Response:
-    """The ``/metrics`` response."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(hub))
-    return Response(200, generate_latest(registry), content_type=CONTENT_TYPE)
+class MetricsApi:
+    """``GET /metrics``: Prometheus text format (open, like Flux's admin GET; no secrets).
+
+    Reads each component's ``statistics()`` and the hot-path counters at scrape time.
+    """
+
+    def __init__(
+        self,
+        metrics: HubMetrics,
+        gateway: Callable[[], GatewayStatistics],
+        fanout: Fanout,
+        ingest: Ingest,
+        tenancy: Tenancy,
+    ) -> None:
+        self.metrics = metrics
+        #: The gateway's connection statistics (late-bound: the gateway is built after).
+        self.gateway = gateway
+        self.fanout = fanout
+        self.ingest = ingest
+        self.tenancy = tenancy
+
+    def routes(self) -> list[Route]:
+        return [Route("/metrics", {"GET": self.get})]
+
+    async def get(self, request: Request) -> Response:
+        """The ``/metrics`` response."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self))
+        return Response(200, generate_latest(registry), content_type=CONTENT_TYPE)

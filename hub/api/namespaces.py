@@ -13,17 +13,21 @@ import secrets
 import string
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from ..core.timefmt import format_ms
 from ..engine.auth import hash_token, read_bearer
 from ..errors import BadRequest, Closed, LogUnavailable
 from ..transport.http import Request, Response, json_response
 from ..wire.names import namespace_error
+from .common import json_body
+from .router import Route
 
 if TYPE_CHECKING:
-    from ..app import Hub
-    from .rest import Handler
+    from collections.abc import Awaitable, Callable
+
+    from ..config import GatewaySettings
+    from ..engine.tenancy import Tenancy
+    from ..store import Registry, Store
 
 __all__ = ["NamespacesApi"]
 
@@ -34,33 +38,36 @@ _ID_ALPHABET = string.digits + string.ascii_lowercase
 class NamespacesApi:
     """Route group mounted at ``/api/namespaces``."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.registry = hub.registry
+    def __init__(
+        self,
+        registry: Registry,
+        tenancy: Tenancy,
+        store: Store,
+        gateway: GatewaySettings,
+        purge: Callable[[str], Awaitable[int]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.registry = registry
+        self.tenancy = tenancy
+        self.store = store
+        self.auth_enabled = gateway.auth_enabled
+        self.admin_token = gateway.admin_token
+        #: Deletes every entity of a namespace (tombstones); returns how many.
+        self.purge = purge
+        self.clock = clock
 
-    def match(self, method: str, path: str) -> Handler | None:
-        from .rest import MethodNotAllowed
-
-        if path == PREFIX:
-            if method == "POST":
-                return self.register
-            raise MethodNotAllowed(f"method {method} not allowed on {path} (allowed: POST)", "POST")
-        if path.startswith(PREFIX + "/") and len(path) > len(PREFIX) + 1:
-            if method == "GET":
-                return self.get
-            if method == "DELETE":
-                return self.delete
-            raise MethodNotAllowed(
-                f"method {method} not allowed on {path} (allowed: DELETE, GET)", "DELETE, GET"
-            )
-        return None
+    def routes(self) -> list[Route]:
+        return [
+            Route(PREFIX, {"POST": self.register}),
+            Route(PREFIX + "/{name}", {"GET": self.get, "DELETE": self.delete}),
+        ]
 
     def _internal_mode(self) -> BadRequest:
         return BadRequest("Namespace registration not available (auth disabled)", 404)
 
     def _require_admin(self, request: Request) -> None:
         token = read_bearer(request.headers.get("authorization"))
-        if self.hub.settings.gateway.admin_token is not None and not self.hub.tenancy.is_admin(
+        if self.admin_token is not None and not self.tenancy.is_admin(
             token if isinstance(token, str) else None
         ):
             raise BadRequest("Admin token required", 401)
@@ -74,7 +81,7 @@ class NamespacesApi:
                 "Failed to deserialize the JSON body into the target type: name: expected a string",
                 422,
             )
-        if not self.hub.settings.gateway.auth_enabled:
+        if not self.auth_enabled:
             raise self._internal_mode()
         self._require_admin(request)
         problem = namespace_error(name)
@@ -84,23 +91,22 @@ class NamespacesApi:
             raise BadRequest("Namespace name already exists", 409)
         if await self.registry.was_deleted(name):
             # A name given up before: its old entities must not pass to the new owner.
-            await self.hub.purge_namespace(name)
+            await self.purge(name)
         namespace_id = "ns_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
         token = str(uuid.uuid4())
-        now = math.floor(self.hub.clock() * 1000)
+        now = math.floor(self.clock() * 1000)
         if not await self.registry.register(name, namespace_id, hash_token(token), now):
             raise BadRequest("Namespace name already exists", 409)
         return json_response({"namespaceId": namespace_id, "name": name, "token": token})
 
-    async def get(self, request: Request) -> Response:
+    async def get(self, request: Request, name: str) -> Response:
         """``GET /api/namespaces/:name`` (open)."""
-        if not self.hub.settings.gateway.auth_enabled:
+        if not self.auth_enabled:
             raise self._internal_mode()
-        name = unquote(request.path[len(PREFIX) + 1 :])
         record = await self.registry.get(name)
         if record is None:
             raise BadRequest("Namespace not found", 404)
-        count = await self.hub.store.count_ids(name + "/")
+        count = await self.store.count_ids(name + "/")
         return json_response(
             {
                 "namespaceId": record.id,
@@ -110,16 +116,15 @@ class NamespacesApi:
             }
         )
 
-    async def delete(self, request: Request) -> Response:
+    async def delete(self, request: Request, name: str) -> Response:
         """``DELETE /api/namespaces/:name`` (admin): its token stops working and its
         entities are deleted. Works in either mode, as in Flux."""
         self._require_admin(request)
-        name = unquote(request.path[len(PREFIX) + 1 :])
         if not await self.registry.unregister(name):
             raise BadRequest("Namespace not found", 404)
-        self.hub.tenancy.forget()
+        self.tenancy.forget()
         try:
-            await self.hub.purge_namespace(name)
+            await self.purge(name)
         except (LogUnavailable, Closed):
             # The name is gone and marked deleted: registering it again purges first.
             pass
@@ -127,8 +132,6 @@ class NamespacesApi:
 
 
 def _json_object(request: Request) -> dict[str, Any]:
-    from .rest import json_body
-
     body = json_body(request)
     if not isinstance(body, dict):
         raise BadRequest(

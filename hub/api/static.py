@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from ..errors import BadRequest
 from ..transport.http import Request, Response
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+from .router import Route
 
 __all__ = ["StaticFiles"]
 
@@ -41,21 +38,15 @@ class StaticFiles:
                 etag = b'"%s"' % hashlib.sha256(body).hexdigest()[:16].encode()
                 self._files[entry.name] = (_TYPES[suffix], body, etag)
 
-    def match(self, method: str, path: str) -> Callable[[Request], Awaitable[Response]] | None:
-        if path not in ("/", "/index.html") and not path.startswith("/static/"):
-            return None
-        if method not in ("GET", "HEAD"):
-            from .rest import MethodNotAllowed
+    def routes(self) -> list[Route]:
+        methods = {"GET": self._get, "HEAD": self._get}
+        return [
+            Route("/", methods),
+            Route("/index.html", methods),
+            Route("/static/{name:path}", methods),
+        ]
 
-            raise MethodNotAllowed(f"method {method} not allowed on {path} (allowed: GET)", "GET")
-        return self._get
-
-    async def _get(self, request: Request) -> Response:
-        name = (
-            "index.html"
-            if request.path in ("/", "/index.html")
-            else request.path[len("/static/") :]
-        )
+    async def _get(self, request: Request, name: str = "index.html") -> Response:
         found = self._files.get(name)
         if found is None:
             raise BadRequest(f"no such file: {request.path}", 404)

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from functools import partial
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
-from ..api.rest import MethodNotAllowed, json_body, unprocessable
+from ..api.common import json_body, unprocessable
+from ..api.router import Route, mount
 from ..core.timefmt import format_ms
 from ..engine.auth import BearerProblem, constant_time_equal, hash_token, read_bearer
 from ..engine.ids import uuid7
@@ -36,7 +35,6 @@ from .oauth import authorize_url, callback_url, exchange_code
 from .poller import PollerConfig, as_number, parse_poller_request
 
 if TYPE_CHECKING:
-    from ..api.rest import Handler
     from .extension import ConnectorsExtension
 
 __all__ = ["GENERIC", "MAX_CREDENTIALS", "ConnectorRoutes"]
@@ -60,59 +58,41 @@ _NO_STORE = "Credential storage not available (FLUX_ENCRYPTION_KEY not set)"
 
 
 class ConnectorRoutes:
-    """The :class:`~hub.api.rest.RouteGroup` of ``/api/connectors``."""
+    """The handlers of ``/api/connectors`` (:meth:`routes`)."""
 
     def __init__(self, extension: ConnectorsExtension) -> None:
         self.ext = extension
 
-    def match(self, method: str, path: str) -> Handler | None:
-        """The handler of ``method path``; None if no such path.
+    def routes(self) -> list[Route]:
+        """The routes of ``/api/connectors`` (``generic`` is matched before ``{name}``)."""
+        return mount(
+            PREFIX,
+            [
+                Route("/", {"GET": self.list_connectors}),
+                Route("/generic", {"GET": self.list_pollers, "POST": self.add_poller}),
+                Route(
+                    "/generic/{source_id}",
+                    {"GET": self.get_poller, "DELETE": self.delete_poller},
+                ),
+                Route("/{name}", {"GET": self.get_connector}),
+                Route("/{name}/token", {"POST": self.store_token, "DELETE": self.delete_token}),
+                Route("/{name}/oauth/start", {"GET": self._oauth_start}),
+                Route("/{name}/oauth/callback", {"GET": self._oauth_callback}),
+            ],
+        )
 
-        Raises:
-            MethodNotAllowed: the path exists, not with this method.
-        """
-        rest = path[len(PREFIX) :]
-        parts = [unquote(p) for p in rest.split("/")[1:]] if rest else []
-        routes = self._routes(parts)
-        if routes is None:
-            return None
-        handler = routes.get(method)
-        if handler is None:
-            allowed = ", ".join(sorted(routes))
-            raise MethodNotAllowed(
-                f"method {method} not allowed on {path} (allowed: {allowed})", allowed
-            )
-        return handler
+    def _oauth_available(self) -> None:
+        if self.ext.box is None:
+            # Flux mounts the OAuth routes only with a credential store.
+            raise BadRequest("OAuth is not available: FLUX_ENCRYPTION_KEY is not set", 404)
 
-    def _routes(self, parts: list[str]) -> dict[str, Handler] | None:
-        if any(not p for p in parts):
-            return None
-        if not parts:
-            return {"GET": self.list_connectors}
-        name, *tail = parts
-        if name == GENERIC:
-            if not tail:
-                return {"GET": self.list_pollers, "POST": self.add_poller}
-            if len(tail) == 1:
-                return {
-                    "GET": partial(self.get_poller, source_id=tail[0]),
-                    "DELETE": partial(self.delete_poller, source_id=tail[0]),
-                }
-            return None
-        if not tail:
-            return {"GET": partial(self.get_connector, name=name)}
-        if tail == ["token"]:
-            return {
-                "POST": partial(self.store_token, name=name),
-                "DELETE": partial(self.delete_token, name=name),
-            }
-        if len(tail) == 2 and tail[0] == "oauth" and tail[1] in ("start", "callback"):
-            if self.ext.box is None:
-                # Flux mounts the OAuth routes only with a credential store.
-                raise BadRequest("OAuth is not available: FLUX_ENCRYPTION_KEY is not set", 404)
-            handler = self.oauth_start if tail[1] == "start" else self.oauth_callback
-            return {"GET": partial(handler, name=name)}
-        return None
+    async def _oauth_start(self, request: Request, name: str) -> Response:
+        self._oauth_available()
+        return await self.oauth_start(request, name=name)
+
+    async def _oauth_callback(self, request: Request, name: str) -> Response:
+        self._oauth_available()
+        return await self.oauth_callback(request, name=name)
 
     # ------------------------------------------------------------------ who is asking
 

@@ -1,7 +1,7 @@
 """The connectors extension: catalogue, secrets, HTTP client and scheduler of one hub.
 
-Built by :class:`~hub.app.Hub` (``ConnectorsExtension(hub)``), which calls
-:meth:`ConnectorsExtension.mount` once and runs :meth:`ConnectorsExtension.run` in its
+Built by the composition root (:class:`~hub.app.Hub`), which serves
+:meth:`ConnectorsExtension.routes` and runs :meth:`ConnectorsExtension.run` in its
 task group. Routes are in :mod:`.api`; the polling of one job is :meth:`_poll` here.
 """
 
@@ -26,7 +26,13 @@ from .poller import GenericPoller, PollerConfig
 from .scheduler import PollOutcome, Scheduler
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from collections.abc import Callable
+
+    from ..api.router import Route
+    from ..config import ConnectorSettings, GatewaySettings
+    from ..engine.ingest import Ingest
+    from ..store import Store
+    from ..wire.envelope import EventLimits
     from .base import Connector
 
 __all__ = ["FETCH_TIMEOUT_FACTOR", "MAX_EVENTS_PER_POLL", "ConnectorsExtension"]
@@ -64,21 +70,32 @@ class ConnectorsExtension:
         ConfigError: ``FLUX_ENCRYPTION_KEY`` is set but is not base64 of 32 bytes.
     """
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        settings = hub.settings.connectors
+    def __init__(
+        self,
+        settings: ConnectorSettings,
+        gateway: GatewaySettings,
+        *,
+        store: Store,
+        ingest: Ingest,
+        limits: EventLimits,
+        clock: Callable[[], float],
+    ) -> None:
         self.settings = settings
+        self.ingest = ingest
+        #: Property count, value size and nesting depth of one event.
+        self.limits = limits
+        self.clock = clock
         #: True in Public mode (``FLUX_AUTH_ENABLED=true``).
-        self.auth_enabled = hub.settings.gateway.auth_enabled
+        self.auth_enabled = gateway.auth_enabled
         #: Guards the generic poller endpoints in Public mode (None: open).
-        self.admin_token = hub.settings.gateway.admin_token
+        self.admin_token = gateway.admin_token
         #: None without ``FLUX_ENCRYPTION_KEY``: no credentials, no secrets, no OAuth.
         self.box = (
             SecretBox.from_setting(settings.encryption_key)
             if settings.encryption_key is not None
             else None
         )
-        self.store = ConnectorStore(hub.store)
+        self.store = ConnectorStore(store)
         #: Connectors by name, in listing order; :meth:`add` extends it.
         self.catalogue: dict[str, Connector] = {c.name: c for c in BUILTIN_CONNECTORS}
         # One client for every poll and token exchange; it reads no environment
@@ -95,9 +112,9 @@ class ConnectorsExtension:
             self._poll,
             can_run=self._can_run,
             tick=max(MIN_TICK, min(MAX_TICK, settings.min_poll_interval)),
-            clock=hub.clock,
+            clock=clock,
         )
-        self.routes = ConnectorRoutes(self)
+        self.api = ConnectorRoutes(self)
 
     def add(self, connector: Connector) -> None:
         """Add a connector to the catalogue (listed, configurable and polled).
@@ -112,9 +129,9 @@ class ConnectorsExtension:
             raise ValueError(f"connector {name!r} already exists")
         self.catalogue[name] = connector
 
-    def mount(self) -> None:
-        """Serve ``/api/connectors`` and everything under it."""
-        self.hub.rest.mount("/api/connectors", self.routes)
+    def routes(self) -> list[Route]:
+        """``/api/connectors`` and everything under it."""
+        return self.api.routes()
 
     async def run(self) -> None:
         """Run the scheduler until cancelled; then close the HTTP client."""
@@ -127,7 +144,7 @@ class ConnectorsExtension:
     # ------------------------------------------------------------------ polling
 
     def now_ms(self) -> int:
-        return math.floor(self.hub.clock() * 1000)
+        return math.floor(self.clock() * 1000)
 
     def _can_run(self, job: str) -> bool:
         if job.startswith(_CREDENTIAL_PREFIX):
@@ -204,15 +221,13 @@ class ConnectorsExtension:
         for n, raw in enumerate(events):
             try:
                 envelopes.append(
-                    parse_event(
-                        raw, now_ms=now, new_id=lambda: uuid7(now), limits=self.hub.rest.limits
-                    )
+                    parse_event(raw, now_ms=now, new_id=lambda: uuid7(now), limits=self.limits)
                 )
             except (InvalidEvent, PayloadTooLarge) as exc:
                 problems.append(f"event {n}: {exc}")
         if envelopes:
             try:
-                await self.hub.ingest.submit(envelopes)
+                await self.ingest.submit(envelopes)
             except (LogUnavailable, Closed) as exc:
                 problems.insert(0, f"publishing failed: {exc}")
         if not problems:

@@ -34,7 +34,10 @@ from ..wire.names import RESERVED_NAMESPACE
 from .ids import uuid7
 
 if TYPE_CHECKING:
-    from ..app import Hub
+    from collections.abc import Callable
+
+    from ..store import Registry, Store
+    from .ingest import Ingest
 
 __all__ = ["DIRECTORY_ID", "DirectoryKeeper"]
 
@@ -48,8 +51,21 @@ LEASE = "directory"
 class DirectoryKeeper:
     """Keeps ``flux-core/directory`` current (run it in the hub's task group)."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        store: Store,
+        ingest: Ingest,
+        registry: Registry,
+        *,
+        auth_enabled: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.ingest = ingest
+        self.registry = registry
+        #: Public mode: registered namespaces are listed even while empty.
+        self.auth_enabled = auth_enabled
+        self.clock = clock
         self.holder = f"hub-{uuid.uuid4().hex[:12]}"
         self._last: dict[str, Any] | None = None
         self.writes = 0
@@ -66,14 +82,14 @@ class DirectoryKeeper:
 
     async def refresh(self) -> bool:
         """Write the directory if this hub holds the lease and it changed."""
-        store = self.hub.store
+        store = self.store
         if not await store.lease(LEASE, self.holder, int(INTERVAL * 3000)):
             self._last = None  # another hub writes it; start afresh if we take over
             return False
         body = await self.build()
         if body == self._last:
             return False
-        now = math.floor(self.hub.clock() * 1000)
+        now = math.floor(self.clock() * 1000)
         event = {
             "stream": "flux.core",
             "source": "hub",
@@ -84,22 +100,22 @@ class DirectoryKeeper:
             },
         }
         envelope = parse_event(event, now_ms=now, new_id=lambda: uuid7(now))
-        await self.hub.ingest.submit([envelope])
+        await self.ingest.submit([envelope])
         self._last = body
         self.writes += 1
         return True
 
     async def build(self) -> dict[str, Any]:
         """The directory's properties, without ``updated_at``."""
-        stats = await self.hub.store.namespace_stats()
+        stats = await self.store.namespace_stats()
         total = sum(count for ns, (count, _) in stats.items() if ns != RESERVED_NAMESPACE)
         listed = {
             ns: value
             for ns, value in stats.items()
             if ns and ns != RESERVED_NAMESPACE and value[0] > 0
         }
-        if self.hub.settings.gateway.auth_enabled:
-            for name in await self.hub.registry.names():
+        if self.auth_enabled:
+            for name in await self.registry.names():
                 listed.setdefault(name, stats.get(name, (0, 0)))
         namespaces = {
             ns: {

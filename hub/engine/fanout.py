@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
@@ -32,7 +33,20 @@ if TYPE_CHECKING:
     from ..transport.compat_ws import CompatSession
     from ..transport.native_ws import NativeSession, NativeSubscription
 
-__all__ = ["Fanout"]
+__all__ = ["Fanout", "FanoutStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutStatistics:
+    """The delta-log reader of one hub, for ``/metrics``."""
+
+    #: Delta-log entries read and dispatched.
+    deltas_read: int
+    #: Times deltas were trimmed before this hub read them (subscribers were reset).
+    gaps: int
+    #: Compat connections subscribed.
+    compat_sessions: int
+
 
 logger = logging.getLogger("hub.fanout")
 
@@ -68,6 +82,12 @@ class Fanout:
         #: While a dispatch runs: the native sessions given frames, flushed at its end
         #: (one write per connection per delta-log read); None between dispatches.
         self.dispatching: list[NativeSession] | None = None
+
+    def statistics(self) -> FanoutStatistics:
+        """What this hub read from the delta log (read at scrape time)."""
+        return FanoutStatistics(
+            deltas_read=self.deltas_read, gaps=self.gaps, compat_sessions=len(self.compat_sessions)
+        )
 
     # ------------------------------------------------------------------ sessions
 

@@ -39,9 +39,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from ..store import Applied, PendingApply, Store, Submission
-from ..api.metrics import HubMetrics
+from .metrics import HubMetrics
 
-__all__ = ["Ingest", "Ticket"]
+__all__ = ["Ingest", "IngestStatistics", "Ticket"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStatistics:
+    """The ingest queue, for ``/metrics``."""
+
+    #: Submissions waiting for a script call.
+    queued: int
+    #: Its bound: past it, publishers wait (REST) or get ``overloaded`` (native).
+    capacity: int
+
 
 _OUTCOMES = {OutcomeStatus.APPLIED: "ok", OutcomeStatus.DUPLICATE: "duplicate"}
 
@@ -205,9 +216,9 @@ class Ingest:
         while self._queue:
             self._queue.popleft().finish(error=Closed("the hub is shutting down"))
 
-    def statistics(self) -> tuple[int, int]:
-        """``(submissions waiting, capacity)``."""
-        return len(self._queue), self.queue_size
+    def statistics(self) -> IngestStatistics:
+        """Submissions waiting, and the queue's bound."""
+        return IngestStatistics(queued=len(self._queue), capacity=self.queue_size)
 
     async def run(self) -> None:
         """Apply queued publishes until cancelled."""

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
@@ -67,11 +68,24 @@ from ..wire.framing import encode_frame
 from ..wire.native import DeltaEncoder, SubPrefix, delta_frame, entity_value
 
 if TYPE_CHECKING:
-    from ..app import Hub
-    from ..store import Applied
+    from collections.abc import Awaitable, Callable
+
+    from ..config import FanoutSettings, GatewaySettings
+    from ..engine.fanout import Fanout
+    from ..engine.ingest import Ingest
+    from ..engine.metrics import HubMetrics
+    from ..engine.tenancy import Tenancy
+    from ..store import Applied, Store
+    from ..wire.envelope import EventLimits
     from .ws import WebSocket
 
-__all__ = ["NativeSession", "NativeSubscription", "patterns_of"]
+__all__ = [
+    "NativeContext",
+    "NativeSession",
+    "NativeStatistics",
+    "NativeSubscription",
+    "patterns_of",
+]
 
 logger = logging.getLogger("hub.gateway")
 
@@ -91,6 +105,35 @@ _Prepared: TypeAlias = tuple[list[dict[str, Any] | None], list[tuple[int, Envelo
 #: What Redis made of a submission, or why it could not.
 _Applied: TypeAlias = "list[Applied] | LogUnavailable | Closed"
 _InFlight: TypeAlias = tuple[list[tuple[PublishFrame, _Prepared]], Ticket | Closed | None]
+
+
+@dataclass(frozen=True, slots=True)
+class NativeContext:
+    """What every native session of a hub shares: its settings and collaborators."""
+
+    gateway: GatewaySettings
+    fanout_settings: FanoutSettings
+    #: Property count, value size and nesting depth of one event.
+    limits: EventLimits
+    store: Store
+    ingest: Ingest
+    fanout: Fanout
+    tenancy: Tenancy
+    metrics: HubMetrics
+    clock: Callable[[], float]
+    #: Runs a task in the hub's task group (its failure is logged, not raised).
+    spawn: Callable[[Callable[[], Awaitable[None]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NativeStatistics:
+    """One session's queues, for ``/metrics``."""
+
+    subscriptions: int
+    requests_queued: int
+    held_deltas: int
+    conflated_pending: int
+    conflated: int
 
 
 def patterns_of(spec: Filter) -> list[Pattern]:
@@ -162,25 +205,24 @@ class NativeSession:
     def __init__(
         self,
         ws: WebSocket,
-        hub: Hub,
+        context: NativeContext,
         codec: Codec,
         token: str | BearerProblem = BearerProblem.MISSING,
     ) -> None:
         self.ws = ws
-        self.hub = hub
+        self.context = context
         self.codec = codec
         #: The token this connection speaks with (upgrade header, ?token=, auth frame),
         #: or what was wrong with the upgrade's Authorization header.
         self.token = token
         self._principal: Principal | None = None
-        settings = hub.settings
-        self.max_soft_frame = settings.gateway.max_frame_bytes
-        self.max_events = settings.gateway.max_events_per_frame
-        self.max_subscriptions = settings.gateway.max_subscriptions
-        self.max_requests = settings.gateway.max_pending_requests
-        self.max_held = settings.fanout.max_held_deltas
-        self.max_pending = settings.fanout.max_pending_entities
-        self.page = settings.fanout.snapshot_page
+        self.max_soft_frame = context.gateway.max_frame_bytes
+        self.max_events = context.gateway.max_events_per_frame
+        self.max_subscriptions = context.gateway.max_subscriptions
+        self.max_requests = context.gateway.max_pending_requests
+        self.max_held = context.fanout_settings.max_held_deltas
+        self.max_pending = context.fanout_settings.max_pending_entities
+        self.page = context.fanout_settings.snapshot_page
         self.subscriptions: dict[str, NativeSubscription] = {}
         self._requests: deque[ClientFrame] = deque()
         #: Whether the task serving requests was started (it runs until the close).
@@ -203,7 +245,7 @@ class NativeSession:
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
-        self._fanout = hub.fanout
+        self._fanout = context.fanout
         #: Conflated deltas waiting for the socket to drain, in arrival order.
         self._pending: dict[tuple[str, str], tuple[NativeSubscription, Delta, Position]] = {}
         self.paused = False
@@ -211,6 +253,16 @@ class NativeSession:
         self._writable.set()
         # Statistics.
         self.conflated = 0
+
+    def statistics(self) -> NativeStatistics:
+        """This session's queues (read at scrape time)."""
+        return NativeStatistics(
+            subscriptions=len(self.subscriptions),
+            requests_queued=len(self._requests),
+            held_deltas=sum(len(s.holding or ()) for s in self.subscriptions.values()),
+            conflated_pending=len(self._pending),
+            conflated=self.conflated,
+        )
 
     # ------------------------------------------------------------------ incoming
 
@@ -238,8 +290,8 @@ class NativeSession:
             and not self._requests
             and (self._idle or not self._serving)
             and len(self._in_flight) < PUBLISHES_IN_FLIGHT
-            and not self.hub.tenancy.enabled
-            and self.hub.ingest.has_room()
+            and not self.context.tenancy.enabled
+            and self.context.ingest.has_room()
         ):
             self._publish_now(frame)
             return
@@ -254,7 +306,7 @@ class NativeSession:
             # One task for the connection's whole life: starting one per burst of
             # requests cost more than the request (bench/RESULTS.md).
             self._serving = True
-            self.hub.spawn(self._serve_requests)
+            self.context.spawn(self._serve_requests)
 
     def on_close(self) -> None:
         self._closed = True
@@ -338,7 +390,7 @@ class NativeSession:
         ticket: Ticket | Closed | None = None
         if events:
             try:
-                ticket = await self.hub.ingest.enqueue(events, self._on_applied)
+                ticket = await self.context.ingest.enqueue(events, self._on_applied)
             except Closed as exc:
                 ticket = exc
         self._track(prepared, ticket)
@@ -354,7 +406,9 @@ class NativeSession:
         ticket: Ticket | Closed | None = None
         if not isinstance(prepared, str) and prepared[1]:
             try:
-                ticket = self.hub.ingest.try_enqueue([e for _, e in prepared[1]], self._on_applied)
+                ticket = self.context.ingest.try_enqueue(
+                    [e for _, e in prepared[1]], self._on_applied
+                )
             except Closed as exc:
                 ticket = exc
             assert ticket is not None, "has_room() was checked"
@@ -415,21 +469,21 @@ class NativeSession:
     async def _prepare(self, frame: PublishFrame) -> _Prepared:
         """Validate, authorize and rate-limit a frame's events: per-event results so
         far, and the accepted events in order; or why the whole frame is refused."""
-        if not self.hub.tenancy.enabled:
+        if not self.context.tenancy.enabled:
             return self._prepare_open(frame)
         checked = self._validate(frame)
         if isinstance(checked, str):
             return checked
         results, valid = checked
         # Authorization, then the namespace's rate limit, per event in order.
-        tenancy = self.hub.tenancy
+        tenancy = self.context.tenancy
         bearer = self.token
         by_namespace: dict[str | None, list[tuple[int, Envelope]]] = {}
         for index, envelope in valid:
             try:
                 namespace = await tenancy.authorize_token(bearer, envelope.entity_id)
             except AuthFailure as exc:
-                self.hub.metrics.rejected[exc.code] += 1
+                self.context.metrics.rejected[exc.code] += 1
                 results[index] = _refused(envelope, exc.code, exc.message)
                 continue
             by_namespace.setdefault(namespace, []).append((index, envelope))
@@ -441,7 +495,7 @@ class NativeSession:
                 granted, wait = await tenancy.take(namespace, len(items))
             accepted += items[:granted]
             for index, envelope in items[granted:]:
-                self.hub.metrics.rejected["rate_limited"] += 1
+                self.context.metrics.rejected["rate_limited"] += 1
                 refusal = _refused(envelope, "rate_limited", "rate limit exceeded")
                 refusal["retry_after_ms"] = math.ceil(wait * 1000)
                 results[index] = refusal
@@ -458,9 +512,9 @@ class NativeSession:
         refused = False
         for index, envelope in accepted:
             try:
-                self.hub.tenancy.authorize_open(envelope.entity_id)
+                self.context.tenancy.authorize_open(envelope.entity_id)
             except AuthFailure as exc:
-                self.hub.metrics.rejected[exc.code] += 1
+                self.context.metrics.rejected[exc.code] += 1
                 results[index] = _refused(envelope, exc.code, exc.message)
                 refused = True
         if refused:
@@ -474,7 +528,7 @@ class NativeSession:
         order; or why the whole frame is refused."""
         if len(frame.events) > self.max_events:
             return f"{len(frame.events)} events in one frame; the limit is {self.max_events}"
-        now = math.floor(self.hub.clock() * 1000)
+        now = math.floor(self.context.clock() * 1000)
         results: list[dict[str, Any] | None] = [None] * len(frame.events)
         valid: list[tuple[int, Envelope]] = []
         for index, raw in enumerate(frame.events):
@@ -483,14 +537,14 @@ class NativeSession:
                     raw,
                     now_ms=now,
                     new_id=lambda: uuid7(now),
-                    limits=self.hub.rest.limits,
+                    limits=self.context.limits,
                 )
             except PayloadTooLarge as exc:
-                self.hub.metrics.rejected["too_large"] += 1
+                self.context.metrics.rejected["too_large"] += 1
                 results[index] = _failure(raw, "too_large", str(exc))
                 continue
             except ProtocolError as exc:
-                self.hub.metrics.rejected["invalid"] += 1
+                self.context.metrics.rejected["invalid"] += 1
                 results[index] = _failure(raw, "invalid", str(exc))
                 continue
             valid.append((index, envelope))
@@ -542,7 +596,7 @@ class NativeSession:
         self._send_value({"type": "ack", "ref": frame.ref, "results": results})
 
     async def _auth(self, frame: AuthFrame) -> None:
-        principal = await self.hub.tenancy.principal(frame.token)
+        principal = await self.context.tenancy.principal(frame.token)
         if principal.namespace is None and not principal.admin:
             self._error(frame.ref, "unauthorized", "unknown token")
             return
@@ -563,11 +617,11 @@ class NativeSession:
         Raises:
             AuthFailure: private reads and no valid token.
         """
-        if not self.hub.tenancy.private_reads:
+        if not self.context.tenancy.private_reads:
             return ""
         if self._principal is None:
             token = self.token if isinstance(self.token, str) else None
-            self._principal = await self.hub.tenancy.principal(token)
+            self._principal = await self.context.tenancy.principal(token)
         scope = self._principal.read_prefix
         if scope is None:
             raise AuthFailure(401, "private reads: authenticate with a namespace token first")
@@ -576,7 +630,7 @@ class NativeSession:
     async def _get(self, frame: GetFrame) -> None:
         scope = await self._read_scope()
         ids = [i for i in dict.fromkeys(frame.ids) if i.startswith(scope)]
-        entities = await self.hub.store.get_many(ids)
+        entities = await self.context.store.get_many(ids)
         found = {e.id for e in entities}
         self._send_value(
             {
@@ -608,8 +662,8 @@ class NativeSession:
         else:
             self._send_value({"type": "entities", "ref": frame.ref, "entities": [], "next": None})
             return
-        ids = await self.hub.store.list_ids(prefix, frame.limit, frame.cursor)
-        entities = await self.hub.store.get_many(ids)
+        ids = await self.context.store.list_ids(prefix, frame.limit, frame.cursor)
+        entities = await self.context.store.get_many(ids)
         self._send_value(
             {
                 "type": "entities",
@@ -652,20 +706,20 @@ class NativeSession:
                 f"the filter matches nothing under {scope!r}, which is all this token may read",
             )
             return
-        if not frame.snapshot and cursor is None and not self.hub.fanout.passed(self._written):
+        if not frame.snapshot and cursor is None and not self.context.fanout.passed(self._written):
             # Live "from here": after this connection's own acknowledged writes too
             # (the fan-out reads them from the log a moment after their acks).
-            await self.hub.fanout.wait_past(self._written)
+            await self.context.fanout.wait_past(self._written)
         self.subscriptions[sub.sub] = sub
         for pattern in sub.patterns:
-            self.hub.fanout.native_index.add(sub, pattern)
+            self.context.fanout.native_index.add(sub, pattern)
         if frame.snapshot or cursor is not None:
             sub.holding = []
             self._send_value({"type": "subscribed", "ref": frame.ref, "sub": sub.sub})
             self._start_sync(sub, cursor, None)
         else:
             # Live from here: every delta the fan-out dispatches from now on.
-            cursor_text = format_cursor(self.hub.fanout.cursor())
+            cursor_text = format_cursor(self.context.fanout.cursor())
             self._send_value(
                 {"type": "subscribed", "ref": frame.ref, "sub": sub.sub, "cursor": cursor_text}
             )
@@ -686,7 +740,7 @@ class NativeSession:
         sub.closed = True
         self.subscriptions.pop(sub.sub, None)
         for pattern in sub.patterns:
-            self.hub.fanout.native_index.remove(sub, pattern)
+            self.context.fanout.native_index.remove(sub, pattern)
         if sub.scope is not None:
             sub.scope.cancel()
         sub.holding = None
@@ -719,7 +773,7 @@ class NativeSession:
                             sub=sub.sub,
                         )
 
-        self.hub.spawn(run)
+        self.context.spawn(run)
 
     def overflow(self, sub: NativeSubscription) -> None:
         """The held buffer overflowed: start the subscription over, or give up."""
@@ -751,17 +805,17 @@ class NativeSession:
 
     async def _check_cursor(self, cursor: dict[int, Position]) -> str | None:
         """Why a resume from ``cursor`` is impossible, or None if it is possible."""
-        partitions = self.hub.store.keys.partitions
+        partitions = self.context.store.keys.partitions
         if set(cursor) != set(range(partitions)):
             return f"the cursor must name all {partitions} partitions"
         for p, position in cursor.items():
-            if not await self.hub.store.has_delta(p, position.stream_id):
+            if not await self.context.store.has_delta(p, position.stream_id):
                 return f"the delta log no longer reaches back to {position}"
         return None
 
     async def _catch_up(self, sub: NativeSubscription, cursor: dict[int, Position]) -> None:
         """Send exactly the deltas after ``cursor``, then the held ones, then go live."""
-        store = self.hub.store
+        store = self.context.store
         sent = dict(cursor)
         for p in range(store.keys.partitions):
             expected_seq = None
@@ -794,7 +848,7 @@ class NativeSession:
         """Send the matching entities, then the held deltas they do not reflect."""
         if reset is not None:
             self._send_value({"type": "reset", "sub": sub.sub, "reason": reset})
-        store = self.hub.store
+        store = self.context.store
         plan = plan_snapshot(sub.patterns, sub.read_scope)
         cut = SnapshotCut()
         for p in range(store.keys.partitions):
@@ -823,10 +877,10 @@ class NativeSession:
         # The fan-out may still be behind the positions the pages were read at; until
         # it passes them, the cut keeps filtering live deltas, and the client has no
         # exact cursor yet. Then it does: everything up to the fan-out's position.
-        await self.hub.fanout.wait_past(cut.latest())
+        await self.context.fanout.wait_past(cut.latest())
         sub.cut = None
         sub.resets = 0
-        cursor = format_cursor(self.hub.fanout.cursor())
+        cursor = format_cursor(self.context.fanout.cursor())
         self._send_value({"type": "synced", "sub": sub.sub, "cursor": cursor})
 
     async def _snapshot_chunk(self, sub: NativeSubscription, entities: list[Any]) -> None:
@@ -889,7 +943,7 @@ class NativeSession:
             if body is not None:
                 self._send(delta_frame(self.codec, sub.prefix, body))
             touched[sub.sub] = sub
-        cursor = format_cursor(self.hub.fanout.cursor())
+        cursor = format_cursor(self.context.fanout.cursor())
         for sub in touched.values():
             if sub.synced:
                 self._send_value({"type": "checkpoint", "sub": sub.sub, "cursor": cursor})
@@ -898,7 +952,7 @@ class NativeSession:
         """Tell every live subscription how far the hub has read (called periodically)."""
         if self.paused or self._pending:
             return
-        cursor = format_cursor(self.hub.fanout.cursor())
+        cursor = format_cursor(self.context.fanout.cursor())
         for sub in self.subscriptions.values():
             if sub.synced:
                 self._send_value({"type": "checkpoint", "sub": sub.sub, "cursor": cursor})

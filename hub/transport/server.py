@@ -1,0 +1,358 @@
+"""The gateway: the listening socket and every connection the hub holds open.
+
+:class:`Gateway` is the ``App`` that ``http.HttpConnection`` calls: it admits or refuses
+connections (``max_connections`` in all, ``max_connections_per_client`` per address),
+hands requests to the HTTP API, upgrades ``/api/ws`` to a compat or native WebSocket,
+and runs the loops that every open WebSocket needs (keepalive pings, native
+checkpoints, compat ``metrics_update``). It knows connections, not business rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from ..engine.auth import read_bearer
+from ..errors import Broken, Closed, LogUnavailable, Overloaded, ProtocolError, close_code_for
+from ..wire.codec import JSON, MSGPACK, codec_for
+from ..wire.compat import Metrics, metrics_message
+from ..wire.framing import encode_frame
+from .compat_ws import CompatSession
+from .http import HttpConnection, error_response
+from .native_ws import NativeSession
+from .ws import WebSocket, handshake
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..config import FanoutSettings, GatewaySettings
+    from ..engine.auth import BearerProblem
+    from ..engine.fanout import Fanout
+    from ..engine.metrics import HubMetrics
+    from ..engine.tenancy import Tenancy
+    from ..store import Store
+    from .http import Request, Response
+    from .native_ws import NativeContext
+
+__all__ = ["WS_PATH", "Gateway", "GatewayStatistics", "HttpHandler", "request_token"]
+
+logger = logging.getLogger("hub.gateway")
+
+WS_PATH = "/api/ws"
+#: Seconds between keepalive pings; a connection silent for two intervals is closed.
+PING_INTERVAL = 20.0
+#: Flux: events/s is measured over the last 5 s; active publishers over 10 s.
+RATE_WINDOW = 5.0
+PUBLISHER_WINDOW = 10.0
+#: Seconds given to open connections to close at shutdown.
+SHUTDOWN_GRACE = 2.0
+
+
+class HttpHandler(Protocol):
+    """What the gateway needs of the HTTP API (``hub.api.http_api.HttpApi``)."""
+
+    def body_limit(self, method: str, path: str) -> tuple[int, str]:
+        """The body limit of a route and the message of its 413."""
+        ...
+
+    async def handle(self, request: Request) -> Response:
+        """The response to a request (errors already turned into responses)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatistics:
+    """Open connections and what they hold, for ``/metrics``."""
+
+    http: int
+    compat: int
+    native: int
+    frames_sent: dict[str, int]
+    native_subscriptions: int
+    native_requests_queued: int
+    held_deltas: int
+    conflated_pending: int
+    conflations: int
+    send_buffer_max: int
+    send_buffer_sum: int
+
+
+class Gateway:
+    """Connections of one hub process. See the module docstring."""
+
+    def __init__(
+        self,
+        gateway: GatewaySettings,
+        fanout_settings: FanoutSettings,
+        *,
+        api: HttpHandler,
+        store: Store,
+        fanout: Fanout,
+        tenancy: Tenancy,
+        metrics: HubMetrics,
+        native: NativeContext,
+        clock: Callable[[], float],
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+    ) -> None:
+        self.settings = gateway
+        self.fanout_settings = fanout_settings
+        self.request_timeout = gateway.request_timeout
+        self.keepalive_timeout = gateway.keepalive_timeout
+        self.max_body_bytes = gateway.max_body_bytes
+        self.api = api
+        self.store = store
+        self.fanout = fanout
+        self.tenancy = tenancy
+        self.metrics = metrics
+        self.native = native
+        self.clock = clock
+        #: Runs a connection task in the hub's task group (its failure is logged).
+        self.spawn = spawn
+        self.connections: set[HttpConnection] = set()
+        self._per_client: dict[str, int] = {}
+        self.websockets: set[WebSocket] = set()
+        self.native_sessions: set[NativeSession] = set()
+        self._server: asyncio.Server | None = None
+        self._event_totals: deque[tuple[float, int]] = deque(maxlen=64)
+        self._all_closed: anyio.Event | None = None
+        fanout.on_gap = self._delta_gap
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def listen(self) -> None:
+        """Open the listening socket (``settings.host``/``port``; port 0 picks one)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpConnection(self),
+            self.settings.host,
+            self.settings.port,
+            backlog=2048,
+            reuse_address=True,
+        )
+
+    async def close(self) -> None:
+        """Stop listening, close every connection (1001 for WebSockets), wait a little."""
+        if self._server is not None:
+            self._server.close()
+        closing = Closed("server shutting down")
+        for ws in list(self.websockets):
+            ws.close(close_code_for(closing), str(closing))
+        for conn in list(self.connections):
+            if conn.websocket is None:
+                conn.close()
+        if self.connections:
+            self._all_closed = anyio.Event()
+            with anyio.move_on_after(SHUTDOWN_GRACE):
+                await self._all_closed.wait()
+        for conn in list(self.connections):
+            conn.abort()
+
+    @property
+    def port(self) -> int:
+        """The TCP port listened on (useful with port 0)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    # ------------------------------------------------------------------ App protocol (http.py)
+
+    def body_limit(self, method: str, path: str) -> tuple[int, str]:
+        return self.api.body_limit(method, path)
+
+    async def handle(self, request: Request) -> Response:
+        return await self.api.handle(request)
+
+    def connection_opened(self, conn: HttpConnection) -> str | None:
+        if len(self.connections) >= self.settings.max_connections:
+            logger.warning(
+                "connection limit (%d) reached: refusing %s", len(self.connections), conn.client
+            )
+            return "too many connections: try again later"
+        address = conn.client.rpartition(":")[0]
+        count = self._per_client.get(address, 0)
+        if count >= self.settings.max_connections_per_client:
+            logger.warning("%s has %d connections open: refusing another", address, count)
+            return "too many connections from your address: close some and try again"
+        self._per_client[address] = count + 1
+        self.connections.add(conn)
+        return None
+
+    def connection_closed(self, conn: HttpConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            address = conn.client.rpartition(":")[0]
+            count = self._per_client.get(address, 1) - 1
+            if count > 0:
+                self._per_client[address] = count
+            else:
+                self._per_client.pop(address, None)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def upgrade(self, request: Request, transport: asyncio.Transport) -> WebSocket | None:
+        if request.path != WS_PATH:
+            error = error_response(404, f"no WebSocket endpoint at {request.path}; use {WS_PATH}")
+            transport.write(
+                b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(error.body), error.body)
+            )
+            return None
+        max_frame = self.settings.max_frame_bytes
+        protocol = handshake(
+            request,
+            transport,
+            max_frame_bytes=max_frame,
+            subprotocols=[JSON.subprotocol, MSGPACK.subprotocol],
+        )
+        if protocol is None:
+            return None
+        ws = WebSocket(
+            transport,
+            protocol,
+            client=request.client,
+            max_send_buffer=self.fanout_settings.max_send_buffer_bytes,
+            on_closed=self._websocket_closed,
+        )
+        codec = codec_for(protocol.subprotocol)
+        token = request_token(request)
+        if codec is None:
+            if self.tenancy.private_reads:
+                compat = CompatSession(ws, self.fanout, scope=None)
+                ws.session = compat
+                self.spawn(lambda: self._admit_compat(compat, token))
+            else:
+                ws.session = CompatSession(ws, self.fanout)
+        else:
+            # Native clients get an error frame for a frame over the limit; only one
+            # far over it (4x, where buffering it would cost) ends the connection.
+            protocol.max_message_size = 4 * max_frame
+            conflate = self.fanout_settings.conflate_after_bytes
+            transport.set_write_buffer_limits(high=conflate, low=conflate // 4)
+            session = NativeSession(ws, self.native, codec, token)
+            ws.session = session
+            self.native_sessions.add(session)
+        self.websockets.add(ws)
+        return ws
+
+    # ------------------------------------------------------------------ events
+
+    def _delta_gap(self, partition: int) -> None:
+        """Deltas were trimmed before this hub read them: nobody may miss them silently."""
+        for session in list(self.native_sessions):
+            session.reset_all("the hub fell behind the delta log and missed updates")
+        gap = Overloaded("the hub fell behind and missed updates; reconnect and re-read the state")
+        for compat in list(self.fanout.compat_sessions):
+            compat.ws.close(close_code_for(gap), str(gap))
+
+    async def _admit_compat(self, session: CompatSession, token: str | BearerProblem) -> None:
+        """Under private reads, a compat connection sees only its token's namespace."""
+        principal = await self.tenancy.principal(token if isinstance(token, str) else None)
+        scope = principal.read_prefix
+        if scope is None:
+            refusal = ProtocolError(
+                "private reads: send a namespace token (Authorization: Bearer, or ?token=)"
+            )
+            session.ws.close(close_code_for(refusal), str(refusal))
+        elif not session.ws.closed:
+            session.activate(scope)
+
+    def _websocket_closed(self, ws: WebSocket) -> None:
+        self.websockets.discard(ws)
+        self.metrics.closes[ws.protocol.close_code or 1006] += 1
+        self.metrics.frames_sent_closed["native" if ws.subprotocol else "compat"] += ws.frames_sent
+        if isinstance(ws.session, NativeSession):
+            self.metrics.conflations_closed += ws.session.statistics().conflated
+            self.native_sessions.discard(ws.session)
+
+    # ------------------------------------------------------------------ periodic work
+
+    async def metrics_loop(self) -> None:
+        """Send ``metrics_update`` to every compat connection (Flux: every 2 s)."""
+        interval = self.fanout_settings.metrics_interval
+        while True:
+            try:
+                message = await self.metrics_message()
+            except LogUnavailable as exc:
+                logger.debug("metrics skipped: %s", exc)
+            else:
+                frame = encode_frame(message)
+                for session in list(self.fanout.compat_sessions):
+                    session.ws.write_frames(frame, 1)
+            await anyio.sleep(interval)
+
+    async def metrics_message(self) -> bytes:
+        """Build a ``metrics_update`` with cluster-wide figures."""
+        entities, events = await self.store.counts()
+        now = anyio.current_time()
+        self._event_totals.append((now, events))
+        rate = 0.0
+        past = [(t, n) for t, n in self._event_totals if now - t >= RATE_WINDOW - 0.5]
+        if past:
+            t0, n0 = past[-1]
+            rate = round((events - n0) / max(now - t0, 1e-9), 2)
+        metrics = Metrics(
+            entities_total=entities,
+            events_total=events,
+            events_rate_per_second=rate,
+            websocket_connections=len(self.websockets),
+            publishers_active=self.fanout.active_sources(now, PUBLISHER_WINDOW),
+        )
+        return metrics_message(metrics, math.floor(self.clock() * 1000))
+
+    async def checkpoint_loop(self) -> None:
+        """Tell live native subscriptions how far the hub has read, so that a resume
+        after a quiet spell starts from a recent position."""
+        while True:
+            await anyio.sleep(self.fanout_settings.checkpoint_interval)
+            for session in list(self.native_sessions):
+                session.checkpoint()
+
+    async def keepalive_loop(self) -> None:
+        """Ping every WebSocket; close the ones that stopped answering."""
+        while True:
+            await anyio.sleep(PING_INTERVAL)
+            now = asyncio.get_running_loop().time()
+            timeout = Broken("keepalive ping timeout")
+            for ws in list(self.websockets):
+                if now - ws.last_seen > 2 * PING_INTERVAL:
+                    ws.close(close_code_for(timeout), str(timeout))
+                else:
+                    ws.ping()
+
+    def statistics(self) -> GatewayStatistics:
+        """Open connections and what they hold (read at scrape time)."""
+        frames = dict(self.metrics.frames_sent_closed)
+        for ws in self.websockets:
+            kind = "native" if ws.subprotocol else "compat"
+            frames[kind] = frames.get(kind, 0) + ws.frames_sent
+        sessions = [s.statistics() for s in self.native_sessions]
+        sizes = [ws.transport.get_write_buffer_size() for ws in self.websockets if ws.open]
+        native = len(self.native_sessions)
+        websockets = len(self.websockets)
+        return GatewayStatistics(
+            http=len(self.connections) - websockets,
+            compat=websockets - native,
+            native=native,
+            frames_sent=frames,
+            native_subscriptions=sum(s.subscriptions for s in sessions),
+            native_requests_queued=sum(s.requests_queued for s in sessions),
+            held_deltas=sum(s.held_deltas for s in sessions),
+            conflated_pending=sum(s.conflated_pending for s in sessions),
+            conflations=self.metrics.conflations_closed + sum(s.conflated for s in sessions),
+            send_buffer_max=max(sizes, default=0),
+            send_buffer_sum=sum(sizes),
+        )
+
+
+def request_token(request: Request) -> str | BearerProblem:
+    """A WebSocket client's token: the Authorization header, else ``?token=``
+    (browsers cannot set headers on a WebSocket); else what was wrong."""
+    token = read_bearer(request.headers.get("authorization"))
+    if isinstance(token, str):
+        return token
+    return request.query.get("token") or token
