@@ -56,7 +56,8 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from hub.config import LogSettings
 from hub.engine.ids import uuid7
-from hub.store import EmbeddedRedis, Keys, Store
+from hub.store import EmbeddedRedis, Keys
+from hub.store.apply import reduce_call
 from hub.wire.envelope import Envelope, parse_event
 
 if TYPE_CHECKING:
@@ -403,11 +404,11 @@ def build_envelopes(now_ms: int) -> list[list[Envelope]]:
     ]
 
 
-def build_script_calls(url: str, prefix: str) -> list[tuple[list[str], list[Any]]]:
+def build_script_calls(prefix: str) -> list[tuple[list[str], list[Any]]]:
     """``(KEYS, ARGV)`` of one reduce-script call per batch, laid out by the hub itself."""
     now_ms = time.time_ns() // 1_000_000
-    store = Store(url, Keys(prefix), LogSettings())
-    return [store._script_args(0, batch, now_ms) for batch in build_envelopes(now_ms)]
+    keys, log = Keys(prefix), LogSettings()
+    return [reduce_call(keys, log, 0, batch, now_ms) for batch in build_envelopes(now_ms)]
 
 
 async def _pipeline_loop(
@@ -437,7 +438,7 @@ async def _pipeline_loop(
 
 async def drive_bare(spec: BareSpec) -> LoadResult:
     """Pipelined EVALSHA of the reduce script until ``spec.end``; events counted in the window."""
-    calls = build_script_calls(spec.url, spec.prefix)
+    calls = build_script_calls(spec.prefix)
     client = aioredis.Redis.from_url(spec.url, max_connections=spec.pipelines + 1)
     tally = _Tally()
     try:

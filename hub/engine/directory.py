@@ -29,6 +29,7 @@ import anyio
 
 from ..core.timefmt import format_ms
 from ..errors import Closed, HubError, LogUnavailable
+from ..store.batches import NamespaceTotals
 from ..wire.envelope import parse_event
 from ..wire.names import RESERVED_NAMESPACE
 from .ids import uuid7
@@ -108,21 +109,21 @@ class DirectoryKeeper:
     async def build(self) -> dict[str, Any]:
         """The directory's properties, without ``updated_at``."""
         stats = await self.store.namespace_stats()
-        total = sum(count for ns, (count, _) in stats.items() if ns != RESERVED_NAMESPACE)
+        total = sum(t.entities for ns, t in stats.items() if ns != RESERVED_NAMESPACE)
         listed = {
-            ns: value
-            for ns, value in stats.items()
-            if ns and ns != RESERVED_NAMESPACE and value[0] > 0
+            ns: totals
+            for ns, totals in stats.items()
+            if ns and ns != RESERVED_NAMESPACE and totals.entities > 0
         }
         if self.auth_enabled:
             for name in await self.registry.names():
-                listed.setdefault(name, stats.get(name, (0, 0)))
+                listed.setdefault(name, stats.get(name, NamespaceTotals(0, 0)))
         namespaces = {
             ns: {
-                "entity_count": count,
-                "last_updated": format_ms(last) if last else None,
+                "entity_count": totals.entities,
+                "last_updated": format_ms(totals.last_update_ms) if totals.last_update_ms else None,
             }
-            for ns, (count, last) in sorted(listed.items())
+            for ns, totals in sorted(listed.items())
         }
         return {
             "namespaces": namespaces,

@@ -20,7 +20,6 @@ import anyio
 from ..core.cursor import Position
 from ..core.index import Pattern, SubscriptionIndex
 from ..errors import LogUnavailable
-from ..store import decode_delta, entry_seq
 from ..wire.compat import delta_messages
 from ..wire.framing import encode_frame
 from ..wire.native import DeltaEncoder
@@ -138,26 +137,27 @@ class Fanout:
         while True:
             try:
                 if position is None:
-                    position, self.seqs[p] = await self.store.delta_log_head(p)
+                    head = await self.store.delta_log_head(p)
+                    position, self.seqs[p] = head.position, head.seq
                     self.positions[p] = position
                     self._started += 1
                     if self._started == self.store.keys.partitions:
                         self.ready.set()
-                entries = await self.store.read_entries(p, position, self.read_count, BLOCK_MS)
+                batch = await self.store.read_entries(p, position, self.read_count, BLOCK_MS)
             except LogUnavailable as exc:
                 logger.warning("delta log of partition %d unreachable (%s); retrying", p, exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
-            if entries:
-                self._check_sequence(p, entry_seq(entries[0][1]), entry_seq(entries[-1][1]))
-                position = entries[-1][0].decode()
+            if batch:
+                self._check_sequence(p, batch.first_seq, batch.last_seq)
+                position = batch.last_position
                 self.positions[p] = position
-                self.deltas_read += len(entries)
+                self.deltas_read += len(batch)
                 # Decoding costs: only when someone may want the deltas.
                 if self.compat_sessions or not self.native_index.is_empty():
-                    deltas = [decode_delta(pos, flat) for pos, flat in entries]
+                    deltas = batch.deltas()
                     # The loop's clock is anyio's, without its backend look-up per call.
                     self.dispatch(deltas, asyncio.get_running_loop().time(), p)
                 progress, self._progress = self._progress, asyncio.Event()

@@ -6,37 +6,42 @@ key; :class:`EmbeddedRedis` runs the private server ``flux serve`` uses by defau
 
 from __future__ import annotations
 
+from .apply import PendingApply
 from .audit import EntityRecord, EventLogAudit, LogExtent, stream_id
+from .batches import (
+    Applied,
+    DeltaBatch,
+    LogHead,
+    NamespaceTotals,
+    SnapshotPage,
+    Submission,
+    Totals,
+)
 from .connectors import ConnectorStore
 from .embedded import EmbeddedRedis, find_server_binary
 from .keys import Keys
 from .registry import Namespace, Registry
-from .store import (
-    MIN_REDIS_VERSION,
-    Applied,
-    PendingApply,
-    Store,
-    Submission,
-    decode_delta,
-    entry_seq,
-)
+from .store import MIN_REDIS_VERSION, Store
 
 __all__ = [
     "MIN_REDIS_VERSION",
     "Applied",
     "ConnectorStore",
+    "DeltaBatch",
     "EmbeddedRedis",
     "EntityRecord",
     "EventLogAudit",
     "Keys",
     "LogExtent",
+    "LogHead",
     "Namespace",
+    "NamespaceTotals",
     "PendingApply",
     "Registry",
+    "SnapshotPage",
     "Store",
     "Submission",
-    "decode_delta",
-    "entry_seq",
+    "Totals",
     "find_server_binary",
     "stream_id",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import LogUnavailable
-from .store import REDIS_FAILURES
+from .connection import REDIS_FAILURES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -12,7 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import LogUnavailable
-from .store import REDIS_FAILURES
+from .connection import REDIS_FAILURES
 
 if TYPE_CHECKING:
     from .store import Store

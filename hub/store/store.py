@@ -12,17 +12,18 @@ a publish or the other way round.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from ..core.model import Change, Delta, Entity, OutcomeStatus
 from ..errors import ConfigError, LogUnavailable
-from .ordered import ScriptCall, ScriptChannel
+from .apply import PendingApply, reduce_call
+from .batches import Applied, DeltaBatch, LogHead, NamespaceTotals, SnapshotPage, Totals
+from .connection import REDIS_FAILURES, make_client, redact, version_tuple
+from .decode import SEQ, decode_delta_fields, decode_entity, decode_snapshot
+from .ordered import ScriptChannel
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -30,17 +31,11 @@ if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
 
     from ..config import LogSettings
+    from ..core.model import Delta, Entity
+    from .batches import Submission
     from .keys import Keys
 
-__all__ = [
-    "MIN_REDIS_VERSION",
-    "Applied",
-    "PendingApply",
-    "Store",
-    "Submission",
-    "decode_delta",
-    "entry_seq",
-]
+__all__ = ["MIN_REDIS_VERSION", "PendingApply", "Store"]
 
 logger = logging.getLogger("hub.store")
 
@@ -50,13 +45,6 @@ MIN_REDIS_VERSION = (6, 2, 0)
 _REDUCE_SOURCE = resources.files(__package__).joinpath("reduce.lua").read_text()
 _SNAPSHOT_SOURCE = resources.files(__package__).joinpath("snapshot.lua").read_text()
 
-# Delta-log fields (see keys.py).
-_ID, _BASE, _VERSION, _TIME, _SOURCE = b"i", b"b", b"v", b"t", b"s"
-_DELETED, _CREATED, _SEQ = b"d", b"c", b"n"
-_CHANGED, _SAME = ord("="), ord("~")
-
-#: What a lost or failing Redis raises; callers turn it into :class:`LogUnavailable`.
-REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 #: Seconds to wait for the reply of a reduce-script call before giving up on Redis.
 REPLY_TIMEOUT = 30.0
 #: The reduce-script connection's name in ``CLIENT LIST``.
@@ -79,55 +67,6 @@ return 0
 """
 
 
-class Submission(Protocol):
-    """What :meth:`Store.apply` needs of an event."""
-
-    @property
-    def change(self) -> Change: ...
-
-    @property
-    def stored(self) -> bytes: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """The store's answer for one event."""
-
-    status: OutcomeStatus
-    #: Entity version after the event (conflict: its current version).
-    version: int
-    #: Delta-log id, or "" when the event produced no delta.
-    delta_position: str
-    #: Event-log id, or "" for a conflict.
-    event_position: str
-    partition: int = 0
-
-
-class PendingApply:
-    """Events sent to Redis by :meth:`Store.send_apply`; :meth:`result` waits for them."""
-
-    def __init__(
-        self, channel: ScriptChannel, count: int, calls: list[tuple[int, list[int], ScriptCall]]
-    ) -> None:
-        self._channel = channel
-        self._count = count
-        self._calls = calls
-
-    async def result(self) -> list[Applied]:
-        """The outcome of each event, in the order given.
-
-        Raises:
-            LogUnavailable: Redis failed or refused (see :meth:`Store.apply`).
-        """
-        results: list[Applied | None] = [None] * self._count
-        for p, indexes, call in self._calls:
-            reply = await self._channel.reply(call)
-            for n, i in enumerate(indexes):
-                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
-                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
-        return [r for r in results if r is not None]
-
-
 class Store:
     """Async access to the hub's state in Redis.
 
@@ -138,7 +77,7 @@ class Store:
         self.url = url
         self.keys = keys
         self.log = log
-        self._client: aioredis.Redis = _client(url, max_connections=64)
+        self._client: aioredis.Redis = make_client(url, max_connections=64)
         #: Per partition, idle connections for reading the delta log (XREAD BLOCK):
         #: one per concurrent reader (one per hub sharing this store, in tests).
         self._tails: dict[int, list[AbstractConnection]] = {}
@@ -168,14 +107,14 @@ class Store:
         try:
             info = await self._client.info("server")
             version = str(info.get("redis_version", "0"))
-            if _version_tuple(version) < MIN_REDIS_VERSION:
+            if version_tuple(version) < MIN_REDIS_VERSION:
                 raise ConfigError(
-                    f"Redis {version} at {_redact(self.url)} is too old: the hub needs 6.2 or newer"
+                    f"Redis {version} at {redact(self.url)} is too old: the hub needs 6.2 or newer"
                 )
             self._sha = await self._client.script_load(_REDUCE_SOURCE)
             self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
         except REDIS_FAILURES as exc:
-            raise LogUnavailable(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
+            raise LogUnavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from exc
         # No socket timeout on writes (redis-py would start a task per write for it);
         # replies have the channel's own.
         connection = self._dedicated_connection(CHANNEL_NAME)
@@ -238,51 +177,9 @@ class Store:
             groups.setdefault(p, []).append(index)
         calls = []
         for p, indexes in groups.items():
-            keys, args = self._script_args(p, [items[i] for i in indexes], now_ms)
+            keys, args = reduce_call(self.keys, self.log, p, [items[i] for i in indexes], now_ms)
             calls.append((p, indexes, await self._channel.send(keys, args)))
         return PendingApply(self._channel, len(items), calls)
-
-    def _script_args(
-        self, p: int, items: Sequence[Submission], now_ms: int
-    ) -> tuple[list[str], list[Any]]:
-        keys = self.keys
-        spare = keys.stats(p)
-        key_list = [
-            keys.event_log(p),
-            keys.delta_log(p),
-            keys.ids(p),
-            spare,
-            keys.namespace_stats(p),
-        ]
-        args: list[Any] = [
-            now_ms,
-            self.log.event_log_maxlen,
-            self.log.delta_log_maxlen,
-            self.log.history_per_entity,
-            self.log.dedup_ttl_seconds,
-            len(items),
-            f"{now_ms - self.log.delta_log_max_age_seconds * 1000}-0"
-            if self.log.delta_log_max_age_seconds
-            else "",
-        ]
-        for item in items:
-            change = item.change
-            entity_id = change.entity_id
-            key_list.append(keys.entity(p, entity_id) if entity_id is not None else spare)
-            key_list.append(keys.history(p, entity_id) if entity_id is not None else spare)
-            key_list.append(keys.dedup(p, change.dedup_id) if change.dedup_id else spare)
-            args += (
-                change.kind.value,
-                change.dedup_id or "",
-                "" if change.if_version is None else change.if_version,
-                item.stored,
-                entity_id if entity_id is not None else "",
-                change.source,
-                len(change.properties),
-            )
-            for name, value in change.properties.items():
-                args += (name, value)
-        return key_list, args
 
     # ------------------------------------------------------------------ reads
 
@@ -295,7 +192,7 @@ class Store:
             )
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
-        return _decode_entity(entity_id, fields)
+        return decode_entity(entity_id, fields)
 
     async def list_ids(self, prefix: str, limit: int, after: str | None = None) -> list[str]:
         """Entity ids starting with ``prefix``, in byte order, after ``after``."""
@@ -336,7 +233,7 @@ class Store:
                 replies = await pipe.execute()
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
-        entities = (_decode_entity(i, f) for i, f in zip(entity_ids, replies, strict=True))
+        entities = (decode_entity(i, f) for i, f in zip(entity_ids, replies, strict=True))
         return [e for e in entities if e is not None]
 
     async def history(self, entity_id: str, since_ms: int, limit: int) -> list[bytes]:
@@ -369,17 +266,13 @@ class Store:
         Blocks up to ``block_ms`` when there are none (None: do not block). Uses the
         partition's dedicated connection: call it from one task per partition.
         """
-        entries = await self.read_entries(p, after, count, block_ms)
-        return [decode_delta(position, flat) for position, flat in entries]
+        return (await self.read_entries(p, after, count, block_ms)).deltas()
 
     async def read_entries(
         self, p: int, after: str, count: int, block_ms: int | None
-    ) -> list[tuple[bytes, list[bytes]]]:
-        """Like :meth:`read_deltas`, undecoded: ``(position, [field, value, ...])``.
-
-        The fan-out decodes only when someone listens (:func:`decode_delta`,
-        :func:`entry_seq`).
-        """
+    ) -> DeltaBatch:
+        """Like :meth:`read_deltas`, undecoded: the fan-out decodes only when someone
+        listens (:meth:`DeltaBatch.deltas`)."""
         idle = self._tails.setdefault(p, [])
         if idle:
             tail = idle.pop()
@@ -403,36 +296,33 @@ class Store:
             # (Interrupted, it disconnected itself; it connects again when next used.)
             idle.append(tail)
         if not reply:
-            return []
+            return DeltaBatch(p, [])
         # A map {stream: entries} (RESP3, or redis-py's RESP2 parser) or [[stream, entries]].
         entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        return [(entry[0], entry[1]) for entry in entries]
+        return DeltaBatch(p, [(entry[0], entry[1]) for entry in entries])
 
     async def snapshot_range(
         self, p: int, prefix: str, after: str | None, limit: int
-    ) -> tuple[list[Entity], str | None, str]:
+    ) -> SnapshotPage:
         """One snapshot page of partition ``p``: live entities whose id starts with
-        ``prefix``, after ``after``, read atomically with the delta-log head.
-
-        Returns:
-            ``(entities, last id read or None when the range is exhausted, head)``.
-        """
+        ``prefix``, after ``after``, read atomically with the delta-log head; its
+        ``last`` is None when the range is exhausted."""
         low = "[" + prefix if after is None or after < prefix else "(" + after
         high = b"[" + prefix.encode() + b"\xff"
         keys = [self.keys.ids(p), self.keys.delta_log(p)]
         args: list[Any] = [self.keys.entity(p, ""), "range", low, high, limit]
         reply = await self._snapshot_call(keys, args)
         head, count = reply[0].decode(), int(reply[1])
-        entities, last = _decode_snapshot(reply)
-        return entities, (last if count >= limit else None), head
+        entities, last = decode_snapshot(reply)
+        return SnapshotPage(entities, head, last if count >= limit else None)
 
-    async def snapshot_ids(self, p: int, entity_ids: Sequence[str]) -> tuple[list[Entity], str]:
+    async def snapshot_ids(self, p: int, entity_ids: Sequence[str]) -> SnapshotPage:
         """The live entities among ``entity_ids`` (all of partition ``p``), read
-        atomically with the delta-log head: ``(entities, head)``."""
+        atomically with the delta-log head."""
         keys = [self.keys.ids(p), self.keys.delta_log(p)]
         reply = await self._snapshot_call(keys, [self.keys.entity(p, ""), "ids", *entity_ids])
-        entities, _ = _decode_snapshot(reply)
-        return entities, reply[0].decode()
+        entities, _ = decode_snapshot(reply)
+        return SnapshotPage(entities, reply[0].decode())
 
     async def _snapshot_call(self, keys: list[str], args: list[Any]) -> list[Any]:
         try:
@@ -454,7 +344,7 @@ class Store:
             )
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
-        return [_decode_delta(pos, fields) for pos, fields in entries]
+        return [decode_delta_fields(pos, fields) for pos, fields in entries]
 
     async def has_delta(self, p: int, position: str) -> bool:
         """Whether the delta log of ``p`` still holds the entry at ``position``.
@@ -473,7 +363,7 @@ class Store:
                     oldest, last = await pipe.execute()
                 if not oldest:
                     return not last
-                return int(oldest[0][1].get(_SEQ, b"0")) == 1
+                return int(oldest[0][1].get(SEQ, b"0")) == 1
             entries = await self._client.xrange(log, position, position, count=1)
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
@@ -481,9 +371,8 @@ class Store:
             return False  # not a valid stream id
         return bool(entries)
 
-    async def delta_log_head(self, p: int) -> tuple[str, int]:
-        """Position and sequence number of the newest delta of partition ``p``
-        (``("0-0", 0)`` if there is none)."""
+    async def delta_log_head(self, p: int) -> LogHead:
+        """Position and sequence number of the newest delta of partition ``p``."""
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.xrevrange(self.keys.delta_log(p), count=1)
@@ -492,13 +381,13 @@ class Store:
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
         if newest:
-            return newest[0][0].decode(), int(newest[0][1].get(_SEQ, b"0"))
+            return LogHead(newest[0][0].decode(), int(newest[0][1].get(SEQ, b"0")))
         # An empty log that had deltas was trimmed whole (by age): its last sequence
         # number is still the reference point.
-        return "0-0", int(seq or 0)
+        return LogHead("0-0", int(seq or 0))
 
-    async def counts(self) -> tuple[int, int]:
-        """``(live entities, events accepted all time)`` over every partition."""
+    async def counts(self) -> Totals:
+        """Live entities and events accepted all time, over every partition."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for p in range(self.keys.partitions):
@@ -509,7 +398,7 @@ class Store:
             raise LogUnavailable(f"Redis failed while counting: {exc}") from exc
         entities = sum(int(r) for r in replies[0::2])
         events = sum(int(r or 0) for r in replies[1::2])
-        return entities, events
+        return Totals(entities, events)
 
     async def ready(self) -> bool:
         """True when Redis answers and the reduce script is loaded."""
@@ -518,8 +407,8 @@ class Store:
         except (*REDIS_FAILURES, redis_errors.ResponseError):
             return False
 
-    async def namespace_stats(self) -> dict[str, tuple[int, int]]:
-        """Per namespace ("" for ids without one): ``(live entities, last update ms)``."""
+    async def namespace_stats(self) -> dict[str, NamespaceTotals]:
+        """Per namespace ("" for ids without one): its live entities and last update."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for p in range(self.keys.partitions):
@@ -537,7 +426,10 @@ class Store:
                     last[ns] = max(last.get(ns, 0), int(value))
                 else:
                     counts[name] = counts.get(name, 0) + int(value)
-        return {ns: (counts.get(ns, 0), last.get(ns, 0)) for ns in counts.keys() | last.keys()}
+        return {
+            ns: NamespaceTotals(counts.get(ns, 0), last.get(ns, 0))
+            for ns in counts.keys() | last.keys()
+        }
 
     async def lease(self, name: str, holder: str, ttl_ms: int) -> bool:
         """Take or renew a lease on a singleton task; True while ``holder`` has it.
@@ -568,124 +460,3 @@ class Store:
             await self._client.hset(self.keys.runtime_config(), mapping=dict(values))  # type: ignore[arg-type]
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while saving the config: {exc}") from exc
-
-
-_STATUS = {
-    b"ok": OutcomeStatus.APPLIED,
-    b"dup": OutcomeStatus.DUPLICATE,
-    b"conflict": OutcomeStatus.CONFLICT,
-}
-
-
-class _HiredisPacking:
-    """Packs commands with hiredis (C) instead of redis-py's asyncio pure-Python packer.
-
-    redis-py's asyncio connections do not use hiredis to serialise commands; for the
-    reduce script's long argument lists that costs ~10 µs per event (bench/RESULTS.md).
-    """
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        command = args[0]
-        if isinstance(command, str) and " " in command:
-            args = (*command.split(), *args[1:])  # "SCRIPT LOAD" is two arguments
-        return [hiredis.pack_command(args)]
-
-
-_PACKING_CLASSES: dict[type, type] = {}
-
-
-def _client(
-    url: str, *, max_connections: int, socket_timeout: float | None = 30.0
-) -> aioredis.Redis:
-    client = aioredis.Redis.from_url(
-        url,
-        decode_responses=False,
-        max_connections=max_connections,
-        socket_connect_timeout=5.0,
-        socket_timeout=socket_timeout,
-        health_check_interval=0,
-    )
-    pool = client.connection_pool
-    base = pool.connection_class
-    # from_url picks the class by scheme (TCP, TLS, unix): wrap whichever it chose.
-    packing = _PACKING_CLASSES.get(base)
-    if packing is None:
-        packing = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
-        _PACKING_CLASSES[base] = packing
-    pool.connection_class = packing
-    return client
-
-
-def _decode_entity(entity_id: str, fields: Mapping[bytes, bytes]) -> Entity | None:
-    version = fields.get(b"#v")
-    if version is None or b"#d" in fields:
-        return None
-    properties = {k[1:].decode(): v for k, v in sorted(fields.items()) if k[:1] == b"."}
-    return Entity(entity_id, properties, int(version), int(fields.get(b"#t", b"0")))
-
-
-def _decode_snapshot(reply: list[Any]) -> tuple[list[Entity], str | None]:
-    """Entities of a snapshot.lua reply, and the last id it read."""
-    entities = []
-    last = None
-    for n in range(2, len(reply), 2):
-        entity_id = reply[n].decode()
-        last = entity_id
-        flat = reply[n + 1]
-        fields = dict(zip(flat[0::2], flat[1::2], strict=True))
-        entity = _decode_entity(entity_id, fields)
-        if entity is not None:
-            entities.append(entity)
-    return entities, last
-
-
-def entry_seq(flat: list[bytes]) -> int:
-    """The sequence number (field ``n``, always at index 10) of an undecoded entry."""
-    return int(flat[11]) if len(flat) > 11 and flat[10] == _SEQ else 0
-
-
-def decode_delta(position: bytes, flat: list[bytes]) -> Delta:
-    """A delta from an undecoded delta-log entry (fields as a flat list)."""
-    return _decode_delta(position, dict(zip(flat[0::2], flat[1::2], strict=True)))
-
-
-def _decode_delta(position: bytes, fields: Mapping[bytes, bytes]) -> Delta:
-    touched: dict[str, bytes] = {}
-    same: list[str] = []
-    for name, value in fields.items():
-        mark = name[0]
-        if mark == _CHANGED:
-            touched[name[1:].decode()] = value
-        elif mark == _SAME:
-            key = name[1:].decode()
-            touched[key] = value
-            same.append(key)
-    return Delta(
-        fields[_ID].decode(),
-        int(fields[_BASE]),
-        int(fields[_VERSION]),
-        int(fields[_TIME]),
-        touched=touched,
-        unchanged=frozenset(same),
-        deleted=_DELETED in fields,
-        created=_CREATED in fields,
-        source=fields.get(_SOURCE, b"").decode(),
-        position=position.decode(),
-        seq=int(fields.get(_SEQ, b"0")),
-    )
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    return f"{scheme}{sep}***@{rest.split('@', 1)[1]}"

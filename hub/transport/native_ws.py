@@ -855,18 +855,18 @@ class NativeSession:
             for prefix in plan.ranges:
                 after: str | None = None
                 while True:
-                    entities, last, head = await store.snapshot_range(p, prefix, after, self.page)
-                    cut.add_page(p, prefix, last, Position.of(p, head))
-                    await self._snapshot_chunk(sub, [e for e in entities if sub.matches(e.id)])
-                    if last is None:
+                    page = await store.snapshot_range(p, prefix, after, self.page)
+                    cut.add_page(p, prefix, page.last, Position.of(p, page.head))
+                    await self._snapshot_chunk(sub, [e for e in page.entities if sub.matches(e.id)])
+                    if page.last is None:
                         break
-                    after = last
+                    after = page.last
             ids = [i for i in plan.ids if store.keys.partition_of(i) == p]
             for start in range(0, len(ids), self.page):
                 chunk = ids[start : start + self.page]
-                entities, head = await store.snapshot_ids(p, chunk)
-                cut.add_ids(chunk, Position.of(p, head))
-                await self._snapshot_chunk(sub, entities)
+                page = await store.snapshot_ids(p, chunk)
+                cut.add_ids(chunk, Position.of(p, page.head))
+                await self._snapshot_chunk(sub, page.entities)
         self._send_value({"type": "snapshot", "sub": sub.sub, "entities": [], "done": True})
         # No await from here on: the hand-off to live happens in one step.
         held, sub.holding = sub.holding or [], None

@@ -287,7 +287,8 @@ class Gateway:
 
     async def metrics_message(self) -> bytes:
         """Build a ``metrics_update`` with cluster-wide figures."""
-        entities, events = await self.store.counts()
+        totals = await self.store.counts()
+        entities, events = totals.entities, totals.events
         now = anyio.current_time()
         self._event_totals.append((now, events))
         rate = 0.0

@@ -1,0 +1,94 @@
+"""The write path's Redis shapes: reduce.lua's arguments, and its replies as
+:class:`Applied` results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..core.model import OutcomeStatus
+from .batches import Applied
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..config import LogSettings
+    from .batches import Submission
+    from .keys import Keys
+    from .ordered import ScriptCall, ScriptChannel
+
+__all__ = ["PendingApply", "reduce_call"]
+
+_STATUS = {
+    b"ok": OutcomeStatus.APPLIED,
+    b"dup": OutcomeStatus.DUPLICATE,
+    b"conflict": OutcomeStatus.CONFLICT,
+}
+
+
+class PendingApply:
+    """Events sent to Redis by :meth:`Store.send_apply`; :meth:`result` waits for them."""
+
+    def __init__(
+        self, channel: ScriptChannel, count: int, calls: list[tuple[int, list[int], ScriptCall]]
+    ) -> None:
+        self._channel = channel
+        self._count = count
+        self._calls = calls
+
+    async def result(self) -> list[Applied]:
+        """The outcome of each event, in the order given.
+
+        Raises:
+            LogUnavailable: Redis failed or refused (see :meth:`Store.apply`).
+        """
+        results: list[Applied | None] = [None] * self._count
+        for p, indexes, call in self._calls:
+            reply = await self._channel.reply(call)
+            for n, i in enumerate(indexes):
+                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
+                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
+        return [r for r in results if r is not None]
+
+
+def reduce_call(
+    keys: Keys, log: LogSettings, p: int, items: Sequence[Submission], now_ms: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of one reduce.lua call applying ``items`` (all of partition
+    ``p``), in the order the script reads them."""
+    spare = keys.stats(p)
+    key_list = [
+        keys.event_log(p),
+        keys.delta_log(p),
+        keys.ids(p),
+        spare,
+        keys.namespace_stats(p),
+    ]
+    args: list[Any] = [
+        now_ms,
+        log.event_log_maxlen,
+        log.delta_log_maxlen,
+        log.history_per_entity,
+        log.dedup_ttl_seconds,
+        len(items),
+        f"{now_ms - log.delta_log_max_age_seconds * 1000}-0"
+        if log.delta_log_max_age_seconds
+        else "",
+    ]
+    for item in items:
+        change = item.change
+        entity_id = change.entity_id
+        key_list.append(keys.entity(p, entity_id) if entity_id is not None else spare)
+        key_list.append(keys.history(p, entity_id) if entity_id is not None else spare)
+        key_list.append(keys.dedup(p, change.dedup_id) if change.dedup_id else spare)
+        args += (
+            change.kind.value,
+            change.dedup_id or "",
+            "" if change.if_version is None else change.if_version,
+            item.stored,
+            entity_id if entity_id is not None else "",
+            change.source,
+            len(change.properties),
+        )
+        for name, value in change.properties.items():
+            args += (name, value)
+    return key_list, args
