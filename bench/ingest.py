@@ -4,7 +4,7 @@ Three figures, measured in one run against one embedded Redis (AOF, ``appendfsyn
 everysec``, unix socket), each phase on a fresh key prefix and an emptied Redis:
 
 - **bare**: the ceiling. redis-py (asyncio, hiredis) sends the hub's own reduce script
-  with the hub's own argument layout (:meth:`hub.store.Store._script_args`), 100 events
+  with the hub's own argument layout (:func:`hub.store.apply.reduce_call`), 100 events
   per EVALSHA, several calls pipelined per round trip, several pipelines in flight. The
   arguments are built once up front, so this measures Redis plus redis-py and nothing
   of the hub.
