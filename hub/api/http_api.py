@@ -15,13 +15,13 @@ from .errors import response_for
 from .router import Router
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from ..engine.runtime import RuntimeConfig
     from ..transport.http import Request
     from .router import Route
 
-__all__ = ["BATCH_PATHS", "HttpApi", "routes_of"]
+__all__ = ["BATCH_PATHS", "HttpApi"]
 
 #: Routes whose bodies may be as large as the batch limit (FLUX_COMPAT.md §1.9).
 BATCH_PATHS = frozenset({"/api/events/batch", "/api/state/entities/delete"})
@@ -54,7 +54,3 @@ class HttpApi:
                 raise
             return response
 
-
-def routes_of(*groups: Callable[[], list[Route]]) -> list[Route]:
-    """The routes of several handler groups, in order."""
-    return [route for group in groups for route in group()]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..api.common import json_body, unprocessable
 from ..api.router import Route, mount
@@ -35,7 +35,13 @@ from .oauth import authorize_url, callback_url, exchange_code
 from .poller import PollerConfig, as_number, parse_poller_request
 
 if TYPE_CHECKING:
-    from .extension import ConnectorsExtension
+    import httpx
+
+    from ..config import ConnectorSettings
+    from ..store.connectors import ConnectorStore
+    from .base import Connector
+    from .crypto import SecretBox
+    from .scheduler import Scheduler
 
 __all__ = ["GENERIC", "MAX_CREDENTIALS", "ConnectorRoutes"]
 
@@ -57,10 +63,28 @@ _TOKEN_ERRORS = {
 _NO_STORE = "Credential storage not available (FLUX_ENCRYPTION_KEY not set)"
 
 
+class ConnectorsState(Protocol):
+    """What the handlers read of the connectors extension (which owns it all)."""
+
+    settings: ConnectorSettings
+    #: True in Public mode (``FLUX_AUTH_ENABLED=true``).
+    auth_enabled: bool
+    #: Guards the generic poller endpoints in Public mode (None: open).
+    admin_token: str | None
+    #: None without ``FLUX_ENCRYPTION_KEY``: no credentials, no secrets, no OAuth.
+    box: SecretBox | None
+    store: ConnectorStore
+    catalogue: dict[str, Connector]
+    client: httpx.AsyncClient
+    scheduler: Scheduler
+
+    def now_ms(self) -> int: ...
+
+
 class ConnectorRoutes:
     """The handlers of ``/api/connectors`` (:meth:`routes`)."""
 
-    def __init__(self, extension: ConnectorsExtension) -> None:
+    def __init__(self, extension: ConnectorsState) -> None:
         self.ext = extension
 
     def routes(self) -> list[Route]:
