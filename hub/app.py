@@ -127,13 +127,11 @@ class Hub:
         native = NativeContext(
             gateway=gateway,
             fanout_settings=settings.fanout,
-            limits=limits,
+            policy=self.policy,
             store=store,
             ingest=self.ingest,
             fanout=self.fanout,
             tenancy=self.tenancy,
-            metrics=self.metrics,
-            clock=clock,
             spawn=self.spawn,
         )
         self.api = HttpApi(self.runtime, self._routes())

@@ -140,7 +140,9 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             _child(stack, ctx, run_slow_consumer, (url, "load/", slow_end))
             assert await asyncio.to_thread(slow_control.poll, timeout(15)), "slow one not ready"
             assert slow_control.recv() == "ready"
-            session = next(s for s in hub.gateway.native_sessions if "slow" in s.subscriptions)
+            session = next(
+                s for s in hub.gateway.native_sessions if "slow" in s.subscriptions.by_name
+            )
             assert isinstance(session, NativeSession)
 
             publisher = _child(
@@ -153,7 +155,7 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             while not done:
                 await asyncio.sleep(0.02)
                 if phase.startswith("stalled"):
-                    max_pending = max(max_pending, len(session._pending))
+                    max_pending = max(max_pending, len(session.outbox.pending))
                     if session.ws.open:
                         buffered = session.ws.transport.get_write_buffer_size()
                         max_buffered = max(max_buffered, buffered)
@@ -172,7 +174,7 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             samples = await asyncio.to_thread(sub_out.recv)
 
             # Memory stayed bounded while it was stalled.
-            assert session.conflated > 0, "the stalled subscriber was never conflated"
+            assert session.statistics().conflated > 0, "the stalled subscriber was never conflated"
             assert max_pending <= ENTITIES
             assert max_buffered <= CONFLATE_AFTER + DISPATCH_BATCH_BYTES
 

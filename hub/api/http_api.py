@@ -53,4 +53,3 @@ class HttpApi:
             if response is None:
                 raise
             return response
-

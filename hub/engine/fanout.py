@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -29,10 +29,49 @@ if TYPE_CHECKING:
 
     from ..core.model import Delta
     from ..store import Store
-    from ..transport.compat_ws import CompatSession
-    from ..transport.native_ws import NativeSession, NativeSubscription
 
-__all__ = ["Fanout", "FanoutStatistics"]
+__all__ = ["CompatListener", "Fanout", "FanoutStatistics", "FrameSink", "NativeListener"]
+
+
+class FrameSink(Protocol):
+    """Where a connection's frames go (:class:`hub.transport.ws.WebSocket`)."""
+
+    def write_frames(self, data: bytes, count: int) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class CompatListener(Protocol):
+    """A Flux-compatible connection (:class:`hub.transport.compat_ws.CompatSession`)."""
+
+    @property
+    def ws(self) -> FrameSink: ...
+    def __hash__(self) -> int: ...
+
+    def sees(self, entity_id: str) -> bool:
+        """Whether it may hear of ``entity_id`` at all (private reads)."""
+        ...
+
+
+class NativeListener(Protocol):
+    """One native subscription (:class:`hub.transport.native_sync.NativeSubscription`)."""
+
+    @property
+    def name(self) -> str: ...
+    def __hash__(self) -> int: ...
+
+    def on_delta(self, delta: Delta, position: Position, encoder: DeltaEncoder) -> None:
+        """A delta whose entity id matched one of its patterns."""
+        ...
+
+    def broken(self, exc: Exception) -> None:
+        """Delivering to it raised: its connection must end."""
+        ...
+
+
+class Flushable(Protocol):
+    """A connection that buffers frames during a dispatch and writes them at its end."""
+
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +100,9 @@ class Fanout:
     def __init__(self, store: Store, *, read_count: int) -> None:
         self.store = store
         self.read_count = read_count
-        self.compat_index: SubscriptionIndex[CompatSession] = SubscriptionIndex()
-        self.compat_sessions: set[CompatSession] = set()
-        self.native_index: SubscriptionIndex[NativeSubscription] = SubscriptionIndex()
+        self.compat_index: SubscriptionIndex[CompatListener] = SubscriptionIndex()
+        self.compat_sessions: set[CompatListener] = set()
+        self.native_index: SubscriptionIndex[NativeListener] = SubscriptionIndex()
         #: Last time (loop clock) each event source was seen in the delta log.
         self.sources: dict[str, float] = {}
         #: Newest position read, per partition.
@@ -80,7 +119,7 @@ class Fanout:
         self.gaps = 0
         #: While a dispatch runs: the native sessions given frames, flushed at its end
         #: (one write per connection per delta-log read); None between dispatches.
-        self.dispatching: list[NativeSession] | None = None
+        self.dispatching: list[Flushable] | None = None
 
     def statistics(self) -> FanoutStatistics:
         """What this hub read from the delta log (read at scrape time)."""
@@ -90,20 +129,20 @@ class Fanout:
 
     # ------------------------------------------------------------------ sessions
 
-    def add_compat(self, session: CompatSession, patterns: Iterable[Pattern]) -> None:
+    def add_compat(self, session: CompatListener, patterns: Iterable[Pattern]) -> None:
         self.compat_sessions.add(session)
         for pattern in patterns:
             self.compat_index.add(session, pattern)
 
     def reindex_compat(
-        self, session: CompatSession, old: Iterable[Pattern], new: Iterable[Pattern]
+        self, session: CompatListener, old: Iterable[Pattern], new: Iterable[Pattern]
     ) -> None:
         for pattern in old:
             self.compat_index.remove(session, pattern)
         for pattern in new:
             self.compat_index.add(session, pattern)
 
-    def remove_compat(self, session: CompatSession, patterns: Iterable[Pattern]) -> None:
+    def remove_compat(self, session: CompatListener, patterns: Iterable[Pattern]) -> None:
         self.compat_sessions.discard(session)
         for pattern in patterns:
             self.compat_index.remove(session, pattern)
@@ -184,7 +223,7 @@ class Fanout:
 
     def dispatch(self, deltas: Iterable[Delta], now: float, partition: int = 0) -> None:
         """Send deltas to every matching session (synchronously: no awaits)."""
-        touched: list[NativeSession] = []
+        touched: list[Flushable] = []
         self.dispatching = touched
         try:
             self._dispatch(deltas, now, partition)
@@ -196,8 +235,8 @@ class Fanout:
     def _dispatch(self, deltas: Iterable[Delta], now: float, partition: int) -> None:
         sources = self.sources
         native = self.native_index
-        compat_out: dict[CompatSession, list[bytes]] = {}
-        compat_counts: dict[CompatSession, int] = {}
+        compat_out: dict[CompatListener, list[bytes]] = {}
+        compat_counts: dict[CompatListener, int] = {}
         for delta in deltas:
             if delta.source:
                 sources[delta.source] = now
@@ -208,15 +247,15 @@ class Fanout:
                 for sub in subs:
                     try:
                         sub.on_delta(delta, position, encoder)
-                    except Exception:
+                    except Exception as exc:
                         # One connection's failure must not stop the fan-out.
-                        logger.exception("delivering a delta to %r failed; closing", sub.sub)
-                        sub.session.ws.close(1011, "internal error while sending a delta")
+                        logger.exception("delivering a delta to %r failed; closing", sub.name)
+                        sub.broken(exc)
             if delta.deleted:
                 # Flux sends entity_deleted to every connection, subscribed or not
                 # (that may see the entity at all, under private reads).
                 entity = delta.entity_id
-                targets: Iterable[CompatSession] = [
+                targets: Iterable[CompatListener] = [
                     c for c in self.compat_sessions if c.sees(entity)
                 ]
             else:

@@ -1,0 +1,287 @@
+"""The subscriptions of one native connection: the I/O around their hand-off rules.
+
+The rules — what is held, skipped or sent, when a subscription resets or gives up,
+how a catch-up notices trimming — are in :mod:`hub.core.session.sync`; this module
+reads the snapshot pages and the delta log they ask for, registers subscriptions with
+the fan-out, and runs each snapshot or catch-up as a task that a reset or an
+unsubscribe cancels.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from ..core.cursor import Position, format_cursor
+from ..core.handoff import SnapshotCut, plan_snapshot
+from ..core.session.subscribe import Start, plan_subscription
+from ..core.session.sync import CatchUp, SubscriptionSync, Verdict
+from ..errors import Closed, LogUnavailable, Overloaded
+from ..wire.native import DeltaEncoder, SubPrefix, entity_value
+from ..wire.replies import ErrorReply, Reset, ServerFrame, Snapshot, Subscribed, Synced
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..core.model import Delta
+    from ..engine.fanout import Fanout
+    from ..store import Store
+    from ..wire.codec import Codec
+    from ..wire.frames import SubscribeFrame
+
+__all__ = ["NativeSubscription", "Output", "Subscriptions"]
+
+logger = logging.getLogger("hub.gateway")
+
+#: Deltas read per round trip while catching up.
+CATCH_UP_BATCH = 1000
+
+
+class Output(Protocol):
+    """What the subscriptions need of their connection (:class:`NativeSession`)."""
+
+    codec: Codec
+
+    def send(self, frame: ServerFrame) -> None: ...
+    def queue_delta(
+        self, sub: NativeSubscription, delta: Delta, position: Position, encoder: DeltaEncoder
+    ) -> None: ...
+    async def wait_writable(self) -> None: ...
+    def forget_pending(self, sub: str) -> None: ...
+    def fail(self, exc: Exception) -> None: ...
+
+
+class NativeSubscription(SubscriptionSync):
+    """One subscription: its hand-off state, projection and encoded name."""
+
+    __slots__ = ("on_overflow", "output", "prefix", "properties", "scope", "touches")
+
+    def __init__(
+        self, output: Output, frame: SubscribeFrame, patterns: Any, read_scope: str, max_held: int
+    ) -> None:
+        super().__init__(frame.sub, patterns, read_scope, max_held)
+        self.output = output
+        self.properties = frozenset(frame.properties) if frame.properties is not None else None
+        self.touches = frame.touches
+        self.prefix = SubPrefix.of(output.codec, frame.sub)
+        #: The running snapshot or catch-up, cancelled by a reset or an unsubscribe.
+        self.scope: anyio.CancelScope | None = None
+        #: Set by :class:`Subscriptions`: called when the held buffer overflows.
+        self.on_overflow: Callable[[NativeSubscription], None] = lambda sub: None
+
+    def on_delta(self, delta: Delta, position: Position, encoder: DeltaEncoder) -> None:
+        """Called by the fan-out for every dispatched delta this subscription matches."""
+        verdict = self.offer(delta, position)
+        if verdict is Verdict.DELIVER:
+            self.output.queue_delta(self, delta, position, encoder)
+        elif verdict is Verdict.OVERFLOW:
+            self.on_overflow(self)
+
+    def broken(self, exc: Exception) -> None:
+        """Sending a delta failed unexpectedly: the connection cannot go on."""
+        self.output.fail(exc)
+
+
+class Subscriptions:
+    """The subscriptions of one native connection."""
+
+    def __init__(
+        self,
+        output: Output,
+        *,
+        store: Store,
+        fanout: Fanout,
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        limit: int,
+        max_held: int,
+        page: int,
+    ) -> None:
+        self.output = output
+        self.store = store
+        self.fanout = fanout
+        self.spawn = spawn
+        self.limit = limit
+        self.max_held = max_held
+        self.page = page
+        self.by_name: dict[str, NativeSubscription] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def held(self) -> int:
+        return sum(len(s.holding or ()) for s in self.by_name.values())
+
+    async def subscribe(
+        self, frame: SubscribeFrame, scope: str, written: dict[int, Position]
+    ) -> None:
+        """Register a subscription and start it as its frame asks."""
+        plan = plan_subscription(frame, self.by_name, len(self.by_name), self.limit, scope)
+        if isinstance(plan, ErrorReply):
+            self.output.send(plan)
+            return
+        sub = NativeSubscription(self.output, frame, plan.patterns, scope, self.max_held)
+        sub.on_overflow = self._overflow
+        if plan.start is Start.LIVE and not self.fanout.passed(written):
+            # Live "from here": after this connection's own acknowledged writes too
+            # (the fan-out reads them from the log a moment after their acks).
+            await self.fanout.wait_past(written)
+        self.by_name[sub.name] = sub
+        for pattern in sub.patterns:
+            self.fanout.native_index.add(sub, pattern)
+        if plan.start is Start.LIVE:
+            cursor = format_cursor(self.fanout.cursor())
+            self.output.send(Subscribed(frame.ref, sub.name, cursor))
+            return
+        sub.hold()
+        self.output.send(Subscribed(frame.ref, sub.name))
+        self._start_sync(sub, plan.cursor, None)
+
+    def unsubscribe(self, name: str) -> bool:
+        """Drop a subscription; False if there is none of that name."""
+        sub = self.by_name.get(name)
+        if sub is None:
+            return False
+        self._drop(sub)
+        return True
+
+    def close(self) -> None:
+        for sub in list(self.by_name.values()):
+            self._drop(sub)
+
+    def _drop(self, sub: NativeSubscription) -> None:
+        sub.close()
+        self.by_name.pop(sub.name, None)
+        for pattern in sub.patterns:
+            self.fanout.native_index.remove(sub, pattern)
+        if sub.scope is not None:
+            sub.scope.cancel()
+
+    def reset(self, sub: NativeSubscription, reason: str) -> None:
+        """Start a subscription over: a ``reset`` frame, then a fresh snapshot."""
+        if sub.scope is not None:
+            sub.scope.cancel()
+        # Whatever was conflated for it belongs to the state being replaced.
+        self.output.forget_pending(sub.name)
+        sub.hold()
+        self._start_sync(sub, None, reason)
+
+    def reset_all(self, reason: str) -> None:
+        """Start every subscription over (the hub missed deltas)."""
+        for sub in list(self.by_name.values()):
+            self.reset(sub, reason)
+
+    def synced(self) -> list[NativeSubscription]:
+        return [s for s in self.by_name.values() if s.synced]
+
+    def _overflow(self, sub: NativeSubscription) -> None:
+        if sub.overflowed():
+            self.output.fail(
+                Overloaded(
+                    f"subscription {sub.name!r} cannot keep up with the update rate; "
+                    "reconnect later"
+                )
+            )
+            return
+        self.reset(sub, f"more than {self.max_held} deltas arrived while reading the snapshot")
+
+    def _start_sync(
+        self, sub: NativeSubscription, cursor: dict[int, Position] | None, reset: str | None
+    ) -> None:
+        scope = anyio.CancelScope()
+        sub.scope = scope
+
+        async def run() -> None:
+            with scope:
+                try:
+                    if cursor is not None:
+                        problem = await self._check_cursor(cursor)
+                        if problem is None:
+                            await self._catch_up(sub, cursor)
+                            return
+                        await self._snapshot(sub, problem)
+                    else:
+                        await self._snapshot(sub, reset)
+                except (LogUnavailable, Closed) as exc:
+                    logger.warning("subscription %r: %s", sub.name, exc)
+                    if not sub.closed:
+                        self._drop(sub)
+                        message = f"subscription {sub.name!r} ended: {exc}"
+                        self.output.send(ErrorReply(None, "unavailable", message, sub=sub.name))
+
+        self.spawn(run)
+
+    async def _check_cursor(self, cursor: dict[int, Position]) -> str | None:
+        """Why a resume from ``cursor`` is impossible, or None if it is possible."""
+        partitions = self.store.keys.partitions
+        if set(cursor) != set(range(partitions)):
+            return f"the cursor must name all {partitions} partitions"
+        for p, position in cursor.items():
+            if not await self.store.has_delta(p, position.stream_id):
+                return f"the delta log no longer reaches back to {position}"
+        return None
+
+    async def _catch_up(self, sub: NativeSubscription, cursor: dict[int, Position]) -> None:
+        """Send exactly the deltas after ``cursor``, then the held ones, then go live."""
+        reading = CatchUp(cursor)
+        for p in range(self.store.keys.partitions):
+            while True:
+                deltas = await self.store.read_range(p, reading.sent[p].stream_id, CATCH_UP_BATCH)
+                matched = reading.accept(p, deltas, sub)
+                if matched is None:
+                    # Trimming overtook this reader: start over from a snapshot.
+                    self.reset(sub, "the delta log was trimmed while catching up")
+                    return
+                if not deltas:
+                    break
+                self._deliver(sub, matched)
+                await self.output.wait_writable()
+        # No await from here on: the hand-off to live happens in one step.
+        self._deliver(sub, sub.finish_catch_up(reading.sent))
+        self.output.send(Synced(sub.name, format_cursor(reading.sent)))
+
+    async def _snapshot(self, sub: NativeSubscription, reset: str | None) -> None:
+        """Send the matching entities, then the held deltas they do not reflect."""
+        if reset is not None:
+            self.output.send(Reset(sub.name, reset))
+        store = self.store
+        plan = plan_snapshot(sub.patterns, sub.read_scope)
+        cut = SnapshotCut()
+        for p in range(store.keys.partitions):
+            for prefix in plan.ranges:
+                after: str | None = None
+                while True:
+                    page = await store.snapshot_range(p, prefix, after, self.page)
+                    cut.add_page(p, prefix, page.last, Position.of(p, page.head))
+                    await self._snapshot_chunk(sub, [e for e in page.entities if sub.matches(e.id)])
+                    if page.last is None:
+                        break
+                    after = page.last
+            ids = [i for i in plan.ids if store.keys.partition_of(i) == p]
+            for start in range(0, len(ids), self.page):
+                chunk = ids[start : start + self.page]
+                page_of_ids = await store.snapshot_ids(p, chunk)
+                cut.add_ids(chunk, Position.of(p, page_of_ids.head))
+                await self._snapshot_chunk(sub, page_of_ids.entities)
+        self.output.send(Snapshot(sub.name, [], done=True))
+        # No await from here on: the hand-off to live happens in one step.
+        self._deliver(sub, sub.finish_snapshot(cut))
+        # The fan-out may still be behind the positions the pages were read at; until
+        # it passes them, the cut keeps filtering live deltas, and the client has no
+        # exact cursor yet. Then it does: everything up to the fan-out's position.
+        await self.fanout.wait_past(cut.latest())
+        sub.passed_cut()
+        self.output.send(Synced(sub.name, format_cursor(self.fanout.cursor())))
+
+    async def _snapshot_chunk(self, sub: NativeSubscription, entities: list[Any]) -> None:
+        if not entities:
+            return
+        await self.output.wait_writable()
+        codec = self.output.codec
+        values = [entity_value(e, codec, sub.properties) for e in entities]
+        self.output.send(Snapshot(sub.name, values, done=False))
+
+    def _deliver(self, sub: NativeSubscription, deltas: list[tuple[Delta, Position]]) -> None:
+        for delta, position in deltas:
+            self.output.queue_delta(sub, delta, position, DeltaEncoder(delta, position))
