@@ -2,6 +2,8 @@
 
 - no import cycle between the hub's modules, imports under ``TYPE_CHECKING`` included:
   a cycle means two modules are one component in two files;
+- each package imports only the layers :data:`MAY_IMPORT` allows it (the diagram of
+  docs/architecture.md, as data);
 - no module over :data:`MAX_LINES` lines: a newcomer reads a module in one sitting;
 - only the composition root (``hub/app.py``) and what runs it know the ``Hub``;
 - every route of the live route table answers a method it lacks with 405 and an
@@ -102,6 +104,55 @@ def test_module_is_small_enough_to_read_in_one_sitting(path: Path) -> None:
 def test_only_the_composition_root_knows_the_hub() -> None:
     users = sorted(name for name, targets in import_graph().items() if "hub.app" in targets)
     assert set(users) <= ROOT_MODULES, users
+
+
+#: The layers, top to bottom: each package and the hub packages it may import.
+#: ``hub.core`` and ``hub.wire`` are one pure layer; within it, the model and rules
+#: sit below the wire formats, and the protocol state machines (``hub.core.session``)
+#: above them (see the next test).
+PURE = {"hub.core", "hub.wire", "hub.errors"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "hub.core": PURE,
+    "hub.wire": PURE,
+    "hub.store": PURE | {"hub.store", "hub.config"},
+    "hub.engine": PURE | {"hub.engine", "hub.store", "hub.config"},
+    # The HTTP API's handlers take the transport's request and response types.
+    "hub.transport": PURE | {"hub.transport", "hub.engine", "hub.store", "hub.config"},
+    "hub.api": PURE | {"hub.api", "hub.transport", "hub.engine", "hub.store", "hub.config"},
+    "hub.connectors": PURE
+    | {"hub.connectors", "hub.api", "hub.transport", "hub.engine", "hub.store", "hub.config"},
+}
+
+
+def package_of(module: str) -> str:
+    """``hub.engine.fanout`` -> ``hub.engine``; top-level modules are their own."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_layers_import_only_the_layers_below_them() -> None:
+    wrong = [
+        f"{name} imports {target}"
+        for name, targets in import_graph().items()
+        if package_of(name) in MAY_IMPORT
+        for target in sorted(targets)
+        if package_of(target) not in MAY_IMPORT[package_of(name)]
+    ]
+    assert wrong == []
+
+
+def test_within_the_pure_layer_only_the_protocol_machines_read_wire_formats() -> None:
+    # The model and rules of hub.core are below hub.wire, which builds on them; the
+    # session state machines speak frames, so they are above it.
+    wrong = [
+        f"{name} imports {target}"
+        for name, targets in import_graph().items()
+        for target in sorted(targets)
+        if (name.startswith("hub.core.") and not name.startswith("hub.core.session"))
+        and target.startswith("hub.wire")
+        or name.startswith("hub.wire")
+        and target.startswith("hub.core.session")
+    ]
+    assert wrong == []
 
 
 def sample_path(template: str) -> str:
