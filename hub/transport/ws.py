@@ -28,7 +28,7 @@ from ..wire.framing import encode_frame
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from .http import Request
+    from .h1 import Request
 
 __all__ = ["Session", "WebSocket", "handshake"]
 
