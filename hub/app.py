@@ -120,7 +120,7 @@ class Hub:
             gateway,
             store=store,
             ingest=self.ingest,
-            limits=limits,
+            policy=self.policy,
             clock=clock,
         )
         self.extensions: list[Extension] = [self.connectors]

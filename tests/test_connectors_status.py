@@ -347,6 +347,9 @@ class Weather:
             await asyncio.Event().wait()
         if credentials.access_token == "bad-event":
             return [{"stream": "Bad Stream", "source": "w", "payload": {}}]
+        if credentials.access_token == "hub-namespace":
+            ok = connector_event("weather/now", {"t": 1}, stream="weather", source="w")
+            return [ok, connector_event("flux-core/directory", {}, stream="weather", source="w")]
         properties = {"token_length": len(credentials.access_token)}
         return [connector_event("weather/now", properties, stream="weather", source="w")]
 
@@ -380,6 +383,8 @@ async def test_added_connector_is_listed_and_polled_with_decrypted_credentials(
             "bad-event",
             "event 0: invalid stream format 'Bad Stream': must be lowercase with optional dots",
         ),
+        # The checks REST and the native protocol make (hub/engine/publish.py).
+        ("hub-namespace", "event 1: namespace 'flux-core' is reserved for the hub"),
     ],
 )
 async def test_failing_connector_shows_its_error_and_the_hub_carries_on(

@@ -14,10 +14,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from ..engine.ids import uuid7
-from ..errors import Broken, Closed, InvalidEvent, LogUnavailable, PayloadTooLarge
+from ..errors import Broken, Closed, LogUnavailable
 from ..store.connectors import ConnectorStore
-from ..wire.envelope import parse_event
 from .api import ConnectorRoutes
 from .base import CONNECTOR_NAME, Credentials
 from .builtin import BUILTIN_CONNECTORS
@@ -31,8 +29,8 @@ if TYPE_CHECKING:
     from ..api.router import Route
     from ..config import ConnectorSettings, GatewaySettings
     from ..engine.ingest import Ingest
+    from ..engine.publish import PublishPolicy
     from ..store import Store
-    from ..wire.envelope import EventLimits
     from .base import Connector
 
 __all__ = ["FETCH_TIMEOUT_FACTOR", "MAX_EVENTS_PER_POLL", "ConnectorsExtension"]
@@ -77,13 +75,15 @@ class ConnectorsExtension:
         *,
         store: Store,
         ingest: Ingest,
-        limits: EventLimits,
+        policy: PublishPolicy,
         clock: Callable[[], float],
     ) -> None:
         self.settings = settings
         self.ingest = ingest
-        #: Property count, value size and nesting depth of one event.
-        self.limits = limits
+        #: The checks every way in shares. A connector is configured by the admin,
+        #: so its events are not rate-limited per namespace; like every writer, it
+        #: may not write the hub's own namespace.
+        self.policy = policy
         self.clock = clock
         #: True in Public mode (``FLUX_AUTH_ENABLED=true``).
         self.auth_enabled = gateway.auth_enabled
@@ -215,16 +215,12 @@ class ConnectorsExtension:
             return f"fetch returned {type(events).__name__}, not a list of events"
         if len(events) > MAX_EVENTS_PER_POLL:
             return f"fetch returned {len(events)} events (at most {MAX_EVENTS_PER_POLL})"
-        now = self.now_ms()
-        envelopes = []
-        problems = []
-        for n, raw in enumerate(events):
-            try:
-                envelopes.append(
-                    parse_event(raw, now_ms=now, new_id=lambda: uuid7(now), limits=self.limits)
-                )
-            except (InvalidEvent, PayloadTooLarge) as exc:
-                problems.append(f"event {n}: {exc}")
+        valid, failed = self.policy.parse_many(events, self.now_ms())
+        admission = self.policy.admit_trusted(valid)
+        refusals = [(n, str(exc)) for n, _, exc in failed]
+        refusals += [(n, str(why)) for n, _, why in admission.refused]
+        problems = [f"event {n}: {why}" for n, why in sorted(refusals)]
+        envelopes = [envelope for _, envelope in admission.accepted]
         if envelopes:
             try:
                 await self.ingest.submit(envelopes)

@@ -143,11 +143,21 @@ class PublishPolicy:
     def admit_open(self, valid: Sequence[Indexed]) -> Admission:
         """:meth:`admit` when auth is off: no token, no rate limit, so no await (only
         the hub's own namespace is refused)."""
+        return self._admit_each(valid, self.tenancy.authorize_open)
+
+    def admit_trusted(self, valid: Sequence[Indexed]) -> Admission:
+        """:meth:`admit` for a writer the admin configured (a connector), in either
+        mode: no token, no rate limit; only the hub's own namespace is refused."""
+        return self._admit_each(valid, self.tenancy.authorize_trusted)
+
+    def _admit_each(
+        self, valid: Sequence[Indexed], authorize: Callable[[str | None], None]
+    ) -> Admission:
         accepted: list[Indexed] = []
         refused: list[tuple[int, Envelope, AuthFailure | RateRefusal]] = []
         for index, envelope in valid:
             try:
-                self.tenancy.authorize_open(envelope.entity_id)
+                authorize(envelope.entity_id)
             except AuthFailure as exc:
                 self.metrics.rejected[exc.code] += 1
                 refused.append((index, envelope, exc))

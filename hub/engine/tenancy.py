@@ -172,6 +172,15 @@ class Tenancy:
         """
         return await self.authorize_token(read_bearer(header), entity_id)
 
+    def authorize_trusted(self, entity_id: Any) -> None:
+        """For a writer the admin configured (a connector), in either mode: any
+        namespace but the hub's own.
+
+        Raises:
+            AuthFailure: the id is in the hub's reserved namespace.
+        """
+        _refuse_reserved(entity_id)
+
     def authorize_open(self, entity_id: Any) -> None:
         """:meth:`authorize_token` when auth is off (nothing to look up: no await).
 
