@@ -23,6 +23,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ..errors import Overloaded, close_code_for
 from ..wire.framing import encode_frame
 
 if TYPE_CHECKING:
@@ -188,11 +189,8 @@ class WebSocket:
         # for a client that reads perfectly well.) Bound: the cap plus one batch.
         buffered = self.transport.get_write_buffer_size()
         if buffered > self.max_send_buffer:
-            self.close(
-                1013,
-                f"slow consumer: {buffered} bytes unread; reconnect",
-                timeout=SLOW_CLOSE_TIMEOUT,
-            )
+            slow = Overloaded(f"slow consumer: {buffered} bytes unread; reconnect")
+            self.close(close_code_for(slow), str(slow), timeout=SLOW_CLOSE_TIMEOUT)
             return
         self.transport.write(frames)
         self.frames_sent += count
