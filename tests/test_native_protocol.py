@@ -130,17 +130,52 @@ async def test_frame_over_the_size_limit_gets_an_error_not_a_close(
     assert (await client.publish(event("small", v=1)))[0]["status"] == "ok"
 
 
-async def test_msgpack_values_json_cannot_hold_are_refused(ws_url: str) -> None:
+async def test_msgpack_values_json_cannot_hold_are_refused_naming_the_field_and_ref(
+    ws_url: str,
+) -> None:
     client = await Native.connect(ws_url, MSGPACK_PROTOCOL)
+    where = "events[0].payload.properties"
     try:
-        for value, reason in [(float("nan"), "NaN"), (b"\x00", "binary")]:
-            await client.ws.send(
-                msgpack.packb({"type": "publish", "ref": 1, "events": [event("m", v=value)]})
-            )
+        for ref, properties, message in [
+            (1, {"v": float("nan")}, f"{where}.v: NaN and infinity cannot be stored"),
+            ("two", {"v": float("inf")}, f"{where}.v: NaN and infinity cannot be stored"),
+            (3, {"v": [1, b"\x00"]}, f"{where}.v[1]: binary values cannot be stored"),
+            (4, {1: "integer key"}, f"{where}: map keys must be strings, not int"),
+        ]:
+            bad = event("keeper")
+            bad["payload"]["properties"] = properties
+            frame = {"type": "publish", "ref": ref, "events": [bad]}
+            await client.ws.send(msgpack.packb(frame, use_bin_type=True))
             error = await client.recv_type("error")
-            assert reason in error["message"]
+            assert error["ref"] == ref, error
+            assert error["code"] == "bad_frame"
+            assert error["message"].startswith(message), error
+        assert (await client.publish(event("keeper", v=1)))[0]["status"] == "ok"
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"snapshot": "yes"}, "snapshot: Input should be a valid boolean"),
+        ({"touches": 1}, "touches: Input should be a valid boolean"),
+        ({"filter": {"all": "true"}}, "filter.all: Input should be a valid boolean"),
+    ],
+)
+async def test_subscribe_fields_are_strictly_typed(
+    client: Native, fields: dict[str, Any], message: str
+) -> None:
+    frame = {"type": "subscribe", "ref": 12, "sub": "s", "filter": {"all": True}, **fields}
+    await client.send(frame)
+    error = await client.recv_type("error")
+    assert (error["ref"], error["code"], error["message"]) == (12, "bad_frame", message)
+
+
+async def test_list_limit_given_as_text_is_refused(client: Native) -> None:
+    await client.send({"type": "list", "ref": 13, "limit": "5"})
+    error = await client.recv_type("error")
+    assert (error["ref"], error["message"]) == (13, "limit: Input should be a valid integer")
 
 
 async def test_text_frame_on_a_msgpack_connection_is_understood(ws_url: str) -> None:

@@ -194,11 +194,6 @@ def test_decode_error_is_value_error() -> None:
         pytest.param(b"\x92\x01", "Unpack failed: incomplete input", id="truncated"),
         pytest.param(b"\x01\x02", "unpack(b) received extra data.", id="trailing-data"),
         pytest.param(
-            pack({1: 2}),
-            "int is not allowed for map key when strict_map_key=True",
-            id="int-key",
-        ),
-        pytest.param(
             b"\x81\x92\x01\x02\x03",
             "list is not allowed for map key when strict_map_key=True",
             id="array-key",
@@ -244,19 +239,20 @@ def test_msgpack_decode_refuses_string_keys_sent_as_binary() -> None:
 
 
 @pytest.mark.parametrize(
-    "value",
+    ("value", "where"),
     [
-        pytest.param(float("nan"), id="nan"),
-        pytest.param(float("inf"), id="inf"),
-        pytest.param(float("-inf"), id="minus-inf"),
-        pytest.param({"a": {"b": float("nan")}}, id="nan-in-map"),
-        pytest.param([1, [2, float("inf")]], id="inf-in-array"),
+        pytest.param(float("nan"), "", id="nan"),
+        pytest.param(float("inf"), "", id="inf"),
+        pytest.param(float("-inf"), "", id="minus-inf"),
+        pytest.param({"a": {"b": float("nan")}}, "a.b: ", id="nan-in-map"),
+        pytest.param([1, [2, float("inf")]], "[1][1]: ", id="inf-in-array"),
     ],
 )
-def test_msgpack_decode_refuses_nan_and_infinity(value: Any) -> None:
+def test_msgpack_decode_refuses_nan_and_infinity_naming_where(value: Any, where: str) -> None:
     with pytest.raises(DecodeError) as info:
         MSGPACK.decode(pack(value))
-    assert str(info.value) == "NaN and infinity cannot be stored (JSON has no such numbers)"
+    message = "NaN and infinity cannot be stored (JSON has no such numbers)"
+    assert str(info.value) == where + message
 
 
 def test_msgpack_decode_refuses_float32_nan() -> None:
@@ -265,18 +261,42 @@ def test_msgpack_decode_refuses_float32_nan() -> None:
 
 
 @pytest.mark.parametrize(
-    "value",
+    ("value", "where"),
     [
-        pytest.param(b"x", id="bin"),
-        pytest.param(b"", id="empty-bin"),
-        pytest.param({"a": b"x"}, id="bin-in-map"),
-        pytest.param(["a", [b"x"]], id="bin-in-array"),
+        pytest.param(b"x", "", id="bin"),
+        pytest.param(b"", "", id="empty-bin"),
+        pytest.param({"a": b"x"}, "a: ", id="bin-in-map"),
+        pytest.param(["a", [b"x"]], "[1][0]: ", id="bin-in-array"),
     ],
 )
-def test_msgpack_decode_refuses_binary_values(value: Any) -> None:
+def test_msgpack_decode_refuses_binary_values_naming_where(value: Any, where: str) -> None:
     with pytest.raises(DecodeError) as info:
         MSGPACK.decode(pack(value))
-    assert str(info.value) == "binary values cannot be stored; send text or numbers"
+    assert str(info.value) == where + "binary values cannot be stored; send text or numbers"
+
+
+def test_msgpack_decode_refuses_integer_keys_naming_where_and_keeps_the_frame() -> None:
+    # The error reply must carry the request's ref: the frame is kept on the error.
+    with pytest.raises(DecodeError, match="^map keys must be strings, not int$"):
+        MSGPACK.decode(pack({1: 2}))
+    frame = {"type": "publish", "ref": 5, "events": [{"payload": {"properties": {1: 2}}}]}
+    with pytest.raises(DecodeError) as info:
+        MSGPACK.decode(pack(frame))
+    assert str(info.value) == "events[0].payload.properties: map keys must be strings, not int"
+    assert info.value.value == frame
+
+
+def test_msgpack_decode_keeps_the_frame_of_a_value_json_cannot_carry() -> None:
+    frame = {"type": "publish", "ref": "r", "events": [{"x": float("nan")}]}
+    with pytest.raises(DecodeError) as info:
+        MSGPACK.decode(pack(frame))
+    assert info.value.value["ref"] == "r"
+
+
+def test_msgpack_decode_of_malformed_data_keeps_nothing() -> None:
+    with pytest.raises(DecodeError) as info:
+        MSGPACK.decode(b"\xc1")
+    assert info.value.value is None
 
 
 @pytest.mark.parametrize(
@@ -290,7 +310,7 @@ def test_msgpack_decode_refuses_binary_values(value: Any) -> None:
 def test_msgpack_decode_refuses_extension_types(data: bytes, type_name: str) -> None:
     with pytest.raises(DecodeError) as info:
         MSGPACK.decode(data)
-    assert str(info.value) == f"unsupported MessagePack value of type {type_name}"
+    assert str(info.value).endswith(f"unsupported MessagePack value of type {type_name}")
 
 
 def test_msgpack_decode_accepts_nesting_up_to_512() -> None:

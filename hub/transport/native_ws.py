@@ -200,7 +200,7 @@ class NativeSession:
         try:
             raw = codec.decode(data)
         except DecodeError as exc:
-            self.send(ErrorReply(None, "bad_frame", str(exc)))
+            self.send(ErrorReply(ref_of(exc.value), "bad_frame", str(exc)))
             return
         try:
             frame = CLIENT_FRAMES.validate_python(raw)

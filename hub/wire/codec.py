@@ -22,7 +22,16 @@ MSGPACK_SUBPROTOCOL = "flux.v1.msgpack"
 
 
 class DecodeError(ValueError):
-    """A frame that is not valid in its encoding; the message names the problem."""
+    """A frame that is not valid in its encoding; the message names the problem.
+
+    ``value`` is what could be decoded anyway (a MessagePack map with a value JSON
+    cannot carry, or with a key that is not a string), so that the error reply can
+    carry the request's ``ref``; None when nothing could.
+    """
+
+    def __init__(self, message: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.value = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +56,17 @@ class Codec:
         try:
             value = msgpack.unpackb(data, raw=False, strict_map_key=True)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
-            detail = str(exc) or _QUIET.get(type(exc), type(exc).__name__)
-            raise DecodeError(f"invalid MessagePack: {detail}") from None
-        _check_json_compatible(value)
+            # A key that is not a string (an integer, say) is refused by the unpacker;
+            # decoded leniently, the check below names where it is.
+            value = _lenient(data)
+            if value is None:
+                detail = str(exc) or _QUIET.get(type(exc), type(exc).__name__)
+                raise DecodeError(f"invalid MessagePack: {detail}") from None
+        try:
+            _check_json_compatible(value)
+        except _Incompatible as exc:
+            where = "".join(reversed(exc.path or ())).lstrip(".")
+            raise DecodeError(f"{where}: {exc}" if where else str(exc), value) from None
         return value
 
     def encode(self, value: Any) -> bytes:
@@ -98,30 +115,59 @@ MAX_DEPTH = 512
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
+class _Incompatible(Exception):
+    """A value JSON cannot carry; ``path`` names where, innermost part first (None:
+    the value as a whole, too deeply nested for a path to help)."""
+
+    def __init__(self, message: str, located: bool = True) -> None:
+        super().__init__(message)
+        self.path: list[str] | None = [] if located else None
+
+
+def _lenient(data: bytes) -> Any:
+    """A MessagePack frame the strict unpacker refused, decoded with map keys of any
+    type; None if it is malformed anyway."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException, TypeError):
+        return None
+
+
 def _check_json_compatible(value: Any, depth: int = 0) -> None:
     """Refuse what JSON (and so the hub's state) cannot hold: binary, NaN, infinity.
 
-    Runs on every MessagePack frame: plain items are skipped without a call.
+    Runs on every MessagePack frame: plain items are skipped without a call. The
+    error's path is built on the way out, so the common case pays nothing for it.
     """
     if depth > MAX_DEPTH:
-        raise DecodeError("MessagePack value nested too deeply")
+        raise _Incompatible("MessagePack value nested too deeply", located=False)
     kind = type(value)
     if kind is dict:
         deep = depth >= MAX_DEPTH
         for key, item in value.items():
             if type(key) is not str:
-                raise DecodeError("map keys must be strings, not binary")
+                raise _Incompatible(f"map keys must be strings, not {type(key).__name__}")
             if deep or type(item) not in _PLAIN:
-                _check_json_compatible(item, depth + 1)
+                try:
+                    _check_json_compatible(item, depth + 1)
+                except _Incompatible as exc:
+                    if exc.path is not None:
+                        exc.path.append(f".{key}")
+                    raise
     elif kind is list:
         deep = depth >= MAX_DEPTH
-        for item in value:
+        for index, item in enumerate(value):
             if deep or type(item) not in _PLAIN:
-                _check_json_compatible(item, depth + 1)
+                try:
+                    _check_json_compatible(item, depth + 1)
+                except _Incompatible as exc:
+                    if exc.path is not None:
+                        exc.path.append(f"[{index}]")
+                    raise
     elif kind is float:
         if math.isnan(value) or math.isinf(value):
-            raise DecodeError("NaN and infinity cannot be stored (JSON has no such numbers)")
+            raise _Incompatible("NaN and infinity cannot be stored (JSON has no such numbers)")
     elif kind is bytes:
-        raise DecodeError("binary values cannot be stored; send text or numbers")
+        raise _Incompatible("binary values cannot be stored; send text or numbers")
     elif kind not in _PLAIN:
-        raise DecodeError(f"unsupported MessagePack value of type {kind.__name__}")
+        raise _Incompatible(f"unsupported MessagePack value of type {kind.__name__}")

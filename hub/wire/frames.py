@@ -2,8 +2,10 @@
 
 One pydantic model per frame type, each with a ``Literal`` ``type`` tag, joined into
 one discriminated union; :data:`CLIENT_FRAMES` (its TypeAdapter) is built once, here.
-docs/protocol.md documents every frame with examples. Server frames are built by
-:mod:`hub.wire.native` (as bytes, for speed).
+docs/protocol.md documents every frame with examples. Fields are strict: ``"yes"`` is
+not a boolean and ``"5"`` not a number, so a client's mistake is named, not guessed
+at. Server frames are :mod:`hub.wire.replies` (deltas: :mod:`hub.wire.native`, as
+bytes, for speed).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ MAX_ITEMS = 10_000
 
 class _Frame(BaseModel):
     # Unknown fields are ignored, so newer clients can talk to older hubs.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class PublishFrame(_Frame):
@@ -80,7 +82,7 @@ class Filter(_Frame):
 class SubscribeFrame(_Frame):
     """Start a subscription named ``sub`` (unique on the connection)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, populate_by_name=True)
 
     type: Literal["subscribe"]
     ref: Ref = None
