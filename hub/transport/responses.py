@@ -32,6 +32,7 @@ LAST_CHUNK = b"0\r\n\r\n"
 _REASONS = {
     100: b"Continue",
     200: b"OK",
+    201: b"Created",
     204: b"No Content",
     304: b"Not Modified",
     307: b"Temporary Redirect",
