@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Extension", "Hub"]
 
+#: Hosts that mean "every interface".
+ALL_INTERFACES = frozenset({"0.0.0.0", "::", ""})
+
 logger = logging.getLogger("hub.gateway")
 
 
@@ -201,8 +204,33 @@ class Hub:
         except BaseException:
             await self._shutdown()
             raise
-        logger.info("listening on http://%s:%d", self.settings.gateway.host, self.port)
+        self._announce()
         return self
+
+    def _announce(self) -> None:
+        """Say where everything is, and warn of an open hub on every interface."""
+        gateway = self.settings.gateway
+        host = gateway.host
+        logger.info("listening on http://%s:%d", host, self.port)
+        shown = "localhost" if host in ALL_INTERFACES else host
+        if ":" in shown:
+            shown = f"[{shown}]"
+        base = f"{shown}:{self.port}"
+        logger.info(
+            "dashboard http://%s/ · REST http://%s/api · WebSocket ws://%s/api/ws · "
+            "metrics http://%s/metrics",
+            base,
+            base,
+            base,
+            base,
+        )
+        if host in ALL_INTERFACES and not gateway.auth_enabled:
+            logger.warning(
+                "listening on every interface with auth off: anyone who can reach port "
+                "%d can read and write every entity. Set FLUX_HOST=127.0.0.1 (or "
+                "--host), or FLUX_AUTH_ENABLED=true (docs/tenancy.md)",
+                self.port,
+            )
 
     async def __aexit__(
         self,

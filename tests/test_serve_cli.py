@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -233,6 +234,54 @@ def test_second_serve_on_same_data_dir_is_refused_with_a_reason(
     assert second.returncode == 1
     assert "in use by another flux serve" in second.stderr
     assert "--redis unix://" in second.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "serve", "--port", str(port)]
+            + ["--host", "127.0.0.1", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout(60),
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"flux serve: port {port} is already in use on 127.0.0.1 (another flux serve?); "
+        "choose another with --port or PORT"
+    )
+
+
+def _logged(server: Served, text: str) -> bool:
+    deadline = time.monotonic() + timeout(10)
+    while time.monotonic() < deadline:
+        if any(text in line for line in server.log):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_serve_says_where_the_dashboard_api_and_metrics_are(
+    served: list[Served], data_dir: Path
+) -> None:
+    server = _serve(served, data_dir)
+    base = f"127.0.0.1:{server.port}"
+    assert _logged(server, f"dashboard http://{base}/ · REST http://{base}/api")
+    assert _logged(server, f"metrics http://{base}/metrics")
+    assert httpx.get(f"http://{base}/metrics").status_code == 200
+    assert not any("every interface" in line for line in server.log)
+
+
+def test_serve_warns_when_open_to_every_interface_with_auth_off(
+    served: list[Served], data_dir: Path
+) -> None:
+    server = _serve(served, data_dir, "--host", "0.0.0.0")
+    assert _logged(server, f"dashboard http://localhost:{server.port}/")
+    assert _logged(server, "WARNING hub.gateway: listening on every interface with auth off")
 
 
 def test_serve_rejects_a_bad_setting_with_its_name(data_dir: Path) -> None:

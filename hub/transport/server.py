@@ -10,6 +10,7 @@ checkpoints, compat ``metrics_update``). It knows connections, not business rule
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 from collections import deque
@@ -19,7 +20,15 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from ..engine.auth import read_bearer
-from ..errors import Broken, Closed, LogUnavailable, Overloaded, ProtocolError, close_code_for
+from ..errors import (
+    Broken,
+    Closed,
+    ConfigError,
+    LogUnavailable,
+    Overloaded,
+    ProtocolError,
+    close_code_for,
+)
 from ..wire.codec import JSON, MSGPACK, codec_for
 from ..wire.compat import Metrics, metrics_message
 from ..wire.framing import encode_frame
@@ -126,15 +135,28 @@ class Gateway:
     # ------------------------------------------------------------------ lifecycle
 
     async def listen(self) -> None:
-        """Open the listening socket (``settings.host``/``port``; port 0 picks one)."""
+        """Open the listening socket (``settings.host``/``port``; port 0 picks one).
+
+        Raises:
+            ConfigError: the address cannot be listened on (the port is taken, the
+                host is not this machine's); the message says which setting to change.
+        """
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HttpConnection(self),
-            self.settings.host,
-            self.settings.port,
-            backlog=2048,
-            reuse_address=True,
-        )
+        host, port = self.settings.host, self.settings.port
+        try:
+            self._server = await loop.create_server(
+                lambda: HttpConnection(self), host, port, backlog=2048, reuse_address=True
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} is already in use on {host} (another flux serve?); "
+                    "choose another with --port or PORT"
+                ) from None
+            reason = exc.strerror or str(exc)
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {reason}; check --host/FLUX_HOST and --port/PORT"
+            ) from None
 
     async def close(self) -> None:
         """Stop listening, close every connection (1001 for WebSockets), wait a little."""
