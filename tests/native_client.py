@@ -57,10 +57,11 @@ class Native:
         return frame
 
     async def recv_type(self, kind: str, wait: float = 5.0) -> dict[str, Any]:
-        """The next frame of a type (others are dropped)."""
+        """The next frame of a type (others are dropped, and so are deltas of the
+        hub's own ``flux-core/…`` entities, which any hub may write at any moment)."""
         while True:
             frame = await self.recv(wait)
-            if frame["type"] == kind:
+            if frame["type"] == kind and not str(frame.get("id", "")).startswith("flux-core/"):
                 return frame
 
     async def request(self, frame: dict[str, Any], reply: str) -> dict[str, Any]:
