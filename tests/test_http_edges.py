@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from hub.app import Hub
 from hub.store import Store
+from hub.transport.http import HttpConnection, Request, Response
 
 from .conftest import make_settings, running_hub, timeout
 
@@ -206,3 +210,154 @@ async def test_dashboard_files_are_revalidated_by_etag(hub: Hub) -> None:
         % etag.encode(),
     )
     assert again.startswith(b"HTTP/1.1 304 Not Modified") and again.endswith(b"\r\n\r\n")
+
+
+async def _assert_healthy(hub: Hub) -> None:
+    healthz = await _exchange(hub.port, b"GET /healthz HTTP/1.1\r\nconnection: close\r\n\r\n")
+    assert healthz.startswith(b"HTTP/1.1 200") and healthz.endswith(b'{"status":"ok"}')
+
+
+async def _refused_then_healthy(hub: Hub, request: bytes) -> tuple[int, Any]:
+    """The hub's answer to ``request``, after checking it still serves the next client."""
+    answer = _status_and_body(await _exchange(hub.port, request))
+    await _assert_healthy(hub)
+    return answer
+
+
+async def test_too_many_header_fields_get_431(hub: Hub) -> None:
+    fields = b"".join(b"x-%d: v\r\n" % i for i in range(101))
+    answer = await _refused_then_healthy(hub, b"GET /healthz HTTP/1.1\r\n" + fields + b"\r\n")
+    assert answer == (431, {"error": "too many header fields: more than 100"})
+
+
+async def test_endless_head_gets_431_before_it_ends(hub: Hub) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nx-endless: " + b"a" * 200_000)
+        await writer.drain()
+        # The head never ends: the hub answers anyway, and hangs up.
+        response = await asyncio.wait_for(reader.read(), timeout(10))
+    finally:
+        writer.close()
+    assert _status_and_body(response) == (431, {"error": "request head too large"})
+    await _assert_healthy(hub)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"Host: h", b"Authorization: Bearer x", b"Content-Length: 2", b"Transfer-Encoding: gzip"],
+)
+async def test_repeated_identity_or_framing_field_gets_400_naming_it(
+    hub: Hub, field: bytes
+) -> None:
+    last = b"Transfer-Encoding: chunked" if field.startswith(b"Transfer") else field
+    request = b"POST /api/events HTTP/1.1\r\n%b\r\n%b\r\n\r\n{}" % (field, last)
+    status, body = await _refused_then_healthy(hub, request)
+    name = field.split(b":")[0].decode()
+    assert (status, body) == (400, {"error": f"malformed HTTP request: repeated {name} header"})
+
+
+async def test_content_length_with_transfer_encoding_gets_400(hub: Hub) -> None:
+    request = (
+        b"POST /api/events HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
+        b"content-length: 5\r\n\r\n0\r\n\r\n"
+    )
+    answer = await _refused_then_healthy(hub, request)
+    assert answer == (
+        400,
+        {"error": "malformed HTTP request: Content-Length and Transfer-Encoding together"},
+    )
+
+
+@pytest.mark.parametrize(
+    "chunk", [b"zz\r\n{}\r\n", b"2 \r\n{}\r\n", b"2\n{}\r\n", b"fffffffffffffffff\r\n"]
+)
+async def test_invalid_chunk_framing_gets_400(hub: Hub, chunk: bytes) -> None:
+    request = b"POST /api/events HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + chunk
+    status, body = await _refused_then_healthy(hub, request)
+    assert status == 400 and body["error"].startswith("malformed HTTP request: ")
+
+
+async def test_obsolete_line_folding_gets_400(hub: Hub) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: a\r\n folded\r\n\r\n"
+    status, body = await _refused_then_healthy(hub, request)
+    assert status == 400 and body["error"].startswith("malformed HTTP request: ")
+
+
+async def test_unsupported_transfer_coding_gets_501(hub: Hub) -> None:
+    request = b"POST /api/events HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+    answer = await _refused_then_healthy(hub, request)
+    assert answer == (
+        501,
+        {"error": "Transfer-Encoding 'gzip, chunked' is not supported: use chunked"},
+    )
+
+
+async def test_head_request_gets_the_head_of_the_get_answer(hub: Hub) -> None:
+    get = await _exchange(
+        hub.port, b"GET /static/flux-client.js HTTP/1.1\r\nconnection: close\r\n\r\n"
+    )
+    head = await _exchange(
+        hub.port, b"HEAD /static/flux-client.js HTTP/1.1\r\nconnection: close\r\n\r\n"
+    )
+    assert head.endswith(b"\r\n\r\n")
+    assert head == get[: len(head)]  # the same head, no body
+
+
+class EchoHeaderApp:
+    """The smallest ``http.App``: ``GET /echo?v=...`` answers with ``x-echo: <v>``."""
+
+    request_timeout = 5.0
+    keepalive_timeout = 5.0
+    max_body_bytes = 1024
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def body_limit(self, method: str, path: str) -> tuple[int, str]:
+        return self.max_body_bytes, "payload too large"
+
+    async def handle(self, request: Request) -> Response:
+        return Response(200, b"{}", headers=[(b"x-echo", request.query["v"].encode("latin-1"))])
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            await fn()
+
+        task = asyncio.get_running_loop().create_task(run())  # a test's stand-in for a task group
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def upgrade(self, request: Request, transport: asyncio.Transport) -> None:
+        return None
+
+    def connection_opened(self, conn: HttpConnection) -> str | None:
+        return None
+
+    def connection_closed(self, conn: HttpConnection) -> None:
+        pass
+
+
+async def test_response_header_with_crlf_is_refused_with_500_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = EchoHeaderApp()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: HttpConnection(app), "127.0.0.1", 0
+    )
+    try:
+        port = server.sockets[0].getsockname()[1]
+        response = await _exchange(
+            port,
+            b"GET /echo?v=a%0D%0ASet-Cookie:%20stolen HTTP/1.1\r\n\r\n"
+            b"GET /echo?v=fine HTTP/1.1\r\nconnection: close\r\n\r\n",
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    refused, _, rest = response.partition(b"\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 500") and b"set-cookie" not in response.lower()
+    assert rest.startswith(b'{"error":"internal error"}HTTP/1.1 200 OK\r\n')
+    assert b"x-echo: fine\r\n" in rest
+    [record] = [r for r in caplog.records if r.name == "hub.gateway"]
+    assert record.exc_info is not None and "b'x-echo'" in str(record.exc_info[1])

@@ -238,7 +238,8 @@ class HttpConnection(asyncio.Protocol):
                     logger.exception("unhandled error in %s %s", request.method, request.path)
                     response = error_response(500, "internal error")
                     head = serialize_head(response, keep_alive)
-                await self._send(response, head)
+                # RFC 9110 §9.3.2: the answer to HEAD is the head of the answer to GET.
+                await self._send(response, head, request.method != "HEAD")
                 self._busy = False
                 if not keep_alive:
                     self.close()
@@ -247,9 +248,12 @@ class HttpConnection(asyncio.Protocol):
             self._busy = False
             self._worker = False
 
-    async def _send(self, response: Response, head: bytes) -> None:
+    async def _send(self, response: Response, head: bytes, with_body: bool) -> None:
         transport = self.transport
         if transport is None or self.closed:
+            return
+        if not with_body:
+            transport.write(head)
             return
         if response.stream is None:
             transport.write(head + response.body if response.status not in (204, 304) else head)
