@@ -328,8 +328,10 @@ def test_connection_raises_what_its_body_limit_raises() -> None:
     def broken(method: str, path: str) -> tuple[int, str]:
         raise LookupError(path)
 
+    connection = H1Connection(broken)
     with pytest.raises(LookupError):
-        H1Connection(broken).receive_data(POST)
+        connection.receive_data(POST)
+    assert connection.closed
 
 
 # ---------------------------------------------------------------------- fuzzing

@@ -257,6 +257,7 @@ class H1Connection:
             if isinstance(cause, _Refused):
                 self._refuse(cause.status, cause.message)
             elif not isinstance(cause, _Ignored):
+                self.closed = True  # the parser is dead: a bug, not the client's doing
                 raise cause or exc from None
         except httptools.HttpParserError as exc:
             if not self.closed:  # else: bytes after the last request, ignored
