@@ -88,6 +88,23 @@ def test_forget_drops_only_that_subscriptions_pending_deltas() -> None:
     assert list(box.pending) == [("t", "e/1")]
     box.clear()
     assert box.pending == {}
+    assert not box.direct  # still paused
+
+
+def test_sending_directly_resumes_once_nothing_is_pending_and_the_socket_is_writable() -> None:
+    box: Outbox[str] = Outbox(max_pending=10)
+    box.pause()
+    box.admit("x", "s", update(1, 2, encode(p=1)), P)
+    box.paused = False  # as if drained, with the merged delta not yet taken
+    box.forget("s")
+    assert box.direct
+    box.admit("x", "s", update(0, 1, encode(p=1), created=True), P)
+    assert box.direct
+    box.pause()
+    box.admit("x", "s", update(0, 1, encode(p=1), created=True), P)
+    box.paused = False
+    box.admit("x", "s", deletion(1), P)  # cancels out: nothing left pending
+    assert box.direct
 
 
 @settings(max_examples=300, deadline=None)
@@ -114,6 +131,8 @@ def test_a_client_of_a_conflating_connection_ends_with_the_worlds_state(
         if found is None:
             continue
         for name, client in clients.items():
+            # The shell reads direct instead of calling admit(): the same rule.
+            assert box.direct == (not box.paused and not box.pending)
             admit = box.admit(client, name, found, P)
             if admit is Admit.SEND:
                 client.apply(found)

@@ -156,6 +156,26 @@ def test_a_completed_hand_off_forgives_earlier_resets(finish: str) -> None:
     assert not s.overflowed()
 
 
+def test_direct_says_when_every_delta_would_be_delivered() -> None:
+    # The shell skips offer() while it holds: it must be exactly offer()'s rule.
+    s = sync()
+    assert s.direct
+    s.hold()
+    assert not s.direct
+    cut = SnapshotCut()
+    cut.add_page(0, "", None, Position(0, T0 + 5, 0))
+    s.finish_snapshot(cut)
+    assert not s.direct  # the cut still filters
+    s.passed_cut()
+    assert s.direct
+    s.hold()
+    s.finish_catch_up({0: Position(0, T0 + 5, 0)})
+    assert not s.direct  # what the catch-up sent is skipped
+    s.close()
+    assert not s.direct
+    assert not sync(scope="mine/").direct  # deltas outside the scope are skipped
+
+
 def test_close_drops_held_deltas() -> None:
     s = sync()
     s.hold()
@@ -252,6 +272,7 @@ def test_a_resume_delivers_exactly_the_deltas_after_the_cursor_once_in_order(
     received: list[tuple[Delta, Position]] = []
 
     def dispatch(partition: int) -> None:
+        assert s.direct == (s.holding is None and not s.sent_upto and s.cut is None)
         if dispatched[partition] < len(logs[partition]):
             d, position = logs[partition][dispatched[partition]]
             dispatched[partition] += 1

@@ -17,7 +17,7 @@ import anyio
 from ..core.cursor import Position, format_cursor
 from ..core.handoff import SnapshotCut, plan_snapshot
 from ..core.session.subscribe import Start, plan_subscription
-from ..core.session.sync import CatchUp, SubscriptionSync, Verdict
+from ..core.session.sync import DELIVER, OVERFLOW, CatchUp, SubscriptionSync
 from ..errors import Closed, LogUnavailable, Overloaded
 from ..wire.native import DeltaEncoder, SubPrefix, entity_value
 from ..wire.replies import ErrorReply, Reset, ServerFrame, Snapshot, Subscribed, Synced
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ..core.model import Delta
     from ..engine.fanout import Fanout
+    from ..engine.tenancy import Tenancy
     from ..store import Store
     from ..wire.codec import Codec
     from ..wire.frames import SubscribeFrame
@@ -73,11 +74,13 @@ class NativeSubscription(SubscriptionSync):
 
     def on_delta(self, delta: Delta, position: Position, encoder: DeltaEncoder) -> None:
         """Called by the fan-out for every dispatched delta this subscription matches."""
-        verdict = self.offer(delta, position)
-        if verdict is Verdict.DELIVER:
-            self.output.queue_delta(self, delta, position, encoder)
-        elif verdict is Verdict.OVERFLOW:
-            self.on_overflow(self)
+        if not self.direct:  # (the common case skips a call: this runs per delivery)
+            verdict = self.offer(delta, position)
+            if verdict is not DELIVER:
+                if verdict is OVERFLOW:
+                    self.on_overflow(self)
+                return
+        self.output.queue_delta(self, delta, position, encoder)
 
     def broken(self, exc: Exception) -> None:
         """Sending a delta failed unexpectedly: the connection cannot go on."""
@@ -106,6 +109,9 @@ class Subscriptions:
         self.max_held = max_held
         self.page = page
         self.by_name: dict[str, NativeSubscription] = {}
+        #: Under private reads: read scope -> the token that was granted it, checked
+        #: again when a namespace is deleted (:meth:`recheck`).
+        self.grants: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -114,13 +120,20 @@ class Subscriptions:
         return sum(len(s.holding or ()) for s in self.by_name.values())
 
     async def subscribe(
-        self, frame: SubscribeFrame, scope: str, written: dict[int, Position]
+        self,
+        frame: SubscribeFrame,
+        scope: str,
+        written: dict[int, Position],
+        token: str | None = None,
     ) -> None:
-        """Register a subscription and start it as its frame asks."""
+        """Register a subscription and start it as its frame asks (``scope``: the
+        prefix ``token`` may read under private reads)."""
         plan = plan_subscription(frame, self.by_name, len(self.by_name), self.limit, scope)
         if isinstance(plan, ErrorReply):
             self.output.send(plan)
             return
+        if scope and token is not None:
+            self.grants[scope] = token
         sub = NativeSubscription(self.output, frame, plan.patterns, scope, self.max_held)
         sub.on_overflow = self._overflow
         if plan.start is Start.LIVE and not self.fanout.passed(written):
@@ -137,6 +150,19 @@ class Subscriptions:
         sub.hold()
         self.output.send(Subscribed(frame.ref, sub.name))
         self._start_sync(sub, plan.cursor, None)
+
+    async def recheck(self, tenancy: Tenancy) -> None:
+        """End, each with an ``unauthorized`` error naming it, the subscriptions whose
+        token no longer reads what they read (its namespace was deleted): they would
+        otherwise go on to show a later owner's entities of that name."""
+        for scope, token in list(self.grants.items()):
+            if (await tenancy.principal(token)).read_prefix == scope:
+                continue
+            self.grants.pop(scope, None)
+            for sub in [s for s in self.by_name.values() if s.read_scope == scope]:
+                self._drop(sub)
+                message = f"subscription {sub.name!r} ended: its token no longer reads {scope!r}"
+                self.output.send(ErrorReply(None, "unauthorized", message, sub=sub.name))
 
     def unsubscribe(self, name: str) -> bool:
         """Drop a subscription; False if there is none of that name."""
