@@ -3,7 +3,9 @@
 Differences from Flux (docs/compat.md): the token is stored only as its SHA-256;
 ``entityCount`` is real; deleting a namespace deletes its entities (tombstones, so
 subscribers hear of it), and registering a name that was deleted before clears any
-leftovers, so a later owner of the name inherits nothing.
+leftovers, so a later owner of the name inherits nothing. The hub's own namespace
+(``flux-core``) cannot be registered, and under private reads a namespace's record is
+read with its own token or the admin's (docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from ..core.timefmt import format_ms
 from ..engine.auth import hash_token, read_bearer
 from ..errors import BadRequest, Closed, LogUnavailable
 from ..transport.http import Request, Response, json_response
-from ..wire.names import namespace_error
-from .common import json_body
+from ..wire.names import RESERVED_NAMESPACE, namespace_error
+from .common import json_body, may_read, read_scope
 from .router import Route
 
 if TYPE_CHECKING:
@@ -87,6 +89,10 @@ class NamespacesApi:
         problem = namespace_error(name)
         if problem is not None:
             raise BadRequest(problem[0])
+        if name == RESERVED_NAMESPACE:
+            # Its token would read the directory (every namespace's name and size)
+            # under private reads, and could write nothing.
+            raise BadRequest(f"namespace '{RESERVED_NAMESPACE}' is reserved for the hub", 409)
         if await self.registry.get(name) is not None:
             raise BadRequest("Namespace name already exists", 409)
         if await self.registry.was_deleted(name):
@@ -100,9 +106,12 @@ class NamespacesApi:
         return json_response({"namespaceId": namespace_id, "name": name, "token": token})
 
     async def get(self, request: Request, name: str) -> Response:
-        """``GET /api/namespaces/:name`` (open)."""
+        """``GET /api/namespaces/:name``: open, except under private reads, where every
+        read needs a token: the namespace's own, or the admin's (401, 403)."""
         if not self.auth_enabled:
             raise self._internal_mode()
+        # Checked before the lookup: a 403 must not depend on whether the name exists.
+        may_read(await read_scope(self.tenancy, request), name + "/")
         record = await self.registry.get(name)
         if record is None:
             raise BadRequest("Namespace not found", 404)

@@ -143,9 +143,9 @@ class StateApi:
     async def batch_delete(self, request: Request) -> Response:
         """``POST /api/state/entities/delete`` with a namespace, prefix or id list."""
         body = json_body(request)
-        ids = await self._ids_to_delete(body)
-        # Public mode: every id is authorized before anything is deleted (Flux).
         header = request.headers.get("authorization")
+        ids = await self._ids_to_delete(body, header)
+        # Public mode: every id is authorized before anything is deleted (Flux).
         for entity_id in ids:
             await self.tenancy.authorize_delete(header, entity_id)
         deleted = failed = 0
@@ -163,7 +163,7 @@ class StateApi:
             deleted += sum(1 for r in results if _removed(r))
         return json_response({"deleted": deleted, "failed": failed, "errors": errors})
 
-    async def _ids_to_delete(self, body: Any) -> list[str]:
+    async def _ids_to_delete(self, body: Any, header: str | None) -> list[str]:
         if not isinstance(body, dict):
             raise unprocessable("expected an object with `namespace`, `prefix` or `entity_ids`")
         limit = self.max_batch_delete
@@ -188,6 +188,11 @@ class StateApi:
             )
         if prefix is None:
             return []
+        if self.tenancy.private_reads:
+            # The selection is authorized as a whole, before it is listed: per matched
+            # id (Flux), a 403 or "deleted: 0" would tell whether ids the reader may
+            # not see exist under the prefix (docs/security.md).
+            await self.tenancy.authorize_delete_prefix(header, prefix)
         reserved = (
             await self.store.count_ids(RESERVED_PREFIX) if RESERVED_PREFIX.startswith(prefix) else 0
         )

@@ -11,7 +11,9 @@ Modes:
 
 Tokens are resolved through the registry (SHA-256 only) and cached per hub for
 :data:`CACHE_SECONDS`; a deleted namespace's token stops working at once on the hub
-that deleted it and within :data:`REFRESH_SECONDS` on every other.
+that deleted it and within :data:`REFRESH_SECONDS` on every other. Readers that hold a
+token for long (native subscriptions) :meth:`~Tenancy.watch` for that moment and check
+their token again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from ..wire.names import RESERVED_NAMESPACE, EntityIdError, parse_entity_id
 from .auth import BearerProblem, constant_time_equal, hash_token, read_bearer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..config import GatewaySettings
     from ..store.registry import Registry
     from .runtime import RuntimeConfig
@@ -107,6 +111,8 @@ class Tenancy:
         self.runtime = runtime
         self._cache: dict[str, tuple[str | None, float]] = {}
         self._version = 0
+        #: Called when tokens were dropped (a namespace was deleted): see :meth:`watch`.
+        self._watchers: set[Callable[[], None]] = set()
         # Statistics.
         self.rate_limited = 0
 
@@ -122,11 +128,27 @@ class Tenancy:
                 continue
             if version != self._version:
                 self._version = version
-                self._cache.clear()
+                self._drop_tokens()
 
     def forget(self) -> None:
         """Drop cached tokens now (this hub deleted a namespace)."""
+        self._drop_tokens()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a namespace was deleted (on this hub at once, on
+        another within :data:`REFRESH_SECONDS`), so that a reader holding a token
+        checks it again. The callback must not block (it may spawn a task).
+
+        Returns:
+            The function that stops the calls.
+        """
+        self._watchers.add(callback)
+        return lambda: self._watchers.discard(callback)
+
+    def _drop_tokens(self) -> None:
         self._cache.clear()
+        for callback in list(self._watchers):
+            callback()
 
     async def namespace_of(self, token: str) -> str | None:
         """The namespace a token owns, or None."""
@@ -222,11 +244,7 @@ class Tenancy:
         if not self.enabled:
             _refuse_reserved(entity_id)
             return None
-        token = read_bearer(header)
-        if token is BearerProblem.MISSING:
-            raise AuthFailure(401, "Missing Authorization header")
-        if not isinstance(token, str):
-            raise AuthFailure(401, "Invalid Authorization format")
+        token = _deletion_token(header)
         try:
             parsed = parse_entity_id(entity_id)
         except EntityIdError as exc:
@@ -235,6 +253,20 @@ class Tenancy:
             raise AuthFailure(401, "Entity has no namespace")
         _refuse_reserved(entity_id)
         return await self._owns(token, parsed.namespace, ingestion=False)
+
+    async def authorize_delete_prefix(self, header: str | None, prefix: str) -> None:
+        """Authorize deleting every id that starts with ``prefix``, as a whole and
+        before anything is listed: the prefix must lie within the token's namespace
+        (``ns/…``). Used under private reads, where answering per matched id (Flux's
+        way) would tell a reader whether another namespace holds such ids.
+
+        Raises:
+            AuthFailure: 401 or 403, with Flux's deletion messages (§1.7).
+        """
+        token = _deletion_token(header)
+        namespace, slash, _ = prefix.partition("/")
+        if not slash or await self.namespace_of(token) != namespace:
+            raise AuthFailure(403, "Token does not own namespace")
 
     async def _owns(self, token: str, namespace: str, *, ingestion: bool) -> str:
         owner = await self.namespace_of(token)
@@ -276,6 +308,20 @@ class Tenancy:
         granted, wait = await self.take(namespace, 1)
         if not granted:
             raise RateLimited(max(1, math.ceil(wait)))
+
+
+def _deletion_token(header: str | None) -> str:
+    """The bearer token of a deletion, or Flux's deletion error (§1.7).
+
+    Raises:
+        AuthFailure: 401, no header or no usable bearer token in it.
+    """
+    token = read_bearer(header)
+    if token is BearerProblem.MISSING:
+        raise AuthFailure(401, "Missing Authorization header")
+    if not isinstance(token, str):
+        raise AuthFailure(401, "Invalid Authorization format")
+    return token
 
 
 def _refuse_reserved(entity_id: Any) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ..core.model import Delta
     from ..engine.fanout import Fanout
+    from ..engine.tenancy import Tenancy
     from ..store import Store
     from ..wire.codec import Codec
     from ..wire.frames import SubscribeFrame
@@ -108,6 +109,9 @@ class Subscriptions:
         self.max_held = max_held
         self.page = page
         self.by_name: dict[str, NativeSubscription] = {}
+        #: Under private reads: read scope -> the token that was granted it, checked
+        #: again when a namespace is deleted (:meth:`recheck`).
+        self.grants: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -116,13 +120,20 @@ class Subscriptions:
         return sum(len(s.holding or ()) for s in self.by_name.values())
 
     async def subscribe(
-        self, frame: SubscribeFrame, scope: str, written: dict[int, Position]
+        self,
+        frame: SubscribeFrame,
+        scope: str,
+        written: dict[int, Position],
+        token: str | None = None,
     ) -> None:
-        """Register a subscription and start it as its frame asks."""
+        """Register a subscription and start it as its frame asks (``scope``: the
+        prefix ``token`` may read under private reads)."""
         plan = plan_subscription(frame, self.by_name, len(self.by_name), self.limit, scope)
         if isinstance(plan, ErrorReply):
             self.output.send(plan)
             return
+        if scope and token is not None:
+            self.grants[scope] = token
         sub = NativeSubscription(self.output, frame, plan.patterns, scope, self.max_held)
         sub.on_overflow = self._overflow
         if plan.start is Start.LIVE and not self.fanout.passed(written):
@@ -139,6 +150,19 @@ class Subscriptions:
         sub.hold()
         self.output.send(Subscribed(frame.ref, sub.name))
         self._start_sync(sub, plan.cursor, None)
+
+    async def recheck(self, tenancy: Tenancy) -> None:
+        """End, each with an ``unauthorized`` error naming it, the subscriptions whose
+        token no longer reads what they read (its namespace was deleted): they would
+        otherwise go on to show a later owner's entities of that name."""
+        for scope, token in list(self.grants.items()):
+            if (await tenancy.principal(token)).read_prefix == scope:
+                continue
+            self.grants.pop(scope, None)
+            for sub in [s for s in self.by_name.values() if s.read_scope == scope]:
+                self._drop(sub)
+                message = f"subscription {sub.name!r} ended: its token no longer reads {scope!r}"
+                self.output.send(ErrorReply(None, "unauthorized", message, sub=sub.name))
 
     def unsubscribe(self, name: str) -> bool:
         """Drop a subscription; False if there is none of that name."""

@@ -37,7 +37,7 @@ from ..core.session.outbox import OVERLOADED, Outbox
 from ..core.session.requests import RequestQueue
 from ..core.session.subscribe import list_prefix
 from ..engine.auth import BearerProblem
-from ..engine.tenancy import AuthFailure, Principal
+from ..engine.tenancy import AuthFailure
 from ..errors import (
     Closed,
     HubError,
@@ -142,7 +142,8 @@ class NativeSession:
         #: The token this connection speaks with (upgrade header, ?token=, auth frame),
         #: or what was wrong with the upgrade's Authorization header.
         self.token = token
-        self._principal: Principal | None = None
+        #: Subscriptions made under private reads are checked again when a namespace goes.
+        self._unwatch = context.tenancy.watch(self._recheck)
         gateway, fanout = context.gateway, context.fanout_settings
         self.max_soft_frame = gateway.max_frame_bytes
         self.checks = PublishChecks(context.policy, context.tenancy, gateway.max_events_per_frame)
@@ -226,6 +227,7 @@ class NativeSession:
 
     def on_close(self) -> None:
         self._closed = True
+        self._unwatch()
         self.subscriptions.close()
         self.requests.clear()
         self.outbox.clear()
@@ -265,7 +267,8 @@ class NativeSession:
     async def _handle(self, frame: ClientFrame) -> None:
         if isinstance(frame, SubscribeFrame):
             scope = await self._read_scope()
-            await self.subscriptions.subscribe(frame, scope, self._written)
+            token = self.token if isinstance(self.token, str) else None
+            await self.subscriptions.subscribe(frame, scope, self._written, token)
         elif isinstance(frame, UnsubscribeFrame):
             if self.subscriptions.unsubscribe(frame.sub):
                 self.send(Unsubscribed(frame.ref, frame.sub))
@@ -352,7 +355,6 @@ class NativeSession:
             self.send(ErrorReply(frame.ref, "unauthorized", "unknown token"))
             return
         self.token = frame.token
-        self._principal = principal
         self.send(Authenticated(frame.ref, principal.namespace, principal.admin))
 
     async def _read_scope(self) -> str:
@@ -363,13 +365,16 @@ class NativeSession:
         """
         if not self.context.tenancy.private_reads:
             return ""
-        if self._principal is None:
-            token = self.token if isinstance(self.token, str) else None
-            self._principal = await self.context.tenancy.principal(token)
-        scope = self._principal.read_prefix
+        # Resolved on every read (cached by the tenancy): a deleted namespace's stops.
+        token = self.token if isinstance(self.token, str) else None
+        scope = (await self.context.tenancy.principal(token)).read_prefix
         if scope is None:
             raise AuthFailure(401, "private reads: authenticate with a namespace token first")
         return scope
+
+    def _recheck(self) -> None:
+        if self.subscriptions.grants:
+            self.context.spawn(lambda: self.subscriptions.recheck(self.context.tenancy))
 
     async def _get(self, frame: GetFrame) -> None:
         scope = await self._read_scope()
