@@ -218,9 +218,11 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if settings.log_level != "debug":
-        # websockets logs each connection's opening and closing at INFO.
-        logging.getLogger("hub.ws.protocol").setLevel(logging.WARNING)
+    # websockets logs each connection's opening and closing at INFO (noise, unless
+    # debugging), and at DEBUG every upgrade's headers and every frame: tokens (an
+    # Authorization header, a ?token=, an auth frame). Never below INFO, then.
+    debugging = settings.log_level == "debug"
+    logging.getLogger("hub.ws.protocol").setLevel(logging.INFO if debugging else logging.WARNING)
     from .runner import run
 
     try:
