@@ -16,6 +16,7 @@ of it (docs/limits.md lists each bound with its answer):
 - a repeated ``Host``, ``Authorization``, ``Content-Length`` or ``Transfer-Encoding``
   gets 400 naming the field, as do ``Content-Length`` with ``Transfer-Encoding`` and
   anything llhttp refuses (bare LF, obs-fold, bad chunk sizes, control characters);
+- a request target whose percent-encoded bytes are not UTF-8 gets 400;
 - a transfer coding other than ``chunked``, and ``CONNECT``, get 501; HTTP versions
   other than 1.0 and 1.1 get 505; an upgrade request with a body gets 400;
 - a body over the route's limit gets 413, from ``Content-Length`` before the body or
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import httptools
 
@@ -353,6 +354,8 @@ class H1Connection:
             url = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:
             raise _Refused(400, "malformed HTTP request: invalid request target") from None
+        if b"%" in self._url:
+            _check_utf8(self._url)
         self._method = method
         self._path = url.path.decode("latin-1") if url.path else "/"
         self._query = url.query.decode("latin-1") if url.query else ""
@@ -397,6 +400,20 @@ class H1Connection:
             request.keep_alive = False
             self.closed = True
         self._events.append(request)
+
+
+def _check_utf8(target: bytes) -> None:
+    """Refuse a target whose percent-encoded bytes are not UTF-8 (``%FF``): decoded
+    leniently, two different targets would name the same entity (both ``%FE`` and
+    ``%FF`` become U+FFFD). llhttp already refuses raw bytes over 0x7F."""
+    decoded = unquote_to_bytes(target)
+    try:
+        decoded.decode()
+    except UnicodeDecodeError as exc:
+        bad = "".join(f"%{byte:02X}" for byte in decoded[exc.start : exc.end])
+        raise _Refused(
+            400, f"malformed HTTP request: the request target is not UTF-8 once decoded ({bad})"
+        ) from None
 
 
 class _Refused(Exception):
