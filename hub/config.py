@@ -127,6 +127,14 @@ class GatewaySettings(_Frozen):
     max_batch_delete: int = Field(default=10_000, ge=1)
     #: Seconds a client may take to send a request's head and body.
     request_timeout: float = Field(default=30.0, gt=0)
+    #: Seconds a client may take to send a request's head (the first request's from
+    #: the moment it connected); at most ``request_timeout`` applies. Past it: 408.
+    header_timeout: float = Field(default=10.0, gt=0)
+    #: Requests whose head has begun and is not complete, on the whole hub; past it,
+    #: the oldest is answered 408 and closed (slowloris: docs/limits.md).
+    max_unfinished_heads: int = Field(default=1000, ge=1)
+    #: The same, per client address.
+    max_unfinished_heads_per_client: int = Field(default=100, ge=1)
     #: Seconds an idle keep-alive HTTP connection is kept.
     keepalive_timeout: float = Field(default=75.0, gt=0)
 
@@ -312,6 +320,9 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_MAX_PENDING_REQUESTS": ("gateway", "max_pending_requests", int),
     "FLUX_MAX_BATCH_DELETE": ("gateway", "max_batch_delete", int),
     "FLUX_REQUEST_TIMEOUT": ("gateway", "request_timeout", float),
+    "FLUX_HEADER_TIMEOUT": ("gateway", "header_timeout", float),
+    "FLUX_MAX_UNFINISHED_HEADS": ("gateway", "max_unfinished_heads", int),
+    "FLUX_MAX_UNFINISHED_HEADS_PER_CLIENT": ("gateway", "max_unfinished_heads_per_client", int),
     "FLUX_KEEPALIVE_TIMEOUT": ("gateway", "keepalive_timeout", float),
     "FLUX_MAX_SEND_BUFFER_BYTES": ("fanout", "max_send_buffer_bytes", int),
     "FLUX_CONFLATE_AFTER_BYTES": ("fanout", "conflate_after_bytes", int),

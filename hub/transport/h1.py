@@ -202,6 +202,12 @@ class H1Connection:
         """Whether a request has begun and is not complete (the shell's 408 case)."""
         return self._phase != _IDLE and not self.closed
 
+    @property
+    def reading_head(self) -> bool:
+        """Whether a request has begun and its head is not complete (the shell's
+        header deadline, and the bound on unfinished heads)."""
+        return self._phase == _HEAD and not self.closed
+
     def receive_data(self, data: bytes) -> None:
         """Parse bytes from the client.
 

@@ -12,6 +12,10 @@ one at a time, in order (pipelined requests wait their turn, reading pauses past
 :data:`MAX_PIPELINED`). Bounds:
 
 - a request's head and body must arrive within ``request_timeout`` (else 408);
+- given an :class:`~hub.transport.heads.UnfinishedHeads`, a request's head must be
+  complete within its ``timeout`` (the first request's, from the moment the client
+  connected; else 408), a new connection's first byte must come as soon, and the
+  oldest unfinished heads are closed at its caps (slowloris; docs/limits.md);
 - a refused request is answered, then the rest of what the client sends is read and
   thrown away for a while before closing (:data:`LINGER_SECONDS`);
 - an idle keep-alive connection is closed after ``keepalive_timeout``;
@@ -39,6 +43,8 @@ from .responses import (
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from .heads import UnfinishedHeads
 
 __all__ = [
     "MAX_HEAD_BYTES",
@@ -104,13 +110,22 @@ class App(Protocol):
 
 
 class HttpConnection(asyncio.Protocol):
-    """One client TCP connection: HTTP requests until it upgrades to WebSocket."""
+    """One client TCP connection: HTTP requests until it upgrades to WebSocket.
 
-    def __init__(self, app: App) -> None:
+    Args:
+        app: the hub side.
+        heads: the hub's unfinished request heads, with their deadline and caps;
+            None: a head has ``request_timeout``, like the rest of the request.
+    """
+
+    def __init__(self, app: App, heads: UnfinishedHeads[HttpConnection] | None = None) -> None:
         self.app = app
+        self.heads = heads
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.client = ""
+        #: The client's address (its ``client`` without the port).
+        self.address = ""
         self.h1 = H1Connection(app.body_limit, max_body_bytes=app.max_body_bytes)
         self.websocket: Upgraded | None = None
         self.closed = False
@@ -123,6 +138,14 @@ class HttpConnection(asyncio.Protocol):
         self._worker = False
         self._wakeup = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        # When the timer fires for the request being read, and what its 408 says.
+        self._request_deadline = 0.0
+        self._timeout_message = "request timed out"
+        self._opened = self.loop.time()
+        # Whether this connection is in ``heads`` (its head began, not complete).
+        self._in_head = False
+        # A 408 owed once the requests before the one being read are answered.
+        self._expired: str | None = None
         # Write flow control, for streamed responses.
         self._writable = asyncio.Event()
         self._writable.set()
@@ -133,8 +156,10 @@ class HttpConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast("asyncio.Transport", transport)
         self.transport = transport
+        self._opened = self.loop.time()
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.address = str(peer[0]) if isinstance(peer, tuple) else self.client
         self.h1.client = self.client
         refusal = self.app.connection_opened(self)
         if refusal is not None:
@@ -144,13 +169,18 @@ class HttpConnection(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        self._arm_timer(self.app.keepalive_timeout)
+        wait = self.app.keepalive_timeout
+        if self.heads is not None:
+            # Its first request is due soon: a socket that sends nothing holds a slot.
+            wait = min(wait, self.heads.timeout)
+        self._arm_timer(wait)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed and self.transport is None:
             return
         self.closed = True
         self._cancel_timer()
+        self._end_head()
         self._writable.set()
         self._wakeup.set()  # lets the worker see the end
         if self.websocket is not None:
@@ -181,12 +211,19 @@ class HttpConnection(asyncio.Protocol):
         begun = h1.requests_begun
         h1.receive_data(data)
         events = h1.events_received()
+        if h1.requests_begun != begun or not h1.reading:
+            self._expired = None  # a 408 owed for a request that came complete after all
         if h1.reading:
             if h1.requests_begun != begun:
-                # A new request began: its head and body have request_timeout to come.
-                self._arm_timer(self.app.request_timeout)
+                self._request_began()
+            elif self._in_head and not h1.reading_head:
+                # The head is complete: the body has what is left of request_timeout.
+                self._end_head()
+                self._arm_at(self._request_deadline, "request timed out")
         elif events:
             self._cancel_timer()
+        if self._in_head and not h1.reading_head:  # complete, refused or upgraded
+            self._end_head()
         output = h1.data_to_send()
         if output and self.transport is not None:
             self.transport.write(output)  # 100 Continue
@@ -197,6 +234,34 @@ class HttpConnection(asyncio.Protocol):
                 self._upgrade(event)
             elif isinstance(event, Rejection):
                 self._reject(event.status, event.message)
+
+    def _request_began(self) -> None:
+        """A new request's first bytes came, and it is not complete: arm its deadline."""
+        now = self.loop.time()
+        self._request_deadline = now + self.app.request_timeout
+        heads = self.heads
+        if heads is None or not self.h1.reading_head:
+            self._end_head()
+            self._arm_at(self._request_deadline, "request timed out")
+            return
+        # The first request's head is due heads.timeout after the connection opened
+        # (as nginx's client_header_timeout, Go's ReadHeaderTimeout), so that waiting
+        # first does not buy time to trickle after; a later one's, after its first
+        # byte (the wait before it is keepalive_timeout's).
+        start = self._opened if self.h1.requests_begun == 1 else now
+        deadline = min(start + heads.timeout, self._request_deadline)
+        limit = min(heads.timeout, self.app.request_timeout)
+        self._arm_at(deadline, f"request head not complete within {limit:g} s")
+        self._in_head = True
+        for victim, message in heads.begin(self, self.address):
+            victim._in_head = False
+            victim._expire(message)
+
+    def _end_head(self) -> None:
+        if self._in_head:
+            self._in_head = False
+            if self.heads is not None:
+                self.heads.end(self)
 
     def _queue(self, request: Request) -> None:
         self._pending.append(request)
@@ -219,6 +284,9 @@ class HttpConnection(asyncio.Protocol):
                 if not self._pending:
                     if self._eof:
                         self.close()
+                        return
+                    if self._expired is not None:  # timed out while we were busy
+                        self._reject(408, self._expired)
                         return
                     if not self.h1.reading:  # else the request timer runs
                         self._arm_timer(self.app.keepalive_timeout)
@@ -295,6 +363,7 @@ class HttpConnection(asyncio.Protocol):
         """
         self._rejected = True
         self._cancel_timer()
+        self._end_head()
         transport = self.transport
         if transport is None or self.closed:
             return
@@ -329,6 +398,12 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         self._timer = self.loop.call_later(delay, self._on_timeout)
 
+    def _arm_at(self, deadline: float, message: str) -> None:
+        """Arm the timer of the request being read: a 408 with ``message`` at ``deadline``."""
+        self._cancel_timer()
+        self._timeout_message = message
+        self._timer = self.loop.call_at(deadline, self._on_timeout)
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -336,9 +411,17 @@ class HttpConnection(asyncio.Protocol):
 
     def _on_timeout(self) -> None:
         self._timer = None
-        if self.websocket is not None or self._busy or self._rejected:
+        if self.websocket is not None or self._rejected:
             return
         if self.h1.reading:
-            self._reject(408, "request timed out")
-        else:
+            self._expire(self._timeout_message)
+        elif not (self._busy or self._pending):
             self.close()
+
+    def _expire(self, message: str) -> None:
+        """408 for the request being read: now, or once the requests before it (being
+        handled, or pipelined and queued) are answered, so that answers keep their order."""
+        if self._busy or self._pending:
+            self._expired = message
+        else:
+            self._reject(408, message)

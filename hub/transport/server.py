@@ -2,6 +2,7 @@
 
 :class:`Gateway` is the ``App`` that ``http.HttpConnection`` calls: it admits or refuses
 connections (``max_connections`` in all, ``max_connections_per_client`` per address),
+bounds the requests whose head is still coming (:mod:`.heads`, against slowloris),
 hands requests to the HTTP API, upgrades ``/api/ws`` to a compat or native WebSocket,
 and runs the loops that every open WebSocket needs (keepalive pings, native
 checkpoints, compat ``metrics_update``). It knows connections, not business rules.
@@ -33,6 +34,7 @@ from ..wire.codec import JSON, MSGPACK, codec_for
 from ..wire.compat import Metrics, metrics_message
 from ..wire.framing import encode_frame
 from .compat_ws import CompatSession
+from .heads import UnfinishedHeads
 from .http import HttpConnection, error_response
 from .native_ws import NativeSession
 from .ws import WebSocket, handshake
@@ -124,6 +126,12 @@ class Gateway:
         #: Runs a connection task in the hub's task group (its failure is logged).
         self.spawn = spawn
         self.connections: set[HttpConnection] = set()
+        #: Connections whose request head has begun and is not complete.
+        self.heads: UnfinishedHeads[HttpConnection] = UnfinishedHeads(
+            timeout=gateway.header_timeout,
+            max_total=gateway.max_unfinished_heads,
+            max_per_client=gateway.max_unfinished_heads_per_client,
+        )
         self._per_client: dict[str, int] = {}
         self.websockets: set[WebSocket] = set()
         self.native_sessions: set[NativeSession] = set()
@@ -145,7 +153,11 @@ class Gateway:
         host, port = self.settings.host, self.settings.port
         try:
             self._server = await loop.create_server(
-                lambda: HttpConnection(self), host, port, backlog=2048, reuse_address=True
+                lambda: HttpConnection(self, self.heads),
+                host,
+                port,
+                backlog=2048,
+                reuse_address=True,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
