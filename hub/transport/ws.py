@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -164,8 +164,20 @@ class WebSocket:
         # PING, PONG and CLOSE are handled by the protocol itself.
 
     def _deliver(self, data: bytes, text: bool) -> None:
-        if self.session is not None and self.protocol.state is State.OPEN:
-            self.session.on_message(data, text)
+        if self.session is None or self.protocol.state is not State.OPEN:
+            return
+        if text and not data.isascii():
+            try:
+                data.decode()
+            except UnicodeDecodeError as exc:
+                # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection
+                # with 1007. websockets' sans-I/O protocol leaves this check to its
+                # connections (their assembler decodes); this is ours, and it fails
+                # the protocol the way those do.
+                reason = f"invalid UTF-8 in a text message: {exc.reason} at position {exc.start}"
+                self.protocol.fail(CloseCode.INVALID_DATA, reason)
+                return
+        self.session.on_message(data, text)
 
     # ------------------------------------------------------------------ outgoing
 
