@@ -28,6 +28,7 @@ from hub.connectors import (
     connector_event,
 )
 from hub.store import Keys, Store
+from hub.transport.responses import error_code
 
 from .conftest import make_settings, running_hub, timeout
 from .local_http import LocalServer, Reply, Seen, free_port, json_reply, until
@@ -149,7 +150,10 @@ async def test_start_state_expires_after_600_seconds(
     await asyncio.sleep(0.01)
     reply = await http.get(f"/api/connectors/fake/oauth/callback?code=c&state={state}")
     assert reply.status_code == 401
-    assert reply.json() == {"error": "Invalid or expired OAuth state (possible CSRF attack)"}
+    assert reply.json() == {
+        "error": "Invalid or expired OAuth state (possible CSRF attack)",
+        "code": "unauthorized",
+    }
 
 
 async def test_start_without_client_config_is_500_naming_the_variables(
@@ -159,14 +163,15 @@ async def test_start_without_client_config_is_500_naming_the_variables(
     assert reply.status_code == 500
     assert reply.json() == {
         "error": "OAuth not configured for connector 'github'. Set FLUX_OAUTH_GITHUB_CLIENT_ID"
-        " and FLUX_OAUTH_GITHUB_CLIENT_SECRET environment variables."
+        " and FLUX_OAUTH_GITHUB_CLIENT_SECRET environment variables.",
+        "code": "internal",
     }
 
 
 async def test_start_of_unknown_connector_is_404(http: httpx.AsyncClient) -> None:
     reply = await http.get("/api/connectors/nope/oauth/start")
     assert reply.status_code == 404
-    assert reply.json() == {"error": "Connector 'nope' not found"}
+    assert reply.json() == {"error": "Connector 'nope' not found", "code": "not_found"}
 
 
 async def test_start_check_order_in_public_mode(store: Store, key_prefix: str) -> None:
@@ -175,7 +180,10 @@ async def test_start_check_order_in_public_mode(store: Store, key_prefix: str) -
         assert unknown.status_code == 404  # the name first
         anonymous = await http.get("/api/connectors/github/oauth/start")
         assert anonymous.status_code == 401  # then the token
-        assert anonymous.json() == {"error": "Invalid token: Authorization token not provided"}
+        assert anonymous.json() == {
+            "error": "Invalid token: Authorization token not provided",
+            "code": "unauthorized",
+        }
         unconfigured = await http.get(
             "/api/connectors/github/oauth/start", headers={"authorization": "Bearer u"}
         )
@@ -256,7 +264,7 @@ async def test_callback_refusals(
 ) -> None:
     reply = await http.get(f"/api/connectors/fake/oauth/callback?{query}")
     assert reply.status_code == status
-    assert reply.json() == {"error": message}
+    assert reply.json() == {"error": message, "code": error_code(status)}
     _, server, _ = fake_hub
     assert server.requests == []
 
@@ -266,7 +274,10 @@ async def test_callback_for_another_connector_is_a_mismatch_and_uses_the_state(
 ) -> None:
     state = await _start(http)
     reply = await http.get(f"/api/connectors/github/oauth/callback?code=c&state={state}")
-    assert reply.status_code == 400 and reply.json() == {"error": "Connector name mismatch"}
+    assert reply.status_code == 400 and reply.json() == {
+        "error": "Connector name mismatch",
+        "code": "bad_request",
+    }
     reply = await http.get(f"/api/connectors/fake/oauth/callback?code=c&state={state}")
     assert reply.status_code == 401
 
@@ -284,7 +295,10 @@ async def test_callback_on_another_hub_without_client_config_is_500(
         _add_fake(other, server.url("/token"))
         reply = await elsewhere.get(f"/api/connectors/fake/oauth/callback?code=c&state={state}")
     assert reply.status_code == 500
-    assert reply.json() == {"error": "OAuth not configured for connector 'fake'"}
+    assert reply.json() == {
+        "error": "OAuth not configured for connector 'fake'",
+        "code": "internal",
+    }
 
 
 async def test_callback_reaches_any_hub_of_the_cluster(
@@ -337,7 +351,7 @@ async def test_failed_code_exchange_is_502_and_stores_nothing(
     state = await _start(http)
     reply = await http.get(f"/api/connectors/fake/oauth/callback?code=c&state={state}")
     assert reply.status_code == 502
-    assert reply.json() == {"error": message}
+    assert reply.json() == {"error": message, "code": "bad_gateway"}
     detail = (await http.get("/api/connectors/fake")).json()
     assert detail["status"] == "not_configured"
 
@@ -348,7 +362,8 @@ async def test_provider_down_is_502(hub: Hub, http: httpx.AsyncClient) -> None:
     reply = await http.get(f"/api/connectors/fake/oauth/callback?code=c&state={state}")
     assert reply.status_code == 502
     assert reply.json() == {
-        "error": "Failed to exchange authorization code: Failed to send token exchange request"
+        "error": "Failed to exchange authorization code: Failed to send token exchange request",
+        "code": "bad_gateway",
     }
 
 

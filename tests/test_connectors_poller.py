@@ -302,7 +302,8 @@ async def test_without_encryption_key_pollers_with_a_token_are_refused(
         )
         assert reply.status_code == 500
         assert reply.json() == {
-            "error": "Credential storage not available (FLUX_ENCRYPTION_KEY not set)"
+            "error": "Credential storage not available (FLUX_ENCRYPTION_KEY not set)",
+            "code": "internal",
         }
         async with _endpoint() as (server, _):
             source_id = await _register(http, _poller(server.url()))
@@ -428,7 +429,8 @@ async def test_poller_count_is_bounded(store: Store, key_prefix: str) -> None:
         reply = await http.post("/api/connectors/generic", json=_poller("http://127.0.0.1:2/"))
         assert reply.status_code == 409
         assert reply.json() == {
-            "error": "poller limit reached: at most 1 pollers (FLUX_MAX_POLLERS); delete one first"
+            "error": "poller limit reached: at most 1 pollers (FLUX_MAX_POLLERS); delete one first",
+            "code": "conflict",
         }
 
 
@@ -446,7 +448,7 @@ async def test_deleted_poller_stops_polling_and_is_gone(hub: Hub, http: httpx.As
         assert len(server.requests) <= seen + 1  # at most one poll already in flight
     missing = await http.get(f"/api/connectors/generic/{source_id}")
     assert missing.status_code == 404
-    assert missing.json() == {"error": f"Poller '{source_id}' not found"}
+    assert missing.json() == {"error": f"Poller '{source_id}' not found", "code": "not_found"}
     again = await http.delete(f"/api/connectors/generic/{source_id}")
     assert again.status_code == 404
     assert (await http.get("/api/connectors/generic")).json() == {"pollers": []}
@@ -566,7 +568,7 @@ async def test_public_mode_generic_endpoints_need_the_admin_token(
             ]:
                 reply = await http.request(method, path, json=body, headers=headers)
                 assert reply.status_code == 401, (method, path, headers)
-                assert reply.json() == {"error": "Unauthorized"}
+                assert reply.json() == {"error": "Unauthorized", "code": "unauthorized"}
         admin = {"authorization": "Bearer adm1n"}
         created = await http.post("/api/connectors/generic", json=body, headers=admin)
         assert created.status_code == 201

@@ -99,13 +99,15 @@ async def test_without_key_every_connector_is_not_configured(store: Store, key_p
             reply = await http.request(method, "/api/connectors/github/token", json={"token": "t"})
             assert reply.status_code == 500
             assert reply.json() == {
-                "error": "Credential storage not available (FLUX_ENCRYPTION_KEY not set)"
+                "error": "Credential storage not available (FLUX_ENCRYPTION_KEY not set)",
+                "code": "internal",
             }
         for path in ("oauth/start", "oauth/callback?code=c&state=s"):
             reply = await http.get(f"/api/connectors/github/{path}")
             assert reply.status_code == 404
             assert reply.json() == {
-                "error": "OAuth is not available: FLUX_ENCRYPTION_KEY is not set"
+                "error": "OAuth is not available: FLUX_ENCRYPTION_KEY is not set",
+                "code": "not_found",
             }
 
 
@@ -154,7 +156,10 @@ async def test_deleted_token_is_gone_and_deleting_again_is_404(http: httpx.Async
     assert detail["status"] == "not_configured" and "last_poll" not in detail
     again = await http.delete("/api/connectors/linkedin/token")
     assert again.status_code == 404
-    assert again.json() == {"error": "No credentials found for connector 'linkedin'"}
+    assert again.json() == {
+        "error": "No credentials found for connector 'linkedin'",
+        "code": "not_found",
+    }
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
@@ -162,7 +167,7 @@ async def test_unknown_connector_is_404(http: httpx.AsyncClient, method: str) ->
     path = "/api/connectors/nope" if method == "GET" else "/api/connectors/nope/token"
     reply = await http.request(method, path, json={"token": "t"})
     assert reply.status_code == 404
-    assert reply.json() == {"error": "Connector 'nope' not found"}
+    assert reply.json() == {"error": "Connector 'nope' not found", "code": "not_found"}
 
 
 TOKEN_BODIES = [
@@ -261,7 +266,7 @@ async def test_public_mode_needs_a_bearer_token(
         for method, path in calls:
             reply = await http.request(method, path, json={"token": "t"}, headers=headers)
             assert reply.status_code == 401, (method, path)
-            assert reply.json() == {"error": message}
+            assert reply.json() == {"error": message, "code": "unauthorized"}
 
 
 async def test_public_mode_check_order(store: Store, key_prefix: str, public: Settings) -> None:

@@ -161,7 +161,10 @@ async def test_skill_commands_work_through_curl(store: Store, key_prefix: str) -
         deleted = await flux.delete("demo/temp-sensor-01")
         assert set(deleted) == {"entity_id", "eventId"}
         assert deleted["entity_id"] == "demo/temp-sensor-01"
-        assert await flux.get("demo/temp-sensor-01") == {"error": "Entity not found"}
+        assert await flux.get("demo/temp-sensor-01") == {
+            "error": "Entity not found",
+            "code": "not_found",
+        }
 
         assert await flux.batch_delete('{"prefix":"loadtest-"}') == {
             "deleted": 0,
@@ -192,7 +195,8 @@ async def test_skill_commands_work_through_curl(store: Store, key_prefix: str) -
         assert await flux.admin_config() == updated
         refused = FluxSh(flux.flux_url, "not-the-token")
         assert await refused.admin_config('{"rate_limit_enabled": false}') == {
-            "error": "Unauthorized"
+            "error": "Unauthorized",
+            "code": "unauthorized",
         }
 
 

@@ -49,7 +49,7 @@ async def test_body_over_the_limit_is_refused_from_its_content_length(hub: Hub) 
     head = b"POST /api/events HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % (limit + 1)
     # The hub answers before any of the body is sent.
     status, body = _status_and_body(await _exchange(hub.port, head))
-    assert (status, body) == (413, {"error": "payload too large"})
+    assert (status, body) == (413, {"error": "payload too large", "code": "payload_too_large"})
 
 
 async def test_chunked_body_over_the_limit_is_refused(hub: Hub) -> None:
@@ -59,7 +59,7 @@ async def test_chunked_body_over_the_limit_is_refused(hub: Hub) -> None:
     chunks = [b"%x\r\n%b\r\n" % (len(chunk), chunk)] * (limit // len(chunk) + 2)
     parts = [head, *chunks, b"0\r\n\r\n"]
     status, body = _status_and_body(await _exchange(hub.port, b"".join(parts)))
-    assert (status, body) == (413, {"error": "payload too large"})
+    assert (status, body) == (413, {"error": "payload too large", "code": "payload_too_large"})
 
 
 async def test_expect_100_continue_is_answered_before_the_body(hub: Hub) -> None:
@@ -88,7 +88,10 @@ async def test_malformed_request_gets_400_json(hub: Hub) -> None:
 async def test_oversized_head_gets_431(hub: Hub) -> None:
     request = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n"
     status, body = _status_and_body(await _exchange(hub.port, request))
-    assert (status, body) == (431, {"error": "request head too large"})
+    assert (status, body) == (
+        431,
+        {"error": "request head too large", "code": "header_fields_too_large"},
+    )
 
 
 async def test_pipelined_requests_are_answered_in_order(hub: Hub) -> None:
@@ -136,7 +139,7 @@ async def test_client_that_stops_mid_request_gets_408(store: Store, key_prefix: 
             hub.port, b"POST /api/events HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n{"
         )
     status, body = _status_and_body(response)
-    assert (status, body) == (408, {"error": "request timed out"})
+    assert (status, body) == (408, {"error": "request timed out", "code": "request_timeout"})
 
 
 async def test_idle_keep_alive_connection_is_closed(store: Store, key_prefix: str) -> None:
@@ -194,7 +197,10 @@ async def test_refused_upload_is_read_to_the_end_so_the_client_sees_the_413(hub:
         response = await asyncio.wait_for(reader.read(), timeout(10))
     finally:
         writer.close()
-    assert _status_and_body(response) == (413, {"error": "payload too large"})
+    assert _status_and_body(response) == (
+        413,
+        {"error": "payload too large", "code": "payload_too_large"},
+    )
 
 
 async def test_dashboard_files_are_revalidated_by_etag(hub: Hub) -> None:
@@ -227,7 +233,10 @@ async def _refused_then_healthy(hub: Hub, request: bytes) -> tuple[int, Any]:
 async def test_too_many_header_fields_get_431(hub: Hub) -> None:
     fields = b"".join(b"x-%d: v\r\n" % i for i in range(101))
     answer = await _refused_then_healthy(hub, b"GET /healthz HTTP/1.1\r\n" + fields + b"\r\n")
-    assert answer == (431, {"error": "too many header fields: more than 100"})
+    assert answer == (
+        431,
+        {"error": "too many header fields: more than 100", "code": "header_fields_too_large"},
+    )
 
 
 async def test_endless_head_gets_431_before_it_ends(hub: Hub) -> None:
@@ -239,7 +248,10 @@ async def test_endless_head_gets_431_before_it_ends(hub: Hub) -> None:
         response = await asyncio.wait_for(reader.read(), timeout(10))
     finally:
         writer.close()
-    assert _status_and_body(response) == (431, {"error": "request head too large"})
+    assert _status_and_body(response) == (
+        431,
+        {"error": "request head too large", "code": "header_fields_too_large"},
+    )
     await _assert_healthy(hub)
 
 
@@ -254,7 +266,10 @@ async def test_repeated_identity_or_framing_field_gets_400_naming_it(
     request = b"POST /api/events HTTP/1.1\r\n%b\r\n%b\r\n\r\n{}" % (field, last)
     status, body = await _refused_then_healthy(hub, request)
     name = field.split(b":")[0].decode()
-    assert (status, body) == (400, {"error": f"malformed HTTP request: repeated {name} header"})
+    assert (status, body) == (
+        400,
+        {"error": f"malformed HTTP request: repeated {name} header", "code": "bad_request"},
+    )
 
 
 async def test_content_length_with_transfer_encoding_gets_400(hub: Hub) -> None:
@@ -265,7 +280,10 @@ async def test_content_length_with_transfer_encoding_gets_400(hub: Hub) -> None:
     answer = await _refused_then_healthy(hub, request)
     assert answer == (
         400,
-        {"error": "malformed HTTP request: Content-Length and Transfer-Encoding together"},
+        {
+            "error": "malformed HTTP request: Content-Length and Transfer-Encoding together",
+            "code": "bad_request",
+        },
     )
 
 
@@ -289,7 +307,10 @@ async def test_unsupported_transfer_coding_gets_501(hub: Hub) -> None:
     answer = await _refused_then_healthy(hub, request)
     assert answer == (
         501,
-        {"error": "Transfer-Encoding 'gzip, chunked' is not supported: use chunked"},
+        {
+            "error": "Transfer-Encoding 'gzip, chunked' is not supported: use chunked",
+            "code": "not_implemented",
+        },
     )
 
 
@@ -357,7 +378,7 @@ async def test_response_header_with_crlf_is_refused_with_500_and_logged(
         await server.wait_closed()
     refused, _, rest = response.partition(b"\r\n\r\n")
     assert refused.startswith(b"HTTP/1.1 500") and b"set-cookie" not in response.lower()
-    assert rest.startswith(b'{"error":"internal error"}HTTP/1.1 200 OK\r\n')
+    assert rest.startswith(b'{"error":"internal error","code":"internal"}HTTP/1.1 200 OK\r\n')
     assert b"x-echo: fine\r\n" in rest
     [record] = [r for r in caplog.records if r.name == "hub.gateway"]
     assert record.exc_info is not None and "b'x-echo'" in str(record.exc_info[1])

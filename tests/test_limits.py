@@ -82,7 +82,10 @@ async def test_event_bounds_hold_on_every_write_path(
         assert batch.json()["results"][0]["error"] is None
         assert result["status"] == "ok"
     else:
-        assert (single.status_code, single.json()) == (413, {"error": error})
+        assert (single.status_code, single.json()) == (
+            413,
+            {"error": error, "code": "payload_too_large"},
+        )
         assert batch.json()["results"][0]["error"] == f"validation failed: {error}"
         assert result["error"] == {"code": "too_large", "message": error}
 
@@ -97,7 +100,7 @@ async def test_batch_event_count_bound(client: httpx.AsyncClient) -> None:
     )
     assert (past.status_code, past.json()) == (
         400,
-        {"error": "Batch too large: 6 events, max is 5"},
+        {"error": "Batch too large: 6 events, max is 5", "code": "bad_request"},
     )
 
 

@@ -120,7 +120,7 @@ async def test_admin_put_with_wrong_type_gets_422_json(http: httpx.AsyncClient, 
     assert reply.status_code == 422
     assert reply.headers["content-type"] == "application/json"
     error = reply.json()
-    assert set(error) == {"error"}
+    assert set(error) == {"error", "code"}
     assert error["error"].startswith("Failed to deserialize the JSON body into the target type")
     assert await _config(http) == DEFAULTS
 
@@ -174,7 +174,7 @@ async def test_admin_with_token_set_must_send_exact_bearer_to_put(
             reply = await http.put("/api/admin/config", json=update, headers=headers)
             assert reply.status_code == 401, headers
             assert reply.headers["content-type"] == "application/json"
-            assert reply.json() == {"error": "Unauthorized"}
+            assert reply.json() == {"error": "Unauthorized", "code": "unauthorized"}
             assert reply.headers["access-control-allow-origin"] == "*"
         # GET stays open.
         assert await _config(http) == DEFAULTS
@@ -219,7 +219,7 @@ async def test_admin_limit_change_applies_at_once_everywhere_and_survives_restar
         # This hub: the very next POST.
         over = await http.post("/api/events", content=_event_body_of_size(4097))
         assert over.status_code == 413
-        assert over.json() == {"error": "payload too large"}
+        assert over.json() == {"error": "payload too large", "code": "payload_too_large"}
         assert (
             await http.post("/api/events", content=_event_body_of_size(4096))
         ).status_code == 200
@@ -340,7 +340,7 @@ async def test_client_on_unknown_path_gets_404_json(
     assert reply.status_code == 404
     assert reply.headers["content-type"] == "application/json"
     error = reply.json()
-    assert set(error) == {"error"} and isinstance(error["error"], str)
+    assert set(error) == {"error", "code"} and isinstance(error["error"], str)
 
 
 @pytest.mark.parametrize(
@@ -365,7 +365,7 @@ async def test_client_using_wrong_method_gets_405_json(
     assert reply.status_code == 405
     assert reply.headers["content-type"] == "application/json"
     error = reply.json()
-    assert set(error) == {"error"} and isinstance(error["error"], str)
+    assert set(error) == {"error", "code"} and isinstance(error["error"], str)
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

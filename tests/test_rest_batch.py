@@ -152,7 +152,7 @@ async def test_batcher_with_one_malformed_event_gets_400_and_nothing_published(
     assert reply.status_code == 400
     assert reply.headers["content-type"] == "application/json"
     error = reply.json()
-    assert set(error) == {"error"}
+    assert set(error) == {"error", "code"}
     assert error["error"].startswith(message), error["error"]
     for entity_id in ("x/1", "x/2", "x/3"):
         assert not await _exists(http, entity_id)
@@ -163,7 +163,10 @@ async def test_batcher_with_one_malformed_event_gets_400_and_nothing_published(
 async def test_batcher_sending_empty_events_gets_400(http: httpx.AsyncClient) -> None:
     reply = await http.post("/api/events/batch", json={"events": []})
     assert reply.status_code == 400
-    assert reply.json() == {"error": "Batch request must contain at least one event"}
+    assert reply.json() == {
+        "error": "Batch request must contain at least one event",
+        "code": "invalid_event",
+    }
 
 
 @pytest.mark.parametrize(
@@ -182,7 +185,7 @@ async def test_batcher_without_an_events_array_gets_400(
     reply = await http.post("/api/events/batch", json=body)
     assert reply.status_code == 400
     error = reply.json()
-    assert set(error) == {"error"}
+    assert set(error) == {"error", "code"}
     assert error["error"].startswith(message), error["error"]
     assert not await _exists(http, "dev/1")
 
@@ -239,7 +242,7 @@ async def test_batcher_body_over_batch_limit_gets_413(http: httpx.AsyncClient) -
     over = await http.post("/api/events/batch", content=_batch_body_of_size(4097))
     assert over.status_code == 413
     assert over.headers["content-type"] == "application/json"
-    assert over.json() == {"error": "payload too large"}
+    assert over.json() == {"error": "payload too large", "code": "payload_too_large"}
 
 
 async def test_batcher_body_above_flux_2mib_cap_is_accepted_by_default(
@@ -259,4 +262,4 @@ async def test_batcher_body_above_flux_2mib_cap_is_accepted_by_default(
 async def test_batcher_body_over_default_batch_limit_gets_413(http: httpx.AsyncClient) -> None:
     reply = await http.post("/api/events/batch", content=_batch_body_of_size(10_485_761))
     assert reply.status_code == 413
-    assert reply.json() == {"error": "payload too large"}
+    assert reply.json() == {"error": "payload too large", "code": "payload_too_large"}

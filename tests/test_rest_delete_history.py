@@ -79,7 +79,7 @@ async def test_deleter_removes_entity_and_gets_entity_id_and_event_id(
     assert _is_uuid7(body["eventId"])
     gone = await http.get("/api/state/entities/matt%2Fsensor-01")
     assert gone.status_code == 404
-    assert gone.json() == {"error": "Entity not found"}
+    assert gone.json() == {"error": "Entity not found", "code": "not_found"}
     assert await _ids(http) == ["matt/sensor-02"]
 
 
@@ -216,7 +216,7 @@ async def test_deleter_batch_without_a_usable_filter_gets_422_json(
     assert reply.status_code == 422
     assert reply.headers["content-type"] == "application/json"
     error = reply.json()
-    assert set(error) == {"error"}
+    assert set(error) == {"error", "code"}
     assert error["error"].startswith("Failed to deserialize the JSON body into the target type")
     assert await _ids(http) == ["keep/1"]
 
@@ -246,7 +246,8 @@ async def test_deleter_batch_over_max_batch_delete_gets_400(store: Store, key_pr
             reply = await http.post("/api/state/entities/delete", json=body)
             assert reply.status_code == 400, body
             assert reply.json() == {
-                "error": f"Batch too large: {requested} entities requested, max is 3"
+                "error": f"Batch too large: {requested} entities requested, max is 3",
+                "code": "bad_request",
             }
         assert len(await _ids(http)) == 6
         result = await _batch_delete(http, {"entity_ids": ["big/1", "big/2", "big/3"]})
@@ -266,7 +267,7 @@ async def test_historian_without_entity_gets_400(
     reply = await http.get("/api/events", params=query)
     assert reply.status_code == 400
     assert reply.headers["content-type"] == "application/json"
-    assert reply.json() == {"error": "entity parameter is required"}
+    assert reply.json() == {"error": "entity parameter is required", "code": "bad_request"}
 
 
 async def test_historian_gets_newest_events_first_up_to_limit(http: httpx.AsyncClient) -> None:
@@ -347,7 +348,10 @@ async def test_historian_with_invalid_since_gets_400(http: httpx.AsyncClient, si
     reply = await http.get("/api/events", params={"entity": "s/1", "since": since})
     assert reply.status_code == 400
     assert reply.headers["content-type"] == "application/json"
-    assert reply.json() == {"error": "invalid `since` timestamp (expected ISO 8601)"}
+    assert reply.json() == {
+        "error": "invalid `since` timestamp (expected ISO 8601)",
+        "code": "bad_request",
+    }
 
 
 async def test_historian_default_window_is_the_last_24_hours(

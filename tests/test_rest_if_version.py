@@ -25,7 +25,7 @@ async def test_publish_with_if_version_applies_only_at_that_version(
     refused = await http.post("/api/events", json=_event("cas/1", 0, owner="b"))
     assert (refused.status_code, refused.json()) == (
         409,
-        {"error": "conflict: entity is at version 1", "version": 1},
+        {"error": "conflict: entity is at version 1", "code": "conflict", "version": 1},
     )
     assert (await http.post("/api/events", json=_event("cas/1", 1, owner="c"))).status_code == 200
     entity = (await http.get("/api/state/entities/cas%2F1")).json()
@@ -36,10 +36,13 @@ async def test_malformed_if_version_is_a_validation_error(http: httpx.AsyncClien
     reply = await http.post("/api/events", json=_event("cas/2", -1, owner="a"))
     assert (reply.status_code, reply.json()) == (
         400,
-        {"error": "if_version must be a non-negative integer, got -1"},
+        {"error": "if_version must be a non-negative integer, got -1", "code": "invalid_event"},
     )
     reply = await http.post("/api/events", json=_event("cas/2", "3", owner="a"))
-    assert reply.json() == {"error": 'if_version must be a non-negative integer, got "3"'}
+    assert reply.json() == {
+        "error": 'if_version must be a non-negative integer, got "3"',
+        "code": "invalid_event",
+    }
 
 
 async def test_batch_reports_a_conflict_per_event(http: httpx.AsyncClient) -> None:

@@ -67,7 +67,7 @@ async def _assert_rejected(
     assert reply.status_code == status, reply.text
     assert reply.headers["content-type"] == "application/json"
     error = reply.json()
-    assert set(error) == {"error"}
+    assert set(error) == {"error", "code"}
     if exact:
         assert error["error"] == message
     else:
@@ -342,7 +342,7 @@ async def test_publisher_sending_invalid_json_gets_400_json_error(
     assert reply.status_code == 400
     assert reply.headers["content-type"] == "application/json"
     error = reply.json()
-    assert set(error) == {"error"}
+    assert set(error) == {"error", "code"}
     assert isinstance(error["error"], str) and error["error"]
     # Flux's message has no "Validation error:" prefix [docs differ].
     assert not error["error"].startswith("Validation error")
@@ -368,7 +368,7 @@ async def test_publisher_body_one_byte_over_single_limit_gets_413(
     reply = await http.post("/api/events", content=_body_of_size(SINGLE_LIMIT + 1))
     assert reply.status_code == 413
     assert reply.headers["content-type"] == "application/json"
-    assert reply.json() == {"error": "payload too large"}
+    assert reply.json() == {"error": "payload too large", "code": "payload_too_large"}
     assert (await http.get("/api/state/entities/big%2F1")).status_code == 404
 
 
@@ -384,7 +384,7 @@ async def test_publisher_chunked_body_over_single_limit_gets_413(
     # No Content-Length: the limit must hold while the body streams in.
     reply = await http.post("/api/events", content=chunks())
     assert reply.status_code == 413
-    assert reply.json() == {"error": "payload too large"}
+    assert reply.json() == {"error": "payload too large", "code": "payload_too_large"}
 
 
 async def test_publisher_body_limit_follows_admin_config(http: httpx.AsyncClient) -> None:
@@ -393,7 +393,7 @@ async def test_publisher_body_limit_follows_admin_config(http: httpx.AsyncClient
     assert (await http.post("/api/events", content=_body_of_size(2048))).status_code == 200
     over = await http.post("/api/events", content=_body_of_size(2049))
     assert over.status_code == 413
-    assert over.json() == {"error": "payload too large"}
+    assert over.json() == {"error": "payload too large", "code": "payload_too_large"}
 
 
 # ---------------------------------------------------------------------- dedup, storage

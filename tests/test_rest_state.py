@@ -52,7 +52,7 @@ async def _list(http: httpx.AsyncClient, **params: str) -> list[str]:
 async def _get(http: httpx.AsyncClient, entity_id: str) -> dict[str, Any] | None:
     reply = await http.get("/api/state/entities/" + entity_id.replace("/", "%2F"))
     if reply.status_code == 404:
-        assert reply.json() == {"error": "Entity not found"}
+        assert reply.json() == {"error": "Entity not found", "code": "not_found"}
         return None
     assert reply.status_code == 200
     entity: dict[str, Any] = reply.json()
@@ -209,7 +209,8 @@ async def test_reader_listing_with_bad_limit_gets_400(http: httpx.AsyncClient, l
     assert reply.status_code == 400
     assert reply.headers["content-type"] == "application/json"
     assert reply.json() == {
-        "error": "Failed to deserialize query string: limit: invalid digit found in string"
+        "error": "Failed to deserialize query string: limit: invalid digit found in string",
+        "code": "bad_request",
     }
 
 
@@ -258,7 +259,7 @@ async def test_reader_asking_for_missing_entity_gets_404(http: httpx.AsyncClient
         reply = await http.get("/api/state/entities/" + path)
         assert reply.status_code == 404
         assert reply.headers["content-type"] == "application/json"
-        assert reply.json() == {"error": "Entity not found"}
+        assert reply.json() == {"error": "Entity not found", "code": "not_found"}
 
 
 # ---------------------------------------------------------------------- merge rules (§3)

@@ -21,6 +21,7 @@ from websockets.typing import Subprotocol
 from hub.app import Hub
 from hub.engine.auth import BearerProblem, read_bearer
 from hub.store import Keys, Store
+from hub.transport.responses import error_code
 
 from .conftest import make_settings, running_hub, timeout
 from .native_client import Native, event
@@ -75,7 +76,10 @@ async def private(store: Store, key_prefix: str) -> AsyncIterator[World]:
 
 
 async def test_namespace_endpoints_are_404_in_internal_mode(http: httpx.AsyncClient) -> None:
-    message = {"error": "Namespace registration not available (auth disabled)"}
+    message = {
+        "error": "Namespace registration not available (auth disabled)",
+        "code": "not_found",
+    }
     reply = await http.post("/api/namespaces", json={"name": "abc"})
     assert (reply.status_code, reply.json()) == (404, message)
     reply = await http.get("/api/namespaces/abc")
@@ -85,7 +89,10 @@ async def test_namespace_endpoints_are_404_in_internal_mode(http: httpx.AsyncCli
 async def test_registration_needs_the_admin_token(world: World) -> None:
     for headers in [{}, {"Authorization": "Bearer wrong"}]:
         reply = await world.http.post("/api/namespaces", json={"name": "gamma"}, headers=headers)
-        assert (reply.status_code, reply.json()) == (401, {"error": "Admin token required"})
+        assert (reply.status_code, reply.json()) == (
+            401,
+            {"error": "Admin token required", "code": "unauthorized"},
+        )
 
 
 @pytest.mark.parametrize(
@@ -99,7 +106,7 @@ async def test_registration_needs_the_admin_token(world: World) -> None:
 )
 async def test_registration_checks_the_name(world: World, name: str, message: str) -> None:
     reply = await world.http.post("/api/namespaces", json={"name": name}, headers=ADMIN_HEADERS)
-    assert (reply.status_code, reply.json()) == (400, {"error": message})
+    assert (reply.status_code, reply.json()) == (400, {"error": message, "code": "bad_request"})
 
 
 async def test_registration_shows_the_token_once(world: World) -> None:
@@ -113,7 +120,10 @@ async def test_registration_shows_the_token_once(world: World) -> None:
     again = await world.http.post(
         "/api/namespaces", json={"name": "gamma_1-x"}, headers=ADMIN_HEADERS
     )
-    assert (again.status_code, again.json()) == (409, {"error": "Namespace name already exists"})
+    assert (again.status_code, again.json()) == (
+        409,
+        {"error": "Namespace name already exists", "code": "conflict"},
+    )
     info = await world.http.get("/api/namespaces/gamma_1-x")
     assert set(info.json()) == {"namespaceId", "name", "createdAt", "entityCount"}
     assert body["token"] not in info.text
@@ -129,13 +139,19 @@ async def test_namespace_shows_its_real_entity_count(world: World) -> None:
     assert info["entityCount"] == 3 and info["name"] == "alpha"
     assert info["createdAt"].endswith("Z")
     missing = await world.http.get("/api/namespaces/nobody")
-    assert (missing.status_code, missing.json()) == (404, {"error": "Namespace not found"})
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"error": "Namespace not found", "code": "not_found"},
+    )
 
 
 async def test_deleted_namespace_loses_its_token_and_entities(world: World) -> None:
     await world.http.post("/api/events", json=event("beta/kept", v=1), headers=world.auth("beta"))
     refused = await world.http.delete("/api/namespaces/beta")
-    assert (refused.status_code, refused.json()) == (401, {"error": "Admin token required"})
+    assert (refused.status_code, refused.json()) == (
+        401,
+        {"error": "Admin token required", "code": "unauthorized"},
+    )
     reply = await world.http.delete("/api/namespaces/beta", headers=ADMIN_HEADERS)
     assert reply.status_code == 204 and reply.content == b""
     assert (
@@ -240,7 +256,7 @@ async def test_rest_publish_is_authorized(
     )
     assert reply.status_code == status, reply.text
     if message is not None:
-        assert reply.json() == {"error": message}
+        assert reply.json() == {"error": message, "code": error_code(status)}
 
 
 @pytest.mark.parametrize(("token", "entity", "status", "message"), WRITE_CASES)
@@ -330,7 +346,7 @@ async def test_rest_delete_is_authorized(
     reply = await world.http.delete(path, headers=_headers(world, token))
     assert reply.status_code == status, reply.text
     if message is not None:
-        assert reply.json() == {"error": message}
+        assert reply.json() == {"error": message, "code": error_code(status)}
 
 
 @pytest.mark.parametrize(("token", "entity", "status", "message"), DELETE_CASES)
@@ -345,7 +361,7 @@ async def test_rest_batch_delete_is_authorized_before_anything_is_deleted(
     assert reply.status_code == status, reply.text
     kept = await world.http.get("/api/state/entities/alpha%2Fkeep")
     if message is not None:
-        assert reply.json() == {"error": message}
+        assert reply.json() == {"error": message, "code": error_code(status)}
         assert kept.status_code == 200  # nothing was deleted
     else:
         assert kept.status_code == 404
@@ -367,7 +383,7 @@ async def test_internal_mode_refuses_writes_to_flux_core(http: httpx.AsyncClient
     reply = await http.post("/api/events", json=event("flux-core/directory", x=1))
     assert (reply.status_code, reply.json()) == (
         403,
-        {"error": "namespace 'flux-core' is reserved for the hub"},
+        {"error": "namespace 'flux-core' is reserved for the hub", "code": "forbidden"},
     )
     gone = await http.delete("/api/state/entities/flux-core%2Fdirectory")
     assert gone.status_code == 403
@@ -553,7 +569,10 @@ async def test_two_hubs_share_one_rate_limit(store: Store, key_prefix: str) -> N
                     )
                     statuses.append(reply.status_code)
                     if reply.status_code == 429:
-                        assert reply.json() == {"error": "rate limit exceeded"}
+                        assert reply.json() == {
+                            "error": "rate limit exceeded",
+                            "code": "rate_limited",
+                        }
                         retry_after.append(int(reply.headers["retry-after"]))
                 batch = await http2.post(
                     "/api/events/batch",

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 __all__ = [
+    "ERROR_CODES",
     "LAST_CHUNK",
     "Response",
+    "error_code",
     "error_response",
     "json_response",
     "preflight_headers",
@@ -87,15 +89,59 @@ def json_response(value: object, status: int = 200) -> Response:
     return Response(status, dumps(value))
 
 
+#: The machine-readable ``code`` of an error, by status (docs/compat.md): a stable
+#: slug a client may branch on, beside Flux's human ``error`` message.
+ERROR_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    431: "header_fields_too_large",
+    500: "internal",
+    501: "not_implemented",
+    502: "bad_gateway",
+    503: "unavailable",
+    505: "http_version_not_supported",
+}
+
+
+def error_code(status: int) -> str:
+    """The default ``code`` of an error status (``client_error`` or ``server_error``
+    for a status without a slug of its own)."""
+    found = ERROR_CODES.get(status)
+    if found is not None:
+        return found
+    return "server_error" if status >= 500 else "client_error"
+
+
 def error_response(
     status: int,
     message: str,
     headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    code: str | None = None,
     **extra: object,
 ) -> Response:
-    """Every error is JSON ``{"error": message}`` (FLUX_COMPAT.md: even framework ones),
-    plus any ``extra`` fields."""
-    return Response(status, dumps({"error": message, **extra}), headers=headers or [])
+    """Every error is JSON ``{"error": message, "code": code}`` (FLUX_COMPAT.md: even
+    framework ones), plus any ``extra`` fields.
+
+    Args:
+        status: the HTTP status.
+        message: Flux's message (``error``), which Flux clients read: keep it exact.
+        headers: extra response headers (``Retry-After``, ``Allow``).
+        code: the machine-readable kind (``code``); by default the status's
+            (:func:`error_code`).
+        extra: more fields (``version`` of a conflict).
+    """
+    body = {"error": message, "code": code or error_code(status), **extra}
+    return Response(status, dumps(body), headers=headers or [])
 
 
 def preflight_headers() -> list[tuple[bytes, bytes]]:
