@@ -518,6 +518,37 @@ def test_envelope_rejects_nesting_over_depth_limit(value: Any) -> None:
     assert str(info.value) == "property 'deep' nests deeper than 2 levels"
 
 
+def _nested_lists(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_envelope_checks_depth_before_encoding_a_property_too_deep_to_encode() -> None:
+    # 300 levels: orjson cannot encode it (it stops at 254); the limit answers first.
+    with pytest.raises(PayloadTooLarge) as info:
+        parse(properties_event({"deep": _nested_lists(300)}), limits=EventLimits(max_depth=32))
+    assert str(info.value) == "property 'deep' nests deeper than 32 levels"
+
+
+@pytest.mark.parametrize("where", ["property", "payload"])
+def test_envelope_refuses_a_value_too_deep_to_encode_like_serde(where: str) -> None:
+    # Without a depth limit (or outside properties), as serde refuses deep JSON in Flux.
+    deep = _nested_lists(300)
+    if where == "property":
+        obj = properties_event({"deep": deep})
+    else:
+        obj = event(payload={"entity_id": "e/1", "properties": {}, "extra": deep})
+    assert malformed(obj) == "recursion limit exceeded"
+
+
+def test_envelope_refuses_a_key_json_cannot_hold() -> None:
+    # Not from JSON (whose keys are strings), but another decoder may produce it.
+    message = malformed(properties_event({"p": {1: "one"}}))
+    assert message.startswith("invalid value: "), message
+
+
 # ---------------------------------------------------------------- if_version in the body
 
 

@@ -89,18 +89,35 @@ def narrow(prefix: str | None, scope: str) -> str | None:
     return None
 
 
+#: Largest value of Flux's unsigned query integers (``usize`` on 64 bits).
+_QUERY_INT_MAX = 2**64 - 1
+
+
 def query_int(query: dict[str, str], name: str, default: int) -> int:
+    """An unsigned integer query parameter, refused in Flux's (serde's) words.
+
+    Raises:
+        BadRequest: not ASCII digits (``²`` and other Unicode digits included), or
+            more than a 64-bit integer holds (Rust's ``number too large to fit in
+            target type``).
+    """
     text = query.get(name)
     if text is None:
         return default
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         reason = (
             "cannot parse integer from empty string"
             if not text
             else "invalid digit found in string"
         )
         raise BadRequest(f"Failed to deserialize query string: {name}: {reason}")
-    return int(text)
+    digits = text.lstrip("0")
+    # Checked on the length first: int() of thousands of digits raises ValueError.
+    if len(digits) > 20 or int(digits or "0") > _QUERY_INT_MAX:
+        raise BadRequest(
+            f"Failed to deserialize query string: {name}: number too large to fit in target type"
+        )
+    return int(digits or "0")
 
 
 def json_body(request: Request) -> Any:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.model import Change
 from ..errors import InvalidEvent, MalformedEvent, PayloadTooLarge
-from .jsonutil import JSONError, canonical, dumps, loads, serde_message
+from .jsonutil import JSONEncodeError, JSONError, canonical, dumps, loads, serde_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -184,13 +184,14 @@ def parse_event(
             raise PayloadTooLarge(
                 f"too many properties: {len(raw_properties)} (limit {limits.max_properties})"
             )
-        properties = {name: canonical(value) for name, value in raw_properties.items()}
+        # Depth before encoding: a value nested past orjson's recursion cannot be encoded.
         if limits.max_depth:
             for name, value in raw_properties.items():
                 if isinstance(value, dict | list) and _deeper_than(value, limits.max_depth):
                     raise PayloadTooLarge(
                         f"property '{name}' nests deeper than {limits.max_depth} levels"
                     )
+        properties = {name: _encode(canonical, value) for name, value in raw_properties.items()}
         if limits.max_value_bytes:
             for name, value in properties.items():
                 if len(value) > limits.max_value_bytes:
@@ -215,7 +216,23 @@ def parse_event(
     change = Change.from_parts(
         entity_id, properties, dedup_id=dedup_id, if_version=if_version, source=source
     )
-    return Envelope(event_id, stream, source, timestamp, entity_id, change, dumps(stored))
+    return Envelope(event_id, stream, source, timestamp, entity_id, change, _encode(dumps, stored))
+
+
+def _encode(encode: Callable[[Any], bytes], value: Any) -> bytes:
+    """``encode(value)``, or the event is refused (400, a whole batch too).
+
+    Raises:
+        MalformedEvent: the value cannot be encoded: nested deeper than the encoder
+            recurses (as deep JSON is to serde in Flux: ``recursion limit exceeded``),
+            or, from a decoder other than JSON's, a key that is not a string.
+    """
+    try:
+        return encode(value)
+    except JSONEncodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise MalformedEvent("recursion limit exceeded") from None
+        raise MalformedEvent(f"invalid value: {exc}") from None
 
 
 def _if_version(value: Any) -> int | None:

@@ -12,9 +12,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JSONError", "canonical", "dumps", "loads", "serde_message"]
+__all__ = ["JSONEncodeError", "JSONError", "canonical", "dumps", "loads", "serde_message"]
 
 JSONError = orjson.JSONDecodeError
+#: What :func:`dumps` and :func:`canonical` raise for a value JSON cannot hold as
+#: given (a key that is not a string) or that nests deeper than orjson recurses (254
+#: levels, fewer than :func:`loads` accepts).
+JSONEncodeError = orjson.JSONEncodeError
 
 _SORTED = orjson.OPT_SORT_KEYS
 
