@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from . import __version__
 from .api.admin import AdminApi
 from .api.events import EventsApi
 from .api.http_api import HttpApi
 from .api.metrics import MetricsApi
 from .api.namespaces import NamespacesApi
+from .api.openapi import OpenApiDocument
+from .api.openapi_ops import CORE_OPERATIONS, CORE_SCHEMAS
 from .api.state import StateApi
 from .api.static import StaticFiles
 from .connectors import ConnectorsExtension
@@ -45,11 +48,12 @@ from .transport.server import Gateway
 from .wire.envelope import EventLimits
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
 
+    from .api.openapi import JsonObject, Operations
     from .api.router import Route
     from .config import Settings
     from .store import Store
@@ -67,6 +71,11 @@ class Extension(Protocol):
 
     def routes(self) -> list[Route]:
         """The feature's HTTP routes (served after the built-in ones)."""
+        ...
+
+    def openapi(self) -> tuple[Operations, Mapping[str, JsonObject]]:
+        """The OpenAPI operations of :meth:`routes`, by ``(template, method)``, and
+        the shared schemas they refer to (``GET /openapi.json`` serves them)."""
         ...
 
     async def run(self) -> None:
@@ -168,12 +177,23 @@ class Hub:
             self.ingest,
             self.tenancy,
         )
+        operations = dict(CORE_OPERATIONS)
+        schemas = dict(CORE_SCHEMAS)
+        for extension in self.extensions:
+            extra_operations, extra_schemas = extension.openapi()
+            operations.update(extra_operations)
+            schemas.update(extra_schemas)
+        #: ``GET /openapi.json``: the document of this very table (read when served).
+        self.openapi = OpenApiDocument(
+            lambda: self.api.router.templates(), operations, schemas, version=__version__
+        )
         routes = [
             *events.routes(),
             *state.routes(),
             *admin.routes(),
             *namespaces.routes(),
             *metrics.routes(),
+            *self.openapi.routes(),
         ]
         for extension in self.extensions:
             routes += extension.routes()

@@ -20,12 +20,14 @@ from .api import ConnectorRoutes
 from .base import CONNECTOR_NAME, Credentials
 from .builtin import BUILTIN_CONNECTORS
 from .crypto import UNDECRYPTABLE, SecretBox
+from .openapi import CONNECTOR_OPERATIONS, CONNECTOR_SCHEMAS
 from .poller import GenericPoller, PollerConfig
 from .scheduler import PollOutcome, Scheduler
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
+    from ..api.openapi import JsonObject, Operations
     from ..api.router import Route
     from ..config import ConnectorSettings, GatewaySettings
     from ..engine.ingest import Ingest
@@ -132,6 +134,10 @@ class ConnectorsExtension:
     def routes(self) -> list[Route]:
         """``/api/connectors`` and everything under it."""
         return self.api.routes()
+
+    def openapi(self) -> tuple[Operations, Mapping[str, JsonObject]]:
+        """The OpenAPI operations of :meth:`routes` and the schemas they refer to."""
+        return CONNECTOR_OPERATIONS, CONNECTOR_SCHEMAS
 
     async def run(self) -> None:
         """Run the scheduler until cancelled; then close the HTTP client."""
