@@ -1149,11 +1149,6 @@ async def test_private_subscription_ends_when_its_namespace_is_deleted(world: Wo
     assert not [f for f in sock.frames if f.get("id") == "zeta/new"]
 
 
-@pytest.mark.xfail(
-    reason="a compat session knows its scope, not its token: hub/transport/server.py must"
-    " hand the token (or a revocation hook) to CompatSession",
-    strict=True,
-)
 @pytest.mark.parametrize("world", ["private"], indirect=True)
 async def test_private_compat_connection_ends_when_its_namespace_is_deleted(
     world: World,
@@ -1243,12 +1238,6 @@ async def test_no_token_in_the_hubs_log_lines(world: World, log_records: LogReco
         assert not [line for line in lines if secret in line[1]]
 
 
-@pytest.mark.xfail(
-    reason="websockets' protocol debug log (hub.ws.protocol) shows upgrade headers and frames;"
-    " `flux serve` caps it at INFO, but an embedded Hub needs hub/transport/ws.py to set"
-    " protocol.debug = False",
-    strict=True,
-)
 async def test_no_token_in_websockets_debug_log(world: World, log_records: LogRecords) -> None:
     # websockets' protocol logs, at DEBUG, the upgrade's request line (with
     # ?token=…), every header (Authorization: Bearer …) and every frame (auth frames

@@ -135,6 +135,8 @@ class Gateway:
         self._per_client: dict[str, int] = {}
         self.websockets: set[WebSocket] = set()
         self.native_sessions: set[NativeSession] = set()
+        #: Under private reads, the admitted compat sessions' namespace watches.
+        self._compat_watches: dict[CompatSession, Callable[[], None]] = {}
         self._server: asyncio.Server | None = None
         self._event_totals: deque[tuple[float, int]] = deque(maxlen=64)
         self._all_closed: anyio.Event | None = None
@@ -294,8 +296,26 @@ class Gateway:
             session.ws.close(close_code_for(refusal), str(refusal))
         elif not session.ws.closed:
             session.activate(scope)
+            # Its namespace may be deleted, and the name registered again by someone
+            # else: the connection must not go on to show the new owner's entities.
+            read = token if isinstance(token, str) else None
+            self._compat_watches[session] = self.tenancy.watch(
+                lambda: self.spawn(lambda: self._recheck_compat(session, read, scope))
+            )
+
+    async def _recheck_compat(self, session: CompatSession, token: str | None, scope: str) -> None:
+        """A namespace was deleted: close the connection if its token no longer reads
+        what it was admitted to."""
+        if session.ws.closed or (await self.tenancy.principal(token)).read_prefix == scope:
+            return
+        revoked = ProtocolError(f"private reads: this token no longer reads {scope!r}")
+        session.ws.close(close_code_for(revoked), str(revoked))
 
     def _websocket_closed(self, ws: WebSocket) -> None:
+        if isinstance(ws.session, CompatSession):
+            unwatch = self._compat_watches.pop(ws.session, None)
+            if unwatch is not None:
+                unwatch()
         self.websockets.discard(ws)
         self.metrics.closes[ws.protocol.close_code or 1006] += 1
         self.metrics.frames_sent_closed["native" if ws.subprotocol else "compat"] += ws.frames_sent

@@ -77,6 +77,9 @@ def handshake(
         max_size=max_frame_bytes,
         logger=_protocol_logger,
     )
+    # websockets' DEBUG log prints the upgrade's headers (Authorization), its target
+    # (?token=) and every frame (auth frames carry tokens): off, whatever the level.
+    protocol.debug = False
     # httptools has parsed the head already; the protocol parses it again (once per
     # connection) so that its own state machine moves on to frames.
     target = request.path + ("?" + request.query_string if request.query_string else "")
