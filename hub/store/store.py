@@ -73,11 +73,17 @@ class Store:
     Build it with :meth:`connect`; close it with :meth:`aclose` (or ``async with``).
     """
 
-    def __init__(self, url: str, keys: Keys, log: LogSettings) -> None:
+    def __init__(
+        self, url: str, keys: Keys, log: LogSettings, *, reply_timeout: float = REPLY_TIMEOUT
+    ) -> None:
         self.url = url
         self.keys = keys
         self.log = log
-        self._client: aioredis.Redis = make_client(url, max_connections=64)
+        #: Seconds to wait for any reply but a blocking read's before failing the call.
+        self.reply_timeout = reply_timeout
+        self._client: aioredis.Redis = make_client(
+            url, max_connections=64, socket_timeout=reply_timeout
+        )
         #: Per partition, idle connections for reading the delta log (XREAD BLOCK):
         #: one per concurrent reader (one per hub sharing this store, in tests).
         self._tails: dict[int, list[AbstractConnection]] = {}
@@ -88,14 +94,18 @@ class Store:
         self._channel: ScriptChannel | None = None
 
     @classmethod
-    async def connect(cls, url: str, keys: Keys, log: LogSettings) -> Store:
+    async def connect(
+        cls, url: str, keys: Keys, log: LogSettings, *, reply_timeout: float = REPLY_TIMEOUT
+    ) -> Store:
         """Connect, check the server's version and load the reduce script.
+
+        ``reply_timeout`` bounds the wait for a reply (the fault tests shorten it).
 
         Raises:
             LogUnavailable: Redis does not answer.
             ConfigError: the server is older than Redis 6.2.
         """
-        store = cls(url, keys, log)
+        store = cls(url, keys, log, reply_timeout=reply_timeout)
         try:
             await store._start()
         except BaseException:
@@ -118,7 +128,7 @@ class Store:
         # No socket timeout on writes (redis-py would start a task per write for it);
         # replies have the channel's own.
         connection = self._dedicated_connection(CHANNEL_NAME)
-        self._channel = ScriptChannel(connection, _REDUCE_SOURCE, self._sha, REPLY_TIMEOUT)
+        self._channel = ScriptChannel(connection, _REDUCE_SOURCE, self._sha, self.reply_timeout)
         await self._channel.open()
 
     def _dedicated_connection(self, name: str) -> AbstractConnection:

@@ -1,0 +1,1 @@
+"""Fault suite: the hub under a dead, stalled or full Redis and connection storms."""
