@@ -8,6 +8,7 @@ import pytest
 
 from hub.core import Pattern
 from hub.core.cursor import Position
+from hub.core.index import namespace_prefix, narrow_prefix
 from hub.core.session.subscribe import (
     Start,
     SubscribePlan,
@@ -100,6 +101,9 @@ def test_under_private_reads_a_filter_matching_nothing_readable_is_forbidden() -
         ("crew/t", "crew", "", "crew/t"),
         ("other/", "crew", "", None),
         ("", "a/b", "", None),  # a namespace has no "/"
+        ("a/b/c", "a/b", "", None),  # "a/b/c" is in namespace "a", not "a/b"
+        (None, "crew", "", "crew/"),  # REST: no ?prefix= at all
+        (None, None, "", ""),
         ("", None, "mine/", "mine/"),
         ("mine/x", None, "mine/", "mine/x"),
         ("other/", None, "mine/", None),
@@ -108,6 +112,9 @@ def test_under_private_reads_a_filter_matching_nothing_readable_is_forbidden() -
     ],
 )
 def test_list_prefix_narrows_to_the_namespace_and_the_readers_scope(
-    prefix: str, namespace: str | None, scope: str, expected: str | None
+    prefix: str | None, namespace: str | None, scope: str, expected: str | None
 ) -> None:
-    assert list_prefix(prefix, namespace, scope) == expected
+    # REST listings (hub/api/state.py) and the native list frame share these rules.
+    assert narrow_prefix(namespace_prefix(prefix, namespace), scope) == expected
+    if prefix is not None:
+        assert list_prefix(prefix, namespace, scope) == expected

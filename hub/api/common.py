@@ -17,12 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "decode_cursor",
-    "effective_prefix",
     "encode_cursor",
     "encode_entity",
     "json_body",
     "may_read",
-    "narrow",
     "query_int",
     "read_scope",
     "unprocessable",
@@ -62,31 +60,6 @@ def encode_entity(entity: Entity) -> bytes:
         format_ms(entity.last_updated).encode(),
         entity.version,
     )
-
-
-def effective_prefix(prefix: str | None, namespace: str | None) -> str | None:
-    """Combine the ``prefix`` and ``namespace`` filters; None when nothing can match."""
-    if namespace is None:
-        return prefix or ""
-    if "/" in namespace:
-        return None  # The text before the first "/" can never contain a "/".
-    ns_prefix = namespace + "/"
-    if not prefix or ns_prefix.startswith(prefix):
-        return ns_prefix
-    if prefix.startswith(ns_prefix):
-        return prefix
-    return None
-
-
-def narrow(prefix: str | None, scope: str) -> str | None:
-    """The ids starting with both ``prefix`` and ``scope``, as one prefix (None: none)."""
-    if prefix is None:
-        return None
-    if prefix.startswith(scope):
-        return prefix
-    if scope.startswith(prefix):
-        return scope
-    return None
 
 
 #: Largest value of Flux's unsigned query integers (``usize`` on 64 bits).

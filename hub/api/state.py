@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..core.index import namespace_prefix, narrow_prefix
 from ..core.model import OutcomeStatus
 from ..engine.publish import make_tombstone
 from ..errors import BadRequest, Closed, LogUnavailable
@@ -15,12 +16,10 @@ from ..transport.http import Response, json_response
 from ..wire.names import RESERVED_NAMESPACE
 from .common import (
     decode_cursor,
-    effective_prefix,
     encode_cursor,
     encode_entity,
     json_body,
     may_read,
-    narrow,
     query_int,
     read_scope,
     unprocessable,
@@ -94,8 +93,8 @@ class StateApi:
         page, and ``X-Next-Cursor`` when there may be more.
         """
         query = request.query
-        prefix = effective_prefix(query.get("prefix"), query.get("namespace"))
-        prefix = narrow(prefix, await read_scope(self.tenancy, request))
+        prefix = namespace_prefix(query.get("prefix"), query.get("namespace"))
+        prefix = narrow_prefix(prefix, await read_scope(self.tenancy, request))
         cursor = decode_cursor(query.get("cursor"))
         if "limit" in query:
             limit = query_int(query, "limit", LIST_PAGE)
@@ -173,7 +172,7 @@ class StateApi:
         prefix_value = body.get("prefix")
         given = body.get("entity_ids")
         if isinstance(namespace, str):
-            prefix: str | None = effective_prefix(None, namespace)
+            prefix: str | None = namespace_prefix(None, namespace)
         elif isinstance(prefix_value, str):
             prefix = prefix_value
         elif isinstance(given, list) and all(isinstance(i, str) for i in given):

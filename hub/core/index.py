@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
 
-__all__ = ["Pattern", "PatternKind", "SubscriptionIndex", "confine"]
+__all__ = [
+    "Pattern",
+    "PatternKind",
+    "SubscriptionIndex",
+    "confine",
+    "namespace_prefix",
+    "narrow_prefix",
+]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -78,6 +85,33 @@ class Pattern:
         if self.kind is PatternKind.PREFIX:
             return entity_id.startswith(self.value)
         return fnmatch.fnmatchcase(entity_id, self.value)
+
+
+def namespace_prefix(prefix: str | None, namespace: str | None) -> str | None:
+    """The id prefix of a listing by ``prefix`` within ``namespace`` (REST's
+    ``?prefix=&namespace=``, the native ``list`` frame); None when nothing can match."""
+    if namespace is None:
+        return prefix or ""
+    if "/" in namespace:
+        return None  # The text before the first "/" can never contain a "/".
+    ns_prefix = namespace + "/"
+    if not prefix or ns_prefix.startswith(prefix):
+        return ns_prefix
+    if prefix.startswith(ns_prefix):
+        return prefix
+    return None
+
+
+def narrow_prefix(prefix: str | None, scope: str) -> str | None:
+    """The ids starting with both ``prefix`` and ``scope`` (what a reader may see), as
+    one prefix; None when there are none."""
+    if prefix is None:
+        return None
+    if prefix.startswith(scope):
+        return prefix
+    if scope.startswith(prefix):
+        return scope
+    return None
 
 
 def confine(patterns: list[Pattern], scope: str) -> list[Pattern]:

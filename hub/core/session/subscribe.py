@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ...wire.replies import ErrorReply
 from ..cursor import Position, parse_cursor
-from ..index import Pattern, confine
+from ..index import Pattern, confine, namespace_prefix, narrow_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Container
@@ -99,18 +99,7 @@ def plan_subscription(
 
 def list_prefix(prefix: str, namespace: str | None, scope: str) -> str | None:
     """The id prefix a ``list`` reads: its ``prefix``, narrowed to its ``namespace``
-    and to what the reader may see; None when they exclude each other (no entities).
+    and to what the reader may see (the rules REST listings use); None when they
+    exclude each other (no entities).
     """
-    if namespace is not None:
-        ns_prefix = namespace + "/"
-        if prefix.startswith(ns_prefix):
-            pass
-        elif ns_prefix.startswith(prefix) and "/" not in namespace:
-            prefix = ns_prefix
-        else:
-            return None
-    if prefix.startswith(scope):
-        return prefix
-    if scope.startswith(prefix):
-        return scope
-    return None
+    return narrow_prefix(namespace_prefix(prefix, namespace), scope)
