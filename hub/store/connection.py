@@ -43,7 +43,8 @@ def make_client(
         url,
         decode_responses=False,
         max_connections=max_connections,
-        socket_connect_timeout=5.0,
+        # Never longer than a reply may take: connecting is part of a call's wait.
+        socket_connect_timeout=min(5.0, socket_timeout or 5.0),
         socket_timeout=socket_timeout,
         health_check_interval=0,
     )

@@ -47,6 +47,10 @@ logger = logging.getLogger("hub.store")
 
 _PENDING = object()
 
+#: Seconds a (re)connection may take, at most: Redis answers one in microseconds
+#: when it runs at all.
+CONNECT_TIMEOUT = 5.0
+
 
 @dataclass(eq=False, slots=True)
 class ScriptCall:
@@ -145,8 +149,11 @@ class ScriptChannel:
             if closed:
                 await connection.disconnect()
         for attempt in (1, 2):
-            batch = calls if connection.is_connected else [ScriptCall(self._load, True), *calls]
+            fresh = not connection.is_connected
+            batch = [ScriptCall(self._load, True), *calls] if fresh else calls
             try:
+                if fresh:
+                    await self._connect()
                 await connection.send_packed_command(
                     [part for call in batch for part in call.packed], check_health=False
                 )
@@ -155,11 +162,29 @@ class ScriptChannel:
                 # Those in flight may or may not have run: their replies are lost.
                 self._fail_all(error)
                 await connection.disconnect()
-                if attempt == 2:
+                # A new connection that failed at once says Redis is down or stalled:
+                # trying again now would only make the publishers wait twice as long.
+                if attempt == 2 or fresh:
                     raise error from exc
                 continue
             self._in_flight.extend(batch)
             return
+
+    async def _connect(self) -> None:
+        """Connect within ``min(CONNECT_TIMEOUT, read_timeout)``.
+
+        A stalled Redis (SIGSTOP, a full listen backlog) answers no connection; left to
+        itself, redis-py would wait its connect timeout for each of its retries, then
+        read the ``CLIENT SETNAME`` reply with no timeout at all (this connection has no
+        socket timeout), holding every publish queued behind this call meanwhile.
+        """
+        bound = min(CONNECT_TIMEOUT, self.read_timeout)
+        try:
+            async with asyncio.timeout(bound):
+                await self._connection.connect()
+        except TimeoutError:
+            await self._connection.disconnect(nowait=True)
+            raise redis_errors.TimeoutError(f"no connection within {bound:g} s") from None
 
     async def _read_one(self) -> None:
         """Read the oldest reply (the reading lock held) and settle its call."""

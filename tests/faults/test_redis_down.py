@@ -27,6 +27,11 @@ def check(outcome: Outcome) -> None:
     assert outcome.refusals, "the fault was not felt"
     allowed = ("rest 503", "native unavailable", "native ConnectionClosed")
     assert all(kind.startswith(allowed) for kind in outcome.refusals), outcome.refusals
+    for path, (status, took) in outcome.probes.items():
+        assert status in (200, 503), (path, status)
+        assert took < ANSWER_BOUND, (path, took)
+    assert outcome.probes["/healthz"][0] == 200
+    assert outcome.probes["/readyz"][0] == 503
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
