@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from hub import dashboard
@@ -28,26 +26,12 @@ from hub.transport.h1 import H1Connection, Rejection, Request
 from hub.transport.heads import OLDEST_OF_ADDRESS, OLDEST_ON_HUB, UnfinishedHeads
 from hub.transport.http import HttpConnection, Response
 
+from .attack import Keeper
+from .attack import exchange as _exchange
+from .attack import status_and_body as _status_and_body
 from .conftest import make_settings, running_hub, timeout
 
 # ---------------------------------------------------------------------- helpers
-
-
-async def _exchange(port: int, data: bytes) -> bytes:
-    """Send ``data`` on a new connection; everything the hub sends until it closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout(10))
-    finally:
-        writer.close()
-
-
-def _status_and_body(response: bytes) -> tuple[int, Any]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body) if body else None
 
 
 def _status_and_error(response: bytes) -> tuple[int, str]:
@@ -56,44 +40,9 @@ def _status_and_error(response: bytes) -> tuple[int, str]:
     return status, body["error"]
 
 
-class Keeper:
-    """An entity published before an attack, that no attack may change."""
-
-    def __init__(self, port: int) -> None:
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.id = f"keeper/{uuid.uuid4().hex}"
-        self.before: Any = None
-
-    async def _get(self) -> Any:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=timeout(10)) as http:
-            reply = await http.get(f"/api/state/entities/{self.id}")
-        assert reply.status_code == 200, reply.text
-        return reply.json()
-
-    async def publish(self) -> None:
-        event = {
-            "stream": "keeper",
-            "source": "test",
-            "payload": {"entity_id": self.id, "properties": {"v": "before", "n": 1}},
-        }
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=timeout(10)) as http:
-            reply = await http.post("/api/events", json=event)
-        assert reply.status_code == 200, reply.text
-        self.before = await self._get()
-
-    async def check(self) -> None:
-        """The hub answers a normal request, and the keeper is as it was."""
-        healthz = await _exchange(
-            int(self.base_url.rsplit(":", 1)[1]),
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        assert _status_and_body(healthz) == (200, {"status": "ok"})
-        assert await self._get() == self.before
-
-
 @pytest.fixture
 async def keeper(hub: Hub) -> Keeper:
-    published = Keeper(hub.port)
+    published = Keeper(f"http://127.0.0.1:{hub.port}")
     await published.publish()
     return published
 
@@ -232,7 +181,7 @@ async def test_trickling_sockets_do_not_starve_a_normal_client_and_end_with_408(
         **caps,
     }
     async with running_hub(make_settings(key_prefix, gateway=gateway), store) as hub:
-        keeper = Keeper(hub.port)
+        keeper = Keeper(f"http://127.0.0.1:{hub.port}")
         await keeper.publish()
         heads = hub.gateway.heads
         started = time.monotonic()

@@ -14,25 +14,9 @@ from hub.app import Hub
 from hub.store import Store
 from hub.transport.http import HttpConnection, Request, Response
 
+from .attack import exchange as _exchange
+from .attack import status_and_body as _status_and_body
 from .conftest import make_settings, running_hub, timeout
-
-
-async def _exchange(port: int, data: bytes, *, read_all: bool = True) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        if read_all:
-            return await asyncio.wait_for(reader.read(), timeout(10))
-        return await asyncio.wait_for(reader.read(65536), timeout(10))
-    finally:
-        writer.close()
-
-
-def _status_and_body(response: bytes) -> tuple[int, Any]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body) if body else None
 
 
 def _event_body(size: int = 0) -> bytes:

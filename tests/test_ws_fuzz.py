@@ -45,6 +45,7 @@ from hub.app import Hub
 from hub.config import Settings
 from hub.wire.frames import CLIENT_FRAMES
 
+from .attack import Keeper
 from .conftest import make_settings, timeout
 from .native_client import JSON_PROTOCOL, MSGPACK_PROTOCOL, Native
 
@@ -62,37 +63,6 @@ FUZZ = hypothesis_settings(
 def settings(key_prefix: str) -> Settings:
     """conftest's, with the smallest frame limit."""
     return make_settings(key_prefix, gateway={"max_frame_bytes": MAX_FRAME})
-
-
-class Keeper:
-    """An entity published before the attack, that no attack may change."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.id = f"keeper/{uuid.uuid4().hex}"
-        self.before: Any = None
-
-    async def _get(self, http: httpx.AsyncClient) -> Any:
-        reply = await http.get(f"/api/state/entities/{self.id}")
-        assert reply.status_code == 200, reply.text
-        return reply.json()
-
-    async def publish(self) -> None:
-        event = {
-            "stream": "keeper",
-            "source": "test",
-            "payload": {"entity_id": self.id, "properties": {"v": "before", "n": 1}},
-        }
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=timeout(10)) as http:
-            assert (await http.post("/api/events", json=event)).status_code == 200
-            self.before = await self._get(http)
-
-    async def check(self) -> None:
-        """The hub answers a normal request, and the keeper is as it was."""
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=timeout(10)) as http:
-            healthz = await http.get("/healthz")
-            assert (healthz.status_code, healthz.json()) == (200, {"status": "ok"})
-            assert await self._get(http) == self.before
 
 
 @pytest.fixture
