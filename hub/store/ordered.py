@@ -181,7 +181,7 @@ class ScriptChannel:
         bound = min(CONNECT_TIMEOUT, self.read_timeout)
         try:
             async with asyncio.timeout(bound):
-                await self._connection.connect()
+                await self._connection.connect()  # type: ignore[no-untyped-call]  # unannotated
         except TimeoutError:
             await self._connection.disconnect(nowait=True)
             raise redis_errors.TimeoutError(f"no connection within {bound:g} s") from None
