@@ -61,7 +61,7 @@ from hub.store.apply import reduce_call
 from hub.wire.envelope import Envelope, parse_event
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from multiprocessing.connection import Connection
 
 T = TypeVar("T")
@@ -666,8 +666,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
 
 
 @contextlib.contextmanager
-def running_hub(redis_url: str, prefix: str, log: Path) -> Iterator[tuple[int, int]]:
-    """Run ``flux serve`` on a free port; yields ``(port, pid)`` once it is ready."""
+def running_hub(
+    redis_url: str, prefix: str, log: Path, settings: Mapping[str, str] | None = None
+) -> Iterator[tuple[int, int]]:
+    """Run ``flux serve`` on a free port; yields ``(port, pid)`` once it is ready.
+
+    ``settings``: ``FLUX_*`` variables to run it with (otherwise its defaults).
+    """
     port = free_port()
     # The hub's defaults (auth off, so no rate limits), whatever this shell's FLUX_*.
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_") and k != "PORT"}
@@ -676,6 +681,7 @@ def running_hub(redis_url: str, prefix: str, log: Path) -> Iterator[tuple[int, i
         "FLUX_KEY_PREFIX": prefix,
         "FLUX_HOST": "127.0.0.1",
         "FLUX_LOG_LEVEL": "warning",
+        **(settings or {}),
     }
     command = [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--redis", redis_url]
     with log.open("ab") as out:
