@@ -39,16 +39,21 @@ _PACKING_CLASSES: dict[type, type] = {}
 def make_client(
     url: str, *, max_connections: int, socket_timeout: float | None = 30.0
 ) -> aioredis.Redis:
-    client = aioredis.Redis.from_url(
+    # A blocking pool: at ``max_connections`` a command waits for a free connection
+    # (up to the reply timeout) instead of failing at once with "Too many connections",
+    # which a burst of snapshot reads (100 subscribers resuming at once) would read as
+    # Redis being unavailable (tests/faults/test_storms.py).
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
         decode_responses=False,
         max_connections=max_connections,
+        timeout=socket_timeout,
         # Never longer than a reply may take: connecting is part of a call's wait.
         socket_connect_timeout=min(5.0, socket_timeout or 5.0),
         socket_timeout=socket_timeout,
         health_check_interval=0,
     )
-    pool = client.connection_pool
+    client = aioredis.Redis(connection_pool=pool)
     base = pool.connection_class
     # from_url picks the class by scheme (TCP, TLS, unix): wrap whichever it chose.
     packing = _PACKING_CLASSES.get(base)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ..conftest import key_prefix, redis_url, settings, store
+from ..conftest import base_url, hub, key_prefix, redis_url, settings, store
 
-__all__ = ["key_prefix", "redis_url", "settings", "store"]
+__all__ = ["base_url", "hub", "key_prefix", "redis_url", "settings", "store"]
