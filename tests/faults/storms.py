@@ -18,6 +18,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import websockets
@@ -25,9 +26,17 @@ import websockets
 from ..conftest import timeout
 from ..native_client import Native, Replica, event, rest_state
 
-__all__ = ["StormOutcome", "connect_storm", "open_connections", "resume_storm"]
+__all__ = ["StormOutcome", "connect_storm", "open_connections", "resume_storm", "rss_kib"]
 
 _GAUGE = re.compile(r'^flux_connections\{kind="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of process ``pid`` in KiB (``VmRSS``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 async def open_connections(base_url: str) -> dict[str, int]:
