@@ -4,12 +4,13 @@ Runs the scenarios of ``tests/faults`` (real hubs on 127.0.0.1, each over a Redi
 its own in a temporary directory, ``appendfsync always``) with more events and longer
 faults, then prints one JSON line per scenario and a table::
 
-    scenario | acked | lost | doubled | gaps | recovery s
+    scenario | acked | lost | doubled | gaps | recovery s | slowest answer s
 
 ``acked``: events acknowledged (two REST publishers and one native, each retrying by
 ``eventId``); ``lost``: acknowledged but not in Redis; ``doubled``: an ``eventId``
 applied twice; ``gaps``: a subscriber's replica missed a version; ``recovery``: from
-the fault's end to the first acknowledged publish. It exits 1 if any of lost, doubled
+the fault's end (Redis answering again) to the first acknowledged publish; ``slowest
+answer``: the longest any publish waited for its answer, ack or refusal. It exits 1 if any of lost, doubled
 or gaps is not 0, or an answer took longer than the bound. Run::
 
     python bench/faults.py                       # about 2 minutes on 2 vCPUs
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 import tempfile
@@ -37,7 +39,8 @@ from tests.faults.scenarios import (
     fault_run,
     owned_hub,
 )
-from tests.faults.storms import StormOutcome, connect_storm, resume_storm
+from tests.faults.storms import StormOutcome, connect_storm, resume_storm, rss_kib
+from tests.processes import HubProcess, free_port
 
 
 async def redis_fault(kind: str, events: int, outage: float, root: Path) -> Outcome:
@@ -79,17 +82,33 @@ def _max_memory(owned: OwnedRedis, value: str) -> None:
 
 async def storms(
     connections: int, subscribers: int, seconds: float, root: Path
-) -> list[StormOutcome]:
-    prefix = "b" + uuid.uuid4().hex[:12]
-    async with owned_hub(root / "storms", prefix) as (hub, _):
+) -> list[tuple[StormOutcome, list[int]]]:
+    """Both storms against a ``flux serve`` process (its memory its own): each with the
+    hub's resident memory (KiB) before and after."""
+    owned = OwnedRedis(root / "storms")
+    owned.start()
+    hub = HubProcess(owned.url, "b" + uuid.uuid4().hex[:12], free_port())
+    try:
+        await hub.start()
+        assert hub.process is not None
+        pid = hub.process.pid
         base_url = f"http://127.0.0.1:{hub.port}"
-        return [
-            await connect_storm(base_url, total=connections, concurrency=50),
-            await resume_storm(base_url, subscribers=subscribers, seconds=seconds),
-        ]
+        found = []
+        before = rss_kib(pid)
+        outcome = await connect_storm(base_url, total=connections, concurrency=50)
+        found.append((outcome, [before, rss_kib(pid)]))
+        before = rss_kib(pid)
+        outcome = await resume_storm(base_url, subscribers=subscribers, seconds=seconds)
+        found.append((outcome, [before, rss_kib(pid)]))
+        return found
+    finally:
+        await hub.stop()
+        owned.stop()
 
 
 async def main(args: argparse.Namespace) -> int:
+    # The hub's warnings (each refused call) would bury the table; errors still show.
+    logging.getLogger("hub").setLevel(logging.ERROR)
     rows: list[str] = []
     bad = False
     with tempfile.TemporaryDirectory(prefix="flux-faults-") as tmp:
@@ -100,19 +119,20 @@ async def main(args: argparse.Namespace) -> int:
             rows.append(outcome.row())
             bad |= bool(outcome.lost or outcome.doubled or outcome.gaps)
             bad |= outcome.recovery is None or outcome.slowest >= ANSWER_BOUND
-        for storm in await storms(
+        for storm, rss in await storms(
             args.storm_connections, args.storm_subscribers, args.storm_seconds, root
         ):
-            print(json.dumps(asdict(storm)))
+            print(json.dumps({**asdict(storm), "rss_kib": rss}))
             name = f"{storm.scenario}: {storm.connections} connections in {storm.seconds:.1f} s"
             if storm.resumes:
                 name += f", {storm.resumes} resumes"
-            rows.append(f"| {name} | {storm.acked} | - | - | {storm.gaps} | - |")
+            name += f", hub RSS {rss[0] // 1024} -> {rss[1] // 1024} MiB"
+            rows.append(f"| {name} | {storm.acked} | - | - | {storm.gaps} | - | - |")
             bad |= bool(storm.gaps or storm.failures) or storm.readyz != 200
             bad |= storm.after != storm.before
     print()
-    print("| scenario | acked | lost | doubled | gaps | recovery s |")
-    print("|---|---|---|---|---|---|")
+    print("| scenario | acked | lost | doubled | gaps | recovery s | slowest answer s |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
     return 1 if bad else 0

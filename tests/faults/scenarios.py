@@ -149,7 +149,7 @@ class Outcome:
         recovery = "-" if self.recovery is None else f"{self.recovery:.2f}"
         return (
             f"| {self.scenario} | {self.acked} | {self.lost} | {self.doubled} | "
-            f"{self.gaps} | {recovery} |"
+            f"{self.gaps} | {recovery} | {self.slowest:.2f} |"
         )
 
 
