@@ -137,6 +137,8 @@ class Outcome:
     gaps: int = 0
     #: Seconds from the fault's end to the first acknowledged publish.
     recovery: float | None = None
+    #: Seconds from the fault's end to the subscriber's first delta.
+    delivery: float | None = None
     #: Answers publishers got that were not acknowledgements, by kind ("503", "unavailable").
     refusals: Counter[str] = field(default_factory=Counter)
     #: The longest a request took to be answered (or to fail), in seconds.
@@ -147,9 +149,10 @@ class Outcome:
 
     def row(self) -> str:
         recovery = "-" if self.recovery is None else f"{self.recovery:.2f}"
+        delivery = "-" if self.delivery is None else f"{self.delivery:.2f}"
         return (
             f"| {self.scenario} | {self.acked} | {self.lost} | {self.doubled} | "
-            f"{self.gaps} | {recovery} | {self.slowest:.2f} |"
+            f"{self.gaps} | {recovery} | {delivery} | {self.slowest:.2f} |"
         )
 
 
@@ -165,6 +168,8 @@ class Tally:
     #: Set when the fault ends; the first ack after it gives the recovery time.
     mended_at: float | None = None
     recovered_at: float | None = None
+    #: The subscriber's first delta after the fault's end.
+    delivered_at: float | None = None
 
     def answered(self, started: float, kind: str = "") -> None:
         took = time.monotonic() - started
@@ -287,6 +292,8 @@ async def subscriber(ws_url: str, replica: Replica, tally: Tally, stop: asyncio.
                     replica.entities.clear()
                     replica.cursor.clear()
                     break
+                if got["type"] == "delta" and tally.mended_at and not tally.delivered_at:
+                    tally.delivered_at = time.monotonic()
         except (websockets.ConnectionClosed, OSError):
             pass
         finally:
@@ -339,6 +346,8 @@ def audit(owned: OwnedRedis, key_prefix: str, tally: Tally, replica: Replica) ->
     outcome.slowest_kind = tally.slowest_kind
     if tally.mended_at is not None and tally.recovered_at is not None:
         outcome.recovery = tally.recovered_at - tally.mended_at
+    if tally.mended_at is not None and tally.delivered_at is not None:
+        outcome.delivery = tally.delivered_at - tally.mended_at
     return outcome
 
 

@@ -3,6 +3,8 @@ disk would, it refuses writes. Publishes get 503 ``unavailable`` naming the reas
 (REST; a batch answers 200 with each event failed and the reason, as Flux's batch
 does) or an ``unavailable`` result (native), never a 500; reads are still served;
 once the limit is lifted, writes work again, and nothing refused was applied.
+Reads here: REST entity, listing and history, native ``get`` and a snapshot
+subscription, and ``/readyz`` (200: Redis answers).
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ async def test_full_redis_refuses_writes_clearly_and_serves_reads(
                 assert history.status_code == 200, history.text
                 reply = await native.request({"type": "get", "ids": ["f/a"]}, "entities")
                 assert [e["id"] for e in reply["entities"]] == ["f/a"], reply
+                await native.send(
+                    {
+                        "type": "subscribe",
+                        "sub": "s",
+                        "filter": {"prefixes": ["f/"]},
+                        "snapshot": True,
+                    }
+                )
+                snapshot = await native.recv_type("snapshot")
+                assert [e["id"] for e in snapshot["entities"]] == ["f/a"], snapshot
+                await native.recv_type("synced")
+                assert (await http.get("/readyz")).status_code == 200
 
                 with owned.client() as client:
                     client.config_set("maxmemory", "0")
