@@ -131,10 +131,16 @@ SLOTS = 100
 REFUSED = (429, "too many connections from your address: close some and try again")
 
 
-async def _trickle(port: int) -> bytes:
+async def _trickle(port: int, connected: Callable[[], None] = lambda: None) -> bytes:
     """Begin a request and send one more header line now and then, never ending the
-    head; return what the hub answered before it stopped sending."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head; return what the hub answered before it stopped sending. ``connected`` is
+    called once the connection is open (or could not be)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionError:
+        connected()
+        return b""
+    connected()
     try:
         writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
         answer = asyncio.ensure_future(reader.read())  # until the hub's EOF
@@ -185,7 +191,20 @@ async def test_trickling_sockets_do_not_starve_a_normal_client_and_end_with_408(
         await keeper.publish()
         heads = hub.gateway.heads
         started = time.monotonic()
-        tricklers = [asyncio.ensure_future(_trickle(hub.port)) for _ in range(TRICKLERS)]
+        all_open = asyncio.Event()
+        opened = 0
+
+        def one_more() -> None:
+            nonlocal opened
+            opened += 1
+            if opened == TRICKLERS:
+                all_open.set()
+
+        tricklers = [asyncio.ensure_future(_trickle(hub.port, one_more)) for _ in range(TRICKLERS)]
+        # The normal client comes after every trickler has connected: until the hub
+        # has accepted them all (refusing those past its slots), a newcomer may find
+        # every slot taken, however the caps work; on a loaded machine that takes long.
+        await asyncio.wait_for(all_open.wait(), timeout(10))
         # While they trickle, a normal client is answered promptly, again and again;
         # the table of unfinished heads never passes its cap.
         most = 0
