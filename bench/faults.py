@@ -14,7 +14,7 @@ from the fault's end to the subscriber's first delta; ``slowest
 answer``: the longest any publish waited for its answer, ack or refusal. It exits 1 if any of lost, doubled
 or gaps is not 0, or an answer took longer than the bound. Run::
 
-    python bench/faults.py                       # about 2 minutes on 2 vCPUs
+    python bench/faults.py                       # about 70 s on 2 vCPUs
     python bench/faults.py --events 300 --outage 2 --storm-seconds 5   # quicker
 """
 
