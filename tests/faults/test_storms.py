@@ -45,7 +45,7 @@ async def test_subscribers_resuming_in_a_storm_miss_nothing(base_url: str) -> No
     print(outcome)  # noqa: T201
     assert outcome.gaps == 0, outcome
     assert outcome.failures == 0, outcome
-    assert outcome.resumes > 200, outcome
+    assert outcome.resumes > 150, outcome  # 100 of them: the last, each
     assert outcome.acked > 0, outcome
     assert outcome.readyz == 200, outcome
     assert outcome.after == outcome.before, outcome
