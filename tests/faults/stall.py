@@ -1,0 +1,384 @@
+"""One subscriber whose network stalls among many: conflated, closed 1013, resumed.
+
+A hub (in this process, so that the stalled connection's queues can be read) serves
+``others`` native subscribers, in processes of their own, that measure
+publish-to-delivery latency on ten of 50 hot entities each (as
+``tests/test_native_slow_consumer.py`` does, with its load clients), and one more
+subscriber, in a process of its own, to the whole ``load/`` prefix. Two publishers
+(processes too): one at ``rate`` events/s over the 50 hot entities, and one at a
+half of it over 1,000 entities (``load/0`` … ``load/999``), so that a stalled
+subscriber's merged deltas grow past the bound instead of stopping at 50.
+
+The run is ``rounds`` times: the stalled one reads normally, then stops reading its
+socket (a stalled network: its receive buffer is 4 KiB, so the hub's side fills
+soon), then reads again. While it is stalled the run samples, every 20 ms, the hub's
+unsent bytes for it (the transport's write buffer) and its merged deltas; the hub
+conflates it past ``FLUX_CONFLATE_AFTER_BYTES`` and closes it with 1013 past
+``FLUX_MAX_PENDING_ENTITIES``. When it reads again it reads what was queued, the
+close frame (its code and reason recorded), reconnects and subscribes ``from`` its
+cursor. At the end its replica, every delta checked for gaps, must equal the REST
+state.
+
+The others' p99 is pooled over the rounds' windows of each kind, as the slow-consumer
+test does (one window's p99 is set by whether the machine stalled in it): while the
+stalled one reads, and while it is stalled. The 2 s after each stall, while it
+catches up, count for neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.process
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+from urllib.parse import urlsplit
+
+import websockets
+
+from hub.store import Keys, Store
+from hub.transport.native_ws import NativeSession
+
+from ..conftest import make_settings, running_hub, timeout
+from ..load_clients import Phase, run_publisher, run_subscribers
+from ..native_client import Replica, rest_state
+
+__all__ = ["StallOutcome", "run_stalled_subscriber", "stall_run"]
+
+HOT = 50
+WIDE = 1000
+BATCH = 10
+#: The stalled subscriber's socket receive buffer (the kernel doubles it).
+RECEIVE_BUFFER = 4096
+#: The kernel's send buffer of the hub's side of the stalled connection (doubled too).
+SEND_BUFFER = 16 * 1024
+
+
+@dataclass
+class StallOutcome:
+    """What one run measured."""
+
+    scenario: str
+    others: int
+    rate: int
+    #: The others' p99 latency (s), pooled: while the stalled one reads; while stalled.
+    p99_without: float = 0.0
+    p99_with: float = 0.0
+    samples_without: int = 0
+    samples_with: int = 0
+    #: The stalled connection's peak unsent bytes (hub side) and the bounds.
+    peak_unsent: int = 0
+    conflate_after: int = 0
+    max_send_buffer: int = 0
+    #: Its peak merged deltas, and the bound.
+    peak_pending: int = 0
+    max_pending: int = 0
+    #: Deltas conflated by the hub for it, over all its connections.
+    conflated: int = 0
+    #: Each close the stalled one read: (code, reason); and seconds from stall to close.
+    closes: list[tuple[int | None, str]] = field(default_factory=list)
+    to_close: list[float] = field(default_factory=list)
+    #: After the last resume: its replica equals the REST state; deltas applied; gaps.
+    equal: bool = False
+    deltas: int = 0
+    gaps: int = 0
+
+    def fair(self, ratio: float = 1.2, slack: float = 0.002) -> bool:
+        return self.p99_with <= self.p99_without * ratio + slack
+
+    def closed_1013(self) -> bool:
+        return bool(self.closes) and all(code == 1013 for code, _ in self.closes)
+
+
+async def stall_run(
+    redis_url: str,
+    key_prefix: str,
+    *,
+    others: int,
+    processes: int,
+    rate: int,
+    rounds: int,
+    reading: float,
+    stalled: float,
+    conflate_after: int = 64 * 1024,
+    max_pending: int = 200,
+    max_send_buffer: int = 1024 * 1024,
+) -> StallOutcome:
+    """One run on a fresh hub over ``redis_url``; see the module's docstring."""
+    settings = make_settings(
+        key_prefix,
+        fanout={
+            "conflate_after_bytes": conflate_after,
+            "max_pending_entities": max_pending,
+            "max_send_buffer_bytes": max_send_buffer,
+        },
+    )
+    outcome = StallOutcome(
+        f"{others} subscribers, 1 stalled {rounds} x {stalled:g} s",
+        others,
+        rate,
+        conflate_after=conflate_after,
+        max_send_buffer=max_send_buffer,
+        max_pending=max_pending,
+    )
+    phases = [Phase("warmup", 1.0)] + [
+        phase
+        for n in range(rounds)
+        for phase in (
+            Phase(f"reading{n}", reading),
+            Phase(f"stalled{n}", stalled),
+            Phase(f"recover{n}", 2),
+        )
+    ]
+    total = sum(p.seconds for p in phases)
+    async with (
+        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
+        running_hub(settings, store) as hub,
+    ):
+        with contextlib.ExitStack() as stack:
+            url = f"ws://127.0.0.1:{hub.port}/api/ws"
+            base = f"http://127.0.0.1:{hub.port}"
+            ctx = multiprocessing.get_context("spawn")
+            pipes = []
+            for p in range(processes):
+                count = others // processes + (1 if p < others % processes else 0)
+                ids = [f"load/{(10 * p + i) % HOT}" for i in range(10)]
+                out, into = ctx.Pipe(duplex=False)
+                _child(stack, ctx, run_subscribers, (url, ids, count, total + 4, into))
+                pipes.append(out)
+            control, end = ctx.Pipe()
+            _child(stack, ctx, run_stalled_subscriber, (url, "load/", end))
+            assert await asyncio.to_thread(control.poll, timeout(30)), "stalled one not ready"
+            assert control.recv() == "ready"
+            deadline = time.monotonic() + timeout(30)
+            # Polling: the connections come from other processes; the hub has no event.
+            while len(hub.gateway.native_sessions) < others + 1:
+                assert time.monotonic() < deadline, "subscribers did not connect"
+                await asyncio.sleep(0.05)
+
+            pub_out, pub_in = ctx.Pipe(duplex=False)
+            wide_out, wide_in = ctx.Pipe(duplex=False)
+            publisher = _child(stack, ctx, run_publisher, (url, rate, BATCH, phases, HOT, pub_in))
+            wide = max(1, rate // 2)
+            _child(stack, ctx, run_publisher, (url, wide, BATCH, phases, WIDE, wide_in))
+            starts: dict[str, float] = {}
+            phase = ""
+            stalled_at = 0.0
+            sessions: list[NativeSession] = []
+            done = False
+            while not done:
+                await asyncio.sleep(0.02)
+                session = _stalled_session(hub.gateway.native_sessions)
+                if session is not None and session not in sessions:
+                    sessions.append(session)
+                    _small_send_buffer(session)
+                if phase.startswith("stalled") and session is not None:
+                    outcome.peak_pending = max(outcome.peak_pending, len(session.outbox.pending))
+                    if session.ws.open:
+                        buffered = session.ws.transport.get_write_buffer_size()
+                        outcome.peak_unsent = max(outcome.peak_unsent, buffered)
+                    elif len(outcome.to_close) <= int(phase.removeprefix("stalled")):
+                        outcome.to_close.append(time.monotonic() - stalled_at)
+                while pub_out.poll():
+                    message = pub_out.recv()
+                    if message[0] != "phase":
+                        done = True
+                        continue
+                    phase = message[1]
+                    starts[phase] = message[2]
+                    if phase.startswith("stalled"):
+                        control.send("stall")
+                        stalled_at = time.monotonic()
+                    elif phase.startswith("recover"):
+                        control.send("resume")
+            publisher.join(timeout(10))
+            samples = [s for out in pipes for s in await asyncio.to_thread(out.recv)]
+            outcome.conflated = sum(s.statistics().conflated for s in sessions)
+
+            state = await rest_state(base, "load/")
+            expected = {i: [v, p] for i, (v, p) in state.items()}
+            control.send(("finish", expected))
+            assert await asyncio.to_thread(control.poll, timeout(40)), "stalled one hung"
+            outcome.equal, outcome.deltas, outcome.gaps, closes = control.recv()
+            outcome.closes = [(code, reason) for code, reason in closes]
+
+            normal = [(starts[f"reading{n}"], starts[f"stalled{n}"]) for n in range(rounds)]
+            stalls = [(starts[f"stalled{n}"], starts[f"recover{n}"]) for n in range(rounds)]
+            without = _pooled(samples, normal)
+            with_stall = _pooled(samples, stalls)
+            outcome.samples_without, outcome.samples_with = len(without), len(with_stall)
+            outcome.p99_without = _p99(without)
+            outcome.p99_with = _p99(with_stall)
+            return outcome
+
+
+def _small_send_buffer(session: NativeSession) -> None:
+    """Bound the kernel's send buffer of the hub's side of the stalled connection.
+
+    Over loopback (a 64 KiB MSS) the kernel sizes it at about a megabyte: at the
+    stalled one's 60 KB/s it would take most of a minute to fill before the hub saw any
+    unsent byte of its own. A stalled network holds less in flight than that; the hub
+    itself does not set the option, so this is the only change to its socket.
+    """
+    sock = session.ws.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
+
+def _stalled_session(sessions: Any) -> NativeSession | None:
+    for session in list(sessions):
+        if isinstance(session, NativeSession) and "stalled" in session.subscriptions.by_name:
+            return session
+    return None
+
+
+def _child(
+    stack: contextlib.ExitStack,
+    ctx: multiprocessing.context.SpawnContext,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+) -> multiprocessing.process.BaseProcess:
+    """A load process, killed when the run ends however it ends."""
+    process = ctx.Process(target=target, args=args, daemon=True)
+    process.start()
+    stack.callback(_stop, process)
+    return process
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    if process.is_alive():
+        process.kill()
+    process.join(5)
+
+
+def _pooled(
+    samples: list[list[tuple[float, float]]], windows: list[tuple[float, float]]
+) -> list[float]:
+    return sorted(
+        lat for mine in samples for t, lat in mine if any(a <= t <= b for a, b in windows)
+    )
+
+
+def _p99(latencies: list[float]) -> float:
+    if len(latencies) < 2:
+        return float("nan")
+    return statistics.quantiles(latencies, n=100)[98]
+
+
+# ---------------------------------------------------------------- the stalled one
+
+
+def run_stalled_subscriber(url: str, prefix: str, control: Connection) -> None:
+    """A subscriber to ``prefix`` (snapshot, then live) whose network stalls when told.
+
+    Commands on ``control``: ``"stall"`` (stop reading the socket), ``"resume"`` (read
+    again: what was queued, then, if the hub closed the connection, reconnect and
+    subscribe ``from`` its cursor), ``("finish", expected_state)`` (read until its
+    replica equals it, then answer ``(equal, deltas, gaps, closes)``, closes being the
+    ``(code, reason)`` of each close it read). It answers ``"ready"`` once synced.
+    """
+    asyncio.run(_stalled_subscriber(url, prefix, control))
+
+
+async def _connect(url: str) -> Any:
+    """A connection whose socket receives into 4 KiB: a stalled reader's kernel buffers
+    hold little, so the hub's side fills as it would over a stalled network."""
+    parts = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+    # max_queue=1: with one message waiting, the client stops reading its socket.
+    return await websockets.connect(url, sock=sock, subprotocols=["flux.v1"], max_queue=1)  # type: ignore[list-item]
+
+
+async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> None:
+    replica = Replica()
+    closes: list[tuple[int | None, str]] = []
+    gaps = 0
+    ws = await _connect(url)
+    await ws.send(
+        json.dumps(
+            {
+                "type": "subscribe",
+                "sub": "stalled",
+                "filter": {"prefixes": [prefix]},
+                "snapshot": True,
+            }
+        )
+    )
+    while True:
+        frame = json.loads(await ws.recv())
+        replica.apply(frame)
+        if frame["type"] == "synced":
+            break
+    control.send("ready")
+
+    async def read() -> None:
+        nonlocal ws, gaps
+        while True:
+            try:
+                frame = json.loads(await ws.recv())
+            except websockets.ConnectionClosed as exc:
+                closes.append((exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, ""))
+                ws = await _connect(url)
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "subscribe",
+                            "sub": "stalled",
+                            "filter": {"prefixes": [prefix]},
+                            "from": replica.cursor_text(),
+                        }
+                    )
+                )
+                continue
+            try:
+                replica.apply(frame)
+            except AssertionError:
+                gaps += 1
+
+    reader: asyncio.Task[None] | None = asyncio.create_task(read())
+    try:
+        while True:
+            command = await asyncio.to_thread(control.recv)
+            if command == "stall" and reader is not None:
+                reader.cancel()
+                reader = None
+            elif command == "resume" and reader is None:
+                reader = asyncio.create_task(read())
+            elif isinstance(command, tuple) and command[0] == "finish":
+                if reader is None:
+                    reader = asyncio.create_task(read())
+                expected = command[1]
+                deadline = time.time() + 30
+                # Polling: the reader task applies the frames; it has no event to wait on.
+                while _state(replica, prefix) != expected and time.time() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                equal = _state(replica, prefix) == expected
+                control.send((equal, replica.deltas, gaps, closes))
+                return
+    finally:
+        if reader is not None:
+            reader.cancel()
+        drain = asyncio.create_task(_discard(ws))
+        await ws.close()
+        drain.cancel()
+
+
+async def _discard(ws: Any) -> None:
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
+def _state(replica: Replica, prefix: str) -> dict[str, Any]:
+    return {i: [v, p] for i, (v, p) in replica.state().items() if i.startswith(prefix)}
