@@ -10,8 +10,9 @@ half of it over 1,000 entities (``load/0`` … ``load/999``), so that a stalled
 subscriber's merged deltas grow past the bound instead of stopping at 50.
 
 The run is ``rounds`` times: the stalled one reads normally, then stops reading its
-socket (a stalled network: its receive buffer is 4 KiB, so the hub's side fills
-soon), then reads again. While it is stalled the run samples, every 20 ms, the hub's
+socket (a stalled network: its receive buffer is 4 KiB, and the hub's side's kernel
+send buffer is set to 16 KiB as it stalls, so the hub's own buffer fills within a
+second or two), then reads again. While it is stalled the run samples, every 20 ms, the hub's
 unsent bytes for it (the transport's write buffer) and its merged deltas; the hub
 conflates it past ``FLUX_CONFLATE_AFTER_BYTES`` and closes it with 1013 past
 ``FLUX_MAX_PENDING_ENTITIES``. When it reads again it reads what was queued, the
@@ -69,11 +70,16 @@ class StallOutcome:
     scenario: str
     others: int
     rate: int
+    #: Events published (both publishers; not counted as acknowledged one by one).
+    published: int = 0
     #: The others' p99 latency (s), pooled: while the stalled one reads; while stalled.
     p99_without: float = 0.0
     p99_with: float = 0.0
     samples_without: int = 0
     samples_with: int = 0
+    #: Each window's own p99 (s), to judge the noise: reading windows, stalled ones.
+    windows_without: list[float] = field(default_factory=list)
+    windows_with: list[float] = field(default_factory=list)
     #: The stalled connection's peak unsent bytes (hub side) and the bounds.
     peak_unsent: int = 0
     conflate_after: int = 0
@@ -86,6 +92,8 @@ class StallOutcome:
     #: Each close the stalled one read: (code, reason); and seconds from stall to close.
     closes: list[tuple[int | None, str]] = field(default_factory=list)
     to_close: list[float] = field(default_factory=list)
+    #: When the stalled one read each close ("recover0 +0.0 s": as it read again).
+    close_phases: list[str] = field(default_factory=list)
     #: After the last resume: its replica equals the REST state; deltas applied; gaps.
     equal: bool = False
     deltas: int = 0
@@ -111,8 +119,13 @@ async def stall_run(
     conflate_after: int = 64 * 1024,
     max_pending: int = 200,
     max_send_buffer: int = 1024 * 1024,
+    stall: bool = True,
 ) -> StallOutcome:
-    """One run on a fresh hub over ``redis_url``; see the module's docstring."""
+    """One run on a fresh hub over ``redis_url``; see the module's docstring.
+
+    With ``stall=False`` it is the same run, but the one that would stall reads all
+    along: the run without the stall, for the others' latency in the same windows.
+    """
     settings = make_settings(
         key_prefix,
         fanout={
@@ -121,8 +134,9 @@ async def stall_run(
             "max_send_buffer_bytes": max_send_buffer,
         },
     )
+    what = f"stalled {rounds} x {stalled:g} s" if stall else "reading (no stall)"
     outcome = StallOutcome(
-        f"{others} subscribers, 1 stalled {rounds} x {stalled:g} s",
+        f"{others} subscribers, 1 {what}",
         others,
         rate,
         conflate_after=conflate_after,
@@ -179,7 +193,6 @@ async def stall_run(
                 session = _stalled_session(hub.gateway.native_sessions)
                 if session is not None and session not in sessions:
                     sessions.append(session)
-                    _small_send_buffer(session)
                 if phase.startswith("stalled") and session is not None:
                     outcome.peak_pending = max(outcome.peak_pending, len(session.outbox.pending))
                     if session.ws.open:
@@ -190,16 +203,26 @@ async def stall_run(
                 while pub_out.poll():
                     message = pub_out.recv()
                     if message[0] != "phase":
+                        outcome.published += message[1]
                         done = True
                         continue
                     phase = message[1]
                     starts[phase] = message[2]
+                    if not stall:
+                        continue
                     if phase.startswith("stalled"):
                         control.send("stall")
+                        if session is not None:
+                            _small_send_buffer(session)
                         stalled_at = time.monotonic()
                     elif phase.startswith("recover"):
                         control.send("resume")
             publisher.join(timeout(10))
+            while await asyncio.to_thread(wide_out.poll, timeout(10)):
+                message = wide_out.recv()
+                if message[0] == "done":
+                    outcome.published += message[1]
+                    break
             samples = [s for out in pipes for s in await asyncio.to_thread(out.recv)]
             outcome.conflated = sum(s.statistics().conflated for s in sessions)
 
@@ -208,7 +231,8 @@ async def stall_run(
             control.send(("finish", expected))
             assert await asyncio.to_thread(control.poll, timeout(40)), "stalled one hung"
             outcome.equal, outcome.deltas, outcome.gaps, closes = control.recv()
-            outcome.closes = [(code, reason) for code, reason in closes]
+            outcome.closes = [(code, reason) for code, reason, _ in closes]
+            outcome.close_phases = [_phase_of(at, starts) for _, _, at in closes]
 
             normal = [(starts[f"reading{n}"], starts[f"stalled{n}"]) for n in range(rounds)]
             stalls = [(starts[f"stalled{n}"], starts[f"recover{n}"]) for n in range(rounds)]
@@ -217,11 +241,14 @@ async def stall_run(
             outcome.samples_without, outcome.samples_with = len(without), len(with_stall)
             outcome.p99_without = _p99(without)
             outcome.p99_with = _p99(with_stall)
+            outcome.windows_without = [_p99(_pooled(samples, [w])) for w in normal]
+            outcome.windows_with = [_p99(_pooled(samples, [w])) for w in stalls]
             return outcome
 
 
 def _small_send_buffer(session: NativeSession) -> None:
-    """Bound the kernel's send buffer of the hub's side of the stalled connection.
+    """Bound the kernel's send buffer of the hub's side of the stalled connection, as
+    its network stalls (its receive buffer is empty then: it was reading).
 
     Over loopback (a 64 KiB MSS) the kernel sizes it at about a megabyte: at the
     stalled one's 60 KB/s it would take most of a minute to fill before the hub saw any
@@ -231,6 +258,12 @@ def _small_send_buffer(session: NativeSession) -> None:
     sock = session.ws.transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
+
+def _phase_of(at: float, starts: dict[str, float]) -> str:
+    """``"recover0 +0.1 s"``: the phase at time ``at``, and how far into it."""
+    start, name = max((start, name) for name, start in starts.items() if start <= at)
+    return f"{name} +{at - start:.1f} s"
 
 
 def _stalled_session(sessions: Any) -> NativeSession | None:
@@ -283,7 +316,7 @@ def run_stalled_subscriber(url: str, prefix: str, control: Connection) -> None:
     again: what was queued, then, if the hub closed the connection, reconnect and
     subscribe ``from`` its cursor), ``("finish", expected_state)`` (read until its
     replica equals it, then answer ``(equal, deltas, gaps, closes)``, closes being the
-    ``(code, reason)`` of each close it read). It answers ``"ready"`` once synced.
+    ``(code, reason, time.time())`` of each close it read). It answers ``"ready"`` once synced.
     """
     asyncio.run(_stalled_subscriber(url, prefix, control))
 
@@ -302,7 +335,7 @@ async def _connect(url: str) -> Any:
 
 async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> None:
     replica = Replica()
-    closes: list[tuple[int | None, str]] = []
+    closes: list[tuple[int | None, str, float]] = []
     gaps = 0
     ws = await _connect(url)
     await ws.send(
@@ -328,7 +361,8 @@ async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> Non
             try:
                 frame = json.loads(await ws.recv())
             except websockets.ConnectionClosed as exc:
-                closes.append((exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, ""))
+                code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, "")
+                closes.append((code, reason, time.time()))
                 ws = await _connect(url)
                 await ws.send(
                     json.dumps(

@@ -39,11 +39,14 @@ async def test_stalled_subscriber_is_conflated_then_closed_1013_and_resumes(
     assert outcome.conflated > 0, f"the stalled subscriber was never conflated: {outcome}"
     assert 0 < outcome.peak_pending <= MAX_PENDING, outcome
     assert outcome.peak_unsent <= CONFLATE_AFTER + DISPATCH_BATCH_BYTES, outcome
-    assert len(outcome.closes) == 1, outcome.closes
-    code, reason = outcome.closes[0]
-    assert code == 1013, outcome.closes
-    assert reason.startswith(f"slow consumer: more than {MAX_PENDING} entities pending")
-    assert "resume from your cursor" in reason
+    # Closed during the stall (read as it reads again); a resume whose catch-up spans
+    # more than the bound's entities may be closed again, the same way, having advanced.
+    assert outcome.to_close, f"not closed while stalled: {outcome}"
+    assert outcome.close_phases[0].startswith("recover0"), outcome
+    for code, reason in outcome.closes:
+        assert code == 1013, outcome.closes
+        assert reason.startswith(f"slow consumer: more than {MAX_PENDING} entities pending")
+        assert reason.endswith("reconnect and resume from your cursor")
     assert outcome.gaps == 0, outcome
     assert outcome.equal, "after resuming, the stalled one's replica is not the REST state"
     # The others kept receiving while it was stalled (their latency: bench/faults.py).
