@@ -5,16 +5,16 @@ A hub (in this process, so that the stalled connection's queues can be read) ser
 publish-to-delivery latency on ten of 50 hot entities each (as
 ``tests/test_native_slow_consumer.py`` does, with its load clients), and one more
 subscriber, in a process of its own, to the whole ``load/`` prefix. Two publishers
-(processes too): one at ``rate`` events/s over the 50 hot entities, and one at a
-half of it over 1,000 entities (``load/0`` … ``load/999``), so that a stalled
-subscriber's merged deltas grow past the bound instead of stopping at 50.
+(processes too): one at ``rate`` events/s over the 50 hot entities, and one at half
+of it over 1,000 entities (``load/0`` … ``load/999``), so that a stalled subscriber's
+merged deltas grow past the bound instead of stopping at 50.
 
 The run is ``rounds`` times: the stalled one reads normally, then stops reading its
 socket (a stalled network: its receive buffer is 4 KiB, and the hub's side's kernel
 send buffer is set to 16 KiB as it stalls, so the hub's own buffer fills within a
-second or two), then reads again. While it is stalled the run samples, every 20 ms, the hub's
-unsent bytes for it (the transport's write buffer) and its merged deltas; the hub
-conflates it past ``FLUX_CONFLATE_AFTER_BYTES`` and closes it with 1013 past
+second or two), then reads again. While it is stalled the run samples, every 20 ms,
+the hub's unsent bytes for it (the transport's write buffer) and its merged deltas;
+the hub conflates it past ``FLUX_CONFLATE_AFTER_BYTES`` and closes it with 1013 past
 ``FLUX_MAX_PENDING_ENTITIES``. When it reads again it reads what was queued, the
 close frame (its code and reason recorded), reconnects and subscribes ``from`` its
 cursor. At the end its replica, every delta checked for gaps, must equal the REST
@@ -23,7 +23,10 @@ state.
 The others' p99 is pooled over the rounds' windows of each kind, as the slow-consumer
 test does (one window's p99 is set by whether the machine stalled in it): while the
 stalled one reads, and while it is stalled. The 2 s after each stall, while it
-catches up, count for neither.
+catches up, count for neither. ``stall=False`` runs the same without the stall, for
+the others' p99 in the same windows of a run without it (``bench/faults.py`` runs
+both: on a 2-vCPU VM one window was consistently noisier than the others, with or
+without a stall; docs/faults.md).
 """
 
 from __future__ import annotations
@@ -251,7 +254,7 @@ def _small_send_buffer(session: NativeSession) -> None:
     its network stalls (its receive buffer is empty then: it was reading).
 
     Over loopback (a 64 KiB MSS) the kernel sizes it at about a megabyte: at the
-    stalled one's 60 KB/s it would take most of a minute to fill before the hub saw any
+    stalled one's 60-90 KB/s it would take most of a minute to fill before the hub saw any
     unsent byte of its own. A stalled network holds less in flight than that; the hub
     itself does not set the option, so this is the only change to its socket.
     """
