@@ -23,7 +23,7 @@ and the bounds. It exits 1 if the stalled one's memory passed a bound, it was no
 closed with 1013 in each stall, or its replica is not the REST state; the latency is
 reported, not judged (on a shared 2-vCPU machine its noise can pass 20 %). Run::
 
-    python bench/faults.py                       # about 3 min on 2 vCPUs
+    python bench/faults.py                       # about 2.5 min on 2 vCPUs
     python bench/faults.py --events 300 --outage 2 --storm-seconds 5   # quicker
     python bench/faults.py --only stall          # that row alone, about 2 min
 """
