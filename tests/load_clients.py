@@ -114,6 +114,18 @@ async def _subscribe(url: str, ids: list[str], seconds: float) -> list[tuple[flo
     return samples
 
 
+async def subscribe_with_snapshot(ws: Any, sub: str, prefix: str, replica: Any) -> None:
+    """Subscribe to ``prefix`` with a snapshot (JSON frames); ``replica`` applies every
+    frame up to ``synced``."""
+    frame = {"type": "subscribe", "sub": sub, "filter": {"prefixes": [prefix]}, "snapshot": True}
+    await ws.send(json.dumps(frame))
+    while True:
+        reply = json.loads(await ws.recv())
+        replica.apply(reply)
+        if reply["type"] == "synced":
+            return
+
+
 def run_slow_consumer(url: str, prefix: str, control: Connection) -> None:
     """A subscriber (snapshot, then live) that stops reading when told.
 
@@ -131,21 +143,7 @@ async def _slow_consumer(url: str, prefix: str, control: Connection) -> None:
     replica = Replica()
     # max_queue=1: with one message waiting, the client stops reading its socket.
     async with websockets.connect(url, subprotocols=["flux.v1"], max_queue=1) as ws:  # type: ignore[list-item]
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "subscribe",
-                    "sub": "slow",
-                    "filter": {"prefixes": [prefix]},
-                    "snapshot": True,
-                }
-            )
-        )
-        while True:
-            frame = json.loads(await ws.recv())
-            replica.apply(frame)
-            if frame["type"] == "synced":
-                break
+        await subscribe_with_snapshot(ws, "slow", prefix, replica)
         control.send("ready")
 
         async def read() -> None:

@@ -68,8 +68,8 @@ class OwnedRedis:
     the directory (its AOF) and the unix socket, so the hub's URL stays valid.
     """
 
-    def __init__(self, data_dir: Path) -> None:
-        self.server = EmbeddedRedis(data_dir, appendfsync="always")
+    def __init__(self, data_dir: Path, appendfsync: str = "always") -> None:
+        self.server = EmbeddedRedis(data_dir, appendfsync=appendfsync)
 
     @property
     def url(self) -> str:
@@ -108,9 +108,11 @@ class OwnedRedis:
 
 
 @asynccontextmanager
-async def owned_hub(data_dir: Path, key_prefix: str) -> AsyncIterator[tuple[Hub, OwnedRedis]]:
+async def owned_hub(
+    data_dir: Path, key_prefix: str, appendfsync: str = "always"
+) -> AsyncIterator[tuple[Hub, OwnedRedis]]:
     """A hub on port 0 over a Redis of its own, both stopped at the end."""
-    owned = OwnedRedis(data_dir)
+    owned = OwnedRedis(data_dir, appendfsync)
     owned.start()
     try:
         settings = make_settings(key_prefix)

@@ -52,7 +52,7 @@ from hub.store import Keys, Store
 from hub.transport.native_ws import NativeSession
 
 from ..conftest import make_settings, running_hub, timeout
-from ..load_clients import Phase, run_publisher, run_subscribers
+from ..load_clients import Phase, run_publisher, run_subscribers, subscribe_with_snapshot
 from ..native_client import Replica, rest_state
 
 __all__ = ["StallOutcome", "run_stalled_subscriber", "stall_run"]
@@ -341,21 +341,7 @@ async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> Non
     closes: list[tuple[int | None, str, float]] = []
     gaps = 0
     ws = await _connect(url)
-    await ws.send(
-        json.dumps(
-            {
-                "type": "subscribe",
-                "sub": "stalled",
-                "filter": {"prefixes": [prefix]},
-                "snapshot": True,
-            }
-        )
-    )
-    while True:
-        frame = json.loads(await ws.recv())
-        replica.apply(frame)
-        if frame["type"] == "synced":
-            break
+    await subscribe_with_snapshot(ws, "stalled", prefix, replica)
     control.send("ready")
 
     async def read() -> None:

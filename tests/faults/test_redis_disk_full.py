@@ -17,19 +17,15 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from hub.app import Hub
-from hub.store import EmbeddedRedis, Keys, Store
-
-from ..conftest import make_settings, running_hub, timeout
+from ..conftest import timeout
 from ..native_client import Native
-from .scenarios import ANSWER_BOUND, STORE_TIMEOUT
+from .scenarios import ANSWER_BOUND, owned_hub
 
 #: The tmpfs Redis writes its AOF to.
 DISK = "8m"
@@ -63,24 +59,6 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-@asynccontextmanager
-async def hub_on(disk: Path, key_prefix: str) -> AsyncIterator[Hub]:
-    server = EmbeddedRedis(disk / "redis", appendfsync="everysec")
-    server.start()
-    try:
-        settings = make_settings(key_prefix)
-        keys = Keys(key_prefix, settings.redis.partitions)
-        async with (
-            await Store.connect(
-                server.url, keys, settings.log, reply_timeout=STORE_TIMEOUT
-            ) as store,
-            running_hub(settings, store) as hub,
-        ):
-            yield hub
-    finally:
-        server.stop()
-
-
 def _event(event_id: str, entity: str) -> dict[str, object]:
     return {
         "eventId": event_id,
@@ -94,7 +72,8 @@ async def test_redis_on_a_full_disk_refuses_writes_clearly_and_serves_reads(
     tmp_path: Path, key_prefix: str
 ) -> None:
     with small_disk(tmp_path / "disk") as disk:
-        async with hub_on(disk, key_prefix) as hub:
+        # everysec: with "always", Redis exits on a failed AOF write (see above).
+        async with owned_hub(disk / "redis", key_prefix, "everysec") as (hub, _):
             base_url = f"http://127.0.0.1:{hub.port}"
             async with httpx.AsyncClient(base_url=base_url, timeout=timeout(30)) as http:
                 assert (await http.post("/api/events", json=_event("a", "d/a"))).status_code == 200
