@@ -131,6 +131,10 @@ class EntityCache:
     ) -> None:
         """Wait until ``predicate(entities)`` holds.
 
+        The predicate is only asked of a complete view: once the snapshot has arrived
+        (and again after a reset), never of the half-filled replica before it, so it
+        may index entities that exist (``entities["crew/task-1"]``).
+
         Raises:
             TimeoutError: it did not within ``within`` seconds.
             GapError: the replica broke.
@@ -138,7 +142,7 @@ class EntityCache:
 
         async def wait() -> None:
             async with self._changed:
-                while not predicate(self.entities):
+                while not (self.synced and predicate(self.entities)):
                     if self._error is not None:
                         raise self._error
                     await self._changed.wait()
