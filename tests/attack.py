@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .conftest import timeout
+
+if TYPE_CHECKING:
+    from hub.transport.http import HttpConnection, Request, Response
 
 
 async def exchange(port: int, data: bytes, *, read_all: bool = True) -> bytes:
@@ -67,3 +71,38 @@ class Keeper:
             healthz = await http.get("/healthz")
             assert (healthz.status_code, healthz.json()) == (200, {"status": "ok"})
             assert await self._get(http) == self.before
+
+
+class StubApp:
+    """The smallest ``http.App`` for driving ``HttpConnection`` alone; a test
+    subclasses it with its own :meth:`handle` and timeouts."""
+
+    request_timeout = 5.0
+    keepalive_timeout = 5.0
+    max_body_bytes = 1024
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def body_limit(self, method: str, path: str) -> tuple[int, str]:
+        return self.max_body_bytes, "payload too large"
+
+    async def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            await fn()
+
+        task = asyncio.get_running_loop().create_task(run())  # a test's stand-in for a task group
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def upgrade(self, request: Request, transport: asyncio.Transport) -> None:
+        return None
+
+    def connection_opened(self, conn: HttpConnection) -> str | None:
+        return None
+
+    def connection_closed(self, conn: HttpConnection) -> None:
+        pass

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from hub.transport.h1 import H1Connection, Rejection, Request
 from hub.transport.heads import OLDEST_OF_ADDRESS, OLDEST_ON_HUB, UnfinishedHeads
 from hub.transport.http import HttpConnection, Response
 
-from .attack import Keeper
+from .attack import Keeper, StubApp
 from .attack import exchange as _exchange
 from .attack import status_and_body as _status_and_body
 from .conftest import make_settings, running_hub, timeout
@@ -301,39 +301,14 @@ async def test_head_completed_in_time_is_served_and_its_body_gets_the_request_ti
         assert _status_and_body(answer)[0] == 200
 
 
-class SlowApp:
+class SlowApp(StubApp):
     """The smallest ``http.App`` whose handler takes longer than a request may."""
 
     request_timeout = 0.3
-    keepalive_timeout = 5.0
-    max_body_bytes = 1024
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def body_limit(self, method: str, path: str) -> tuple[int, str]:
-        return self.max_body_bytes, "payload too large"
 
     async def handle(self, request: Request) -> Response:
         await asyncio.sleep(0.6)
         return Response(200, b"{}")
-
-    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        async def run() -> None:
-            await fn()
-
-        task = asyncio.get_running_loop().create_task(run())  # a test's stand-in for a task group
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def upgrade(self, request: Request, transport: asyncio.Transport) -> None:
-        return None
-
-    def connection_opened(self, conn: HttpConnection) -> str | None:
-        return None
-
-    def connection_closed(self, conn: HttpConnection) -> None:
-        pass
 
 
 @pytest.mark.parametrize("header_timeout", [None, 0.2], ids=["request-timeout", "head-deadline"])

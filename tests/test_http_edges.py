@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from hub.app import Hub
 from hub.store import Store
 from hub.transport.http import HttpConnection, Request, Response
 
+from .attack import StubApp
 from .attack import exchange as _exchange
 from .attack import status_and_body as _status_and_body
 from .conftest import make_settings, running_hub, timeout
@@ -309,38 +309,11 @@ async def test_head_request_gets_the_head_of_the_get_answer(hub: Hub) -> None:
     assert head == get[: len(head)]  # the same head, no body
 
 
-class EchoHeaderApp:
+class EchoHeaderApp(StubApp):
     """The smallest ``http.App``: ``GET /echo?v=...`` answers with ``x-echo: <v>``."""
-
-    request_timeout = 5.0
-    keepalive_timeout = 5.0
-    max_body_bytes = 1024
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def body_limit(self, method: str, path: str) -> tuple[int, str]:
-        return self.max_body_bytes, "payload too large"
 
     async def handle(self, request: Request) -> Response:
         return Response(200, b"{}", headers=[(b"x-echo", request.query["v"].encode("latin-1"))])
-
-    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
-        async def run() -> None:
-            await fn()
-
-        task = asyncio.get_running_loop().create_task(run())  # a test's stand-in for a task group
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def upgrade(self, request: Request, transport: asyncio.Transport) -> None:
-        return None
-
-    def connection_opened(self, conn: HttpConnection) -> str | None:
-        return None
-
-    def connection_closed(self, conn: HttpConnection) -> None:
-        pass
 
 
 async def test_response_header_with_crlf_is_refused_with_500_and_logged(
