@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing.context
+import multiprocessing.process
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -163,25 +166,47 @@ async def _slow_consumer(url: str, prefix: str, control: Connection) -> None:
                     reader.cancel()
                 expected = command[1]
                 deadline = time.time() + 30
-                while _state(replica, prefix) != expected and time.time() < deadline:
+                while replica_state(replica, prefix) != expected and time.time() < deadline:
                     try:
                         replica.apply(json.loads(await asyncio.wait_for(ws.recv(), 1)))
                     except TimeoutError:
                         continue
-                control.send((_state(replica, prefix) == expected, replica.deltas))
+                control.send((replica_state(replica, prefix) == expected, replica.deltas))
                 # Keep reading while closing: with its one-message queue full, the
                 # client would not read the hub's close frame, and wait 10 s for it.
-                drain = asyncio.create_task(_discard(ws))
+                drain = asyncio.create_task(discard(ws))
                 await ws.close()
                 drain.cancel()
                 return
 
 
-async def _discard(ws: Any) -> None:
+async def discard(ws: Any) -> None:
+    """Read and drop every frame until the connection closes."""
     with contextlib.suppress(websockets.ConnectionClosed):
         async for _ in ws:
             pass
 
 
-def _state(replica: Any, prefix: str) -> dict[str, Any]:
+def replica_state(replica: Any, prefix: str) -> dict[str, Any]:
+    """A replica's entities under ``prefix``, shaped as the REST state is compared."""
     return {i: [v, p] for i, (v, p) in replica.state().items() if i.startswith(prefix)}
+
+
+def start_child(
+    stack: contextlib.ExitStack,
+    ctx: multiprocessing.context.SpawnContext,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+) -> multiprocessing.process.BaseProcess:
+    """Start a load process that is killed when the run ends, however it ends (a
+    failed assertion must not leave it running, or hang the interpreter's exit)."""
+    process = ctx.Process(target=target, args=args, daemon=True)
+    process.start()
+    stack.callback(_stop, process)
+    return process
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    if process.is_alive():
+        process.kill()
+    process.join(5)

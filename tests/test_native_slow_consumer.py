@@ -35,8 +35,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
 import statistics
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
@@ -46,7 +45,7 @@ from hub.store import Keys, Store
 from hub.transport.native_ws import NativeSession
 
 from .conftest import make_settings, running_hub, timeout
-from .load_clients import Phase, run_publisher, run_slow_consumer, run_subscribers
+from .load_clients import Phase, run_publisher, run_slow_consumer, run_subscribers, start_child
 from .native_client import rest_state
 
 RATE = 10_000
@@ -129,7 +128,7 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             # Ten entities each: a Python client decoding all 10,000 deltas/s would
             # measure its own backlog, not the hub.
             measured = [f"load/{i}" for i in range(10)]
-            _child(stack, ctx, run_subscribers, (url, measured, 2, total + 4, sub_in))
+            start_child(stack, ctx, run_subscribers, (url, measured, 2, total + 4, sub_in))
             # Polling: the connections come from another process; the hub has no event.
             while len(hub.gateway.native_sessions) < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
@@ -137,7 +136,7 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             # The slow one, in a process of its own: it subscribes like everyone and
             # reads, except during "stalled", when it stops reading its socket.
             slow_control, slow_end = ctx.Pipe()
-            _child(stack, ctx, run_slow_consumer, (url, "load/", slow_end))
+            start_child(stack, ctx, run_slow_consumer, (url, "load/", slow_end))
             assert await asyncio.to_thread(slow_control.poll, timeout(15)), "slow one not ready"
             assert slow_control.recv() == "ready"
             session = next(
@@ -145,7 +144,7 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             )
             assert isinstance(session, NativeSession)
 
-            publisher = _child(
+            publisher = start_child(
                 stack, ctx, run_publisher, (url, RATE, BATCH, PHASES, ENTITIES, pub_in)
             )
             starts: dict[str, float] = {}
@@ -190,26 +189,6 @@ async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
             reading = [(starts[f"reading{n}"], starts[f"stalled{n}"]) for n in range(STALLS)]
             stalled = [(starts[f"stalled{n}"], starts[f"recover{n}"]) for n in range(STALLS)]
             return [(_p99(mine, reading), _p99(mine, stalled)) for mine in samples]
-
-
-def _child(
-    stack: contextlib.ExitStack,
-    ctx: multiprocessing.context.SpawnContext,
-    target: Callable[..., None],
-    args: tuple[Any, ...],
-) -> multiprocessing.process.BaseProcess:
-    """Start a load process that is killed when the run ends, however it ends (a
-    failed assertion must not leave it running, or hang the interpreter's exit)."""
-    process = ctx.Process(target=target, args=args, daemon=True)
-    process.start()
-    stack.callback(_stop, process)
-    return process
-
-
-def _stop(process: multiprocessing.process.BaseProcess) -> None:
-    if process.is_alive():
-        process.kill()
-    process.join(5)
 
 
 def _p99(samples: list[tuple[float, float]], windows: list[tuple[float, float]]) -> float:

@@ -40,7 +40,6 @@ import multiprocessing.process
 import socket
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -52,7 +51,15 @@ from hub.store import Keys, Store
 from hub.transport.native_ws import NativeSession
 
 from ..conftest import make_settings, running_hub, timeout
-from ..load_clients import Phase, run_publisher, run_subscribers, subscribe_with_snapshot
+from ..load_clients import (
+    Phase,
+    discard,
+    replica_state,
+    run_publisher,
+    run_subscribers,
+    start_child,
+    subscribe_with_snapshot,
+)
 from ..native_client import Replica, rest_state
 
 __all__ = ["StallOutcome", "run_stalled_subscriber", "stall_run"]
@@ -169,10 +176,10 @@ async def stall_run(
                 count = others // processes + (1 if p < others % processes else 0)
                 ids = [f"load/{(10 * p + i) % HOT}" for i in range(10)]
                 out, into = ctx.Pipe(duplex=False)
-                _child(stack, ctx, run_subscribers, (url, ids, count, total + 4, into))
+                start_child(stack, ctx, run_subscribers, (url, ids, count, total + 4, into))
                 pipes.append(out)
             control, end = ctx.Pipe()
-            _child(stack, ctx, run_stalled_subscriber, (url, "load/", end))
+            start_child(stack, ctx, run_stalled_subscriber, (url, "load/", end))
             assert await asyncio.to_thread(control.poll, timeout(30)), "stalled one not ready"
             assert control.recv() == "ready"
             deadline = time.monotonic() + timeout(30)
@@ -183,9 +190,11 @@ async def stall_run(
 
             pub_out, pub_in = ctx.Pipe(duplex=False)
             wide_out, wide_in = ctx.Pipe(duplex=False)
-            publisher = _child(stack, ctx, run_publisher, (url, rate, BATCH, phases, HOT, pub_in))
+            publisher = start_child(
+                stack, ctx, run_publisher, (url, rate, BATCH, phases, HOT, pub_in)
+            )
             wide = max(1, rate // 2)
-            _child(stack, ctx, run_publisher, (url, wide, BATCH, phases, WIDE, wide_in))
+            start_child(stack, ctx, run_publisher, (url, wide, BATCH, phases, WIDE, wide_in))
             starts: dict[str, float] = {}
             phase = ""
             stalled_at = 0.0
@@ -274,25 +283,6 @@ def _stalled_session(sessions: Any) -> NativeSession | None:
         if isinstance(session, NativeSession) and "stalled" in session.subscriptions.by_name:
             return session
     return None
-
-
-def _child(
-    stack: contextlib.ExitStack,
-    ctx: multiprocessing.context.SpawnContext,
-    target: Callable[..., None],
-    args: tuple[Any, ...],
-) -> multiprocessing.process.BaseProcess:
-    """A load process, killed when the run ends however it ends."""
-    process = ctx.Process(target=target, args=args, daemon=True)
-    process.start()
-    stack.callback(_stop, process)
-    return process
-
-
-def _stop(process: multiprocessing.process.BaseProcess) -> None:
-    if process.is_alive():
-        process.kill()
-    process.join(5)
 
 
 def _pooled(
@@ -384,24 +374,14 @@ async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> Non
                 expected = command[1]
                 deadline = time.time() + 30
                 # Polling: the reader task applies the frames; it has no event to wait on.
-                while _state(replica, prefix) != expected and time.time() < deadline:  # noqa: ASYNC110
+                while replica_state(replica, prefix) != expected and time.time() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
-                equal = _state(replica, prefix) == expected
+                equal = replica_state(replica, prefix) == expected
                 control.send((equal, replica.deltas, gaps, closes))
                 return
     finally:
         if reader is not None:
             reader.cancel()
-        drain = asyncio.create_task(_discard(ws))
+        drain = asyncio.create_task(discard(ws))
         await ws.close()
         drain.cancel()
-
-
-async def _discard(ws: Any) -> None:
-    with contextlib.suppress(websockets.ConnectionClosed):
-        async for _ in ws:
-            pass
-
-
-def _state(replica: Replica, prefix: str) -> dict[str, Any]:
-    return {i: [v, p] for i, (v, p) in replica.state().items() if i.startswith(prefix)}
