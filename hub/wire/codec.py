@@ -123,6 +123,12 @@ class _Incompatible(Exception):
         super().__init__(message)
         self.path: list[str] | None = [] if located else None
 
+    def within(self, segment: str) -> _Incompatible:
+        """The error, one level further out (``.key`` or ``[index]``)."""
+        if self.path is not None:
+            self.path.append(segment)
+        return self
+
 
 def _lenient(data: bytes) -> Any:
     """A MessagePack frame the strict unpacker refused, decoded with map keys of any
@@ -151,9 +157,7 @@ def _check_json_compatible(value: Any, depth: int = 0) -> None:
                 try:
                     _check_json_compatible(item, depth + 1)
                 except _Incompatible as exc:
-                    if exc.path is not None:
-                        exc.path.append(f".{key}")
-                    raise
+                    raise exc.within(f".{key}") from None
     elif kind is list:
         deep = depth >= MAX_DEPTH
         for index, item in enumerate(value):
@@ -161,9 +165,7 @@ def _check_json_compatible(value: Any, depth: int = 0) -> None:
                 try:
                     _check_json_compatible(item, depth + 1)
                 except _Incompatible as exc:
-                    if exc.path is not None:
-                        exc.path.append(f"[{index}]")
-                    raise
+                    raise exc.within(f"[{index}]") from None
     elif kind is float:
         if math.isnan(value) or math.isinf(value):
             raise _Incompatible("NaN and infinity cannot be stored (JSON has no such numbers)")
