@@ -16,15 +16,17 @@ from hub.app import Hub
 
 from .conftest import timeout
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SDK_README = ROOT / "clients" / "python" / "README.md"
 
 
-def python_block(first_line: str) -> str:
-    """The README's ```python block whose first line is ``first_line``."""
-    for block in re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S):
+def python_block(first_line: str, readme: Path = README) -> str:
+    """The ```python block of ``readme`` whose first line is ``first_line``."""
+    for block in re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S):
         if block.startswith(first_line):
             return str(block)
-    raise AssertionError(f"no python block starting {first_line!r} in README.md")
+    raise AssertionError(f"no python block starting {first_line!r} in {readme.name}")
 
 
 def _subscriptions(hub: Hub) -> int:
@@ -65,3 +67,28 @@ async def test_readme_planner_and_worker_agree_on_a_claim(
         if worker.returncode is None:
             worker.terminate()
         await worker.wait()
+
+
+async def test_sdk_readme_example_runs_to_its_end(base_url: str, tmp_path: Path) -> None:
+    """clients/python/README.md's example, run as a user runs it: it must finish.
+
+    Its subscription loop once never ended (nothing told it to leave), and a snapshot
+    update printed ``{}`` as its changes, which reads as an empty entity.
+    """
+    code = python_block("import asyncio", SDK_README).replace("http://localhost:3000", base_url)
+    (tmp_path / "example.py").write_text(code, encoding="utf-8")
+    example = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(tmp_path / "example.py"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(example.communicate(), timeout(30))
+    assert example.returncode == 0, err.decode()
+    state = "{'owner': 'me', 'state': 'open'}"
+    assert out.decode().splitlines() == [
+        "1",  # the first publish's version
+        f"snapshot crew/task-7 {state}",
+        "synced  {}",
+        state,  # the cache's copy
+    ]

@@ -176,8 +176,17 @@ class Subscription:
         if kind == "snapshot":
             for value in frame["entities"]:
                 entity = Entity.from_frame(value)
+                # ``changes`` is the whole state: an entity seen first in a snapshot
+                # is, to this subscriber, all new (an empty dict read as an empty entity).
                 await self._queue.put(
-                    Update("snapshot", entity.id, entity=entity, version=entity.version)
+                    Update(
+                        "snapshot",
+                        entity.id,
+                        changes=dict(entity.properties),
+                        version=entity.version,
+                        last_updated=entity.last_updated,
+                        entity=entity,
+                    )
                 )
         elif kind in ("delta", "deleted"):
             position = frame.get("position")

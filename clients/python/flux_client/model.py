@@ -41,7 +41,8 @@ class Update:
 
     ``kind``:
 
-    - ``snapshot``: ``entity`` is an entity's current state (from the snapshot);
+    - ``snapshot``: ``entity`` is an entity's current state (from the snapshot), and
+      ``changes`` its properties, all of them (to this subscriber they are all new);
     - ``delta``: ``changes`` were applied; ``base``/``version`` as in the protocol;
       ``created`` when the entity is new (its properties are exactly ``changes``);
     - ``deleted``: the entity is gone;
