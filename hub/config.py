@@ -16,6 +16,7 @@ import base64
 import binascii
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -180,6 +181,20 @@ class ConnectorSettings(_Frozen):
     max_poll_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: Seconds a poll request may take.
     poll_timeout: float = Field(default=10.0, gt=0)
+    #: The GitHub connector's API root; ``https://<host>/api/v3`` for GitHub Enterprise.
+    github_api_url: str = "https://api.github.com"
+
+    @field_validator("github_api_url")
+    @classmethod
+    def _api_url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http(s) URL with a host, e.g. https://github.example.com/api/v3"
+            )
+        if parts.query or parts.fragment or parts.username is not None:
+            raise ValueError("must not have a query, a fragment or credentials")
+        return value.rstrip("/")
 
     @field_validator("encryption_key")
     @classmethod
@@ -344,6 +359,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_OAUTH_CALLBACK_BASE_URL": ("connectors", "oauth_callback_base_url", str),
     "FLUX_MAX_POLLERS": ("connectors", "max_pollers", int),
     "FLUX_MIN_POLL_INTERVAL": ("connectors", "min_poll_interval", float),
+    "FLUX_GITHUB_API_URL": ("connectors", "github_api_url", str),
     "FLUX_MAX_POLL_BYTES": ("connectors", "max_poll_bytes", int),
     "FLUX_POLL_TIMEOUT": ("connectors", "poll_timeout", float),
 }

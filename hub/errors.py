@@ -9,6 +9,7 @@ Branches are grouped by what the caller can do about them::
     │   │   └── MalformedEvent not even the envelope's shape (fails a whole Flux batch)
     │   ├── PayloadTooLarge    a body or frame is over its limit (HTTP 413, close 1009)
     │   └── BadRequest         any other malformed request (HTTP 400/422)
+    │       └── WhereError     a value filter (``where``) that does not parse
     ├── Overloaded             the hub is at a bound (slow consumer, full queue): retry later
     ├── LogUnavailable         Redis does not answer or refuses: retryable
     ├── Closed                 our side is shutting down
@@ -32,6 +33,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "ProtocolError",
+    "WhereError",
     "close_code_for",
 ]
 
@@ -71,6 +73,16 @@ class BadRequest(ProtocolError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class WhereError(BadRequest):
+    """A value filter (``where``, hub/core/where.py) is malformed or over a bound.
+
+    The message starts with the path of the offending part (``where.load: ...``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class PayloadTooLarge(ProtocolError):
