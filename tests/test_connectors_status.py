@@ -21,23 +21,27 @@ import pytest
 from hub.app import Hub
 from hub.config import Settings
 from hub.connectors import (
-    BUILTIN_CONNECTORS,
+    BUILTIN_NAMES,
     ConnectorsExtension,
     Credentials,
     OAuthConfig,
     connector_event,
 )
 from hub.connectors.crypto import SecretBox
+from hub.connectors.github import GITHUB_API_URL, github_oauth
 from hub.engine.auth import hash_token
 from hub.errors import ConfigError
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout
-from .local_http import until
+from .local_http import free_port, until
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
-FAST = {"min_poll_interval": 0.1, "poll_timeout": 0.1}
+#: The github connector polls a port nothing listens on (tests/test_connectors_github.py
+#: gives it a GitHub to talk to).
+GITHUB_NOWHERE = f"http://127.0.0.1:{free_port()}"
+FAST = {"min_poll_interval": 0.1, "poll_timeout": 0.1, "github_api_url": GITHUB_NOWHERE}
 NAMES = ["github", "gmail", "linkedin", "calendar"]
 INTERVALS = {"github": 300, "gmail": 60, "linkedin": 600, "calendar": 300}
 
@@ -55,15 +59,16 @@ def _extension(hub: Hub) -> ConnectorsExtension:
     return next(e for e in hub.extensions if isinstance(e, ConnectorsExtension))
 
 
+def _status(name: str, configured: tuple[str, ...]) -> str:
+    if name != "github":
+        return "not_available"
+    return "configured" if name in configured else "not_configured"
+
+
 def _listing(*configured: str) -> dict[str, Any]:
     return {
         "connectors": [
-            {
-                "name": n,
-                "enabled": n in configured,
-                "status": "configured" if n in configured else "not_configured",
-            }
-            for n in NAMES
+            {"name": n, "enabled": n in configured, "status": _status(n, configured)} for n in NAMES
         ]
     }
 
@@ -87,14 +92,13 @@ async def test_without_key_every_connector_is_not_configured(store: Store, key_p
     async with running_hub(make_settings(key_prefix), store) as hub, _client(hub) as http:
         reply = await http.get("/api/connectors")
         assert reply.status_code == 200 and reply.json() == _listing()
-        for name, interval in INTERVALS.items():
-            detail = await http.get(f"/api/connectors/{name}")
-            assert detail.json() == {
-                "name": name,
-                "enabled": False,
-                "status": "not_configured",
-                "poll_interval_seconds": interval,
-            }
+        detail = await http.get("/api/connectors/github")
+        assert detail.json() == {
+            "name": "github",
+            "enabled": False,
+            "status": "not_configured",
+            "poll_interval_seconds": 300,
+        }
         for method in ("POST", "DELETE"):
             reply = await http.request(method, "/api/connectors/github/token", json={"token": "t"})
             assert reply.status_code == 500
@@ -132,32 +136,25 @@ async def test_stored_token_shows_in_list_and_detail_with_real_poll_status(
     assert reply.status_code == 200 and reply.json() == {"success": True}
     assert (await http.get("/api/connectors")).json() == _listing("github")
     # Flux reports not_configured here in Internal mode (§9 #19); the hub agrees with
-    # the list, and the stub's first poll is real.
+    # the list, and the first poll is real (here: GitHub is unreachable).
     detail = await _detail_until(http, "github", "last_poll")
     assert detail["name"] == "github" and detail["enabled"] is True
     assert detail["status"] == "configured" and detail["poll_interval_seconds"] == 300
-    assert detail["last_error"] == "fetching is not implemented for connector 'github'"
+    assert detail["last_error"].startswith("repositories: cannot connect to http://127.0.0.1:")
     assert detail["next_poll"] > detail["last_poll"]
-    other = (await http.get("/api/connectors/gmail")).json()
-    assert other == {
-        "name": "gmail",
-        "enabled": False,
-        "status": "not_configured",
-        "poll_interval_seconds": 60,
-    }
 
 
 async def test_deleted_token_is_gone_and_deleting_again_is_404(http: httpx.AsyncClient) -> None:
-    await http.post("/api/connectors/linkedin/token", json={"token": "t"})
-    reply = await http.delete("/api/connectors/linkedin/token")
+    await http.post("/api/connectors/github/token", json={"token": "t"})
+    reply = await http.delete("/api/connectors/github/token")
     assert reply.status_code == 200 and reply.json() == {"success": True}
     assert (await http.get("/api/connectors")).json() == _listing()
-    detail = (await http.get("/api/connectors/linkedin")).json()
+    detail = (await http.get("/api/connectors/github")).json()
     assert detail["status"] == "not_configured" and "last_poll" not in detail
-    again = await http.delete("/api/connectors/linkedin/token")
+    again = await http.delete("/api/connectors/github/token")
     assert again.status_code == 404
     assert again.json() == {
-        "error": "No credentials found for connector 'linkedin'",
+        "error": "No credentials found for connector 'github'",
         "code": "not_found",
     }
 
@@ -219,12 +216,12 @@ async def test_credentials_that_no_longer_decrypt_report_error(
     store: Store, key_prefix: str, settings: Settings
 ) -> None:
     async with running_hub(settings, store) as hub, _client(hub) as http:
-        await http.post("/api/connectors/calendar/token", json={"token": "t"})
+        await http.post("/api/connectors/github/token", json={"token": "t"})
     rekeyed = make_settings(key_prefix, connectors={**FAST, "encryption_key": OTHER_KEY})
     async with running_hub(rekeyed, store) as hub, _client(hub) as http:
         listing = (await http.get("/api/connectors")).json()
-        assert listing["connectors"][3] == {"name": "calendar", "enabled": False, "status": "error"}
-        detail = await _detail_until(http, "calendar", "last_poll")
+        assert listing["connectors"][0] == {"name": "github", "enabled": False, "status": "error"}
+        detail = await _detail_until(http, "github", "last_poll")
         assert detail["status"] == "error" and detail["enabled"] is False
         assert detail["last_error"] == (
             "the stored credentials cannot be decrypted with the current"
@@ -284,7 +281,7 @@ async def test_public_mode_check_order(store: Store, key_prefix: str, public: Se
     no_key = make_settings(key_prefix, gateway={"auth_enabled": True})
     async with running_hub(no_key, store) as hub, _client(hub) as http:
         for method in ("POST", "DELETE"):
-            reply = await http.request(method, "/api/connectors/gmail/token", json={"token": "t"})
+            reply = await http.request(method, "/api/connectors/github/token", json={"token": "t"})
             assert reply.status_code == 500
         assert (await http.get("/api/connectors")).status_code == 401
 
@@ -297,16 +294,16 @@ async def test_public_mode_user_is_the_token_and_the_token_is_never_stored(
     bob = {"authorization": "bearer   bob-token-5678"}
     async with running_hub(public, store) as hub, _client(hub) as http:
         reply = await http.post(
-            "/api/connectors/gmail/token", json={"token": "gmail-secret"}, headers=alice
+            "/api/connectors/github/token", json={"token": "github-secret"}, headers=alice
         )
         assert reply.status_code == 200
-        assert (await http.get("/api/connectors", headers=alice)).json() == _listing("gmail")
+        assert (await http.get("/api/connectors", headers=alice)).json() == _listing("github")
         assert (await http.get("/api/connectors", headers=bob)).json() == _listing()
-        detail = (await http.get("/api/connectors/gmail", headers=alice)).json()
+        detail = (await http.get("/api/connectors/github", headers=alice)).json()
         assert detail["status"] == "configured"
-        bob_detail = (await http.get("/api/connectors/gmail", headers=bob)).json()
+        bob_detail = (await http.get("/api/connectors/github", headers=bob)).json()
         assert bob_detail["status"] == "not_configured"
-        missing = await http.delete("/api/connectors/gmail/token", headers=bob)
+        missing = await http.delete("/api/connectors/github/token", headers=bob)
         assert missing.status_code == 404
     client = store.client
     dump = b""
@@ -322,7 +319,7 @@ async def test_public_mode_user_is_the_token_and_the_token_is_never_stored(
         elif kind == b"string":
             dump += cast("bytes | None", await client.get(key)) or b""
     assert b"{connectors}:credentials" in dump
-    for secret in (b"alice-token-1234", b"gmail-secret"):
+    for secret in (b"alice-token-1234", b"github-secret"):
         assert secret not in dump
     # Not even the token's hash names a key (it is a hash field only).
     assert hash_token("alice-token-1234").encode() in dump
@@ -402,10 +399,12 @@ async def test_failing_connector_shows_its_error_and_the_hub_carries_on(
     assert (await http.get("/readyz")).status_code == 200
 
 
-def test_catalogue_is_flux_s() -> None:
-    assert [(c.name, c.poll_interval) for c in BUILTIN_CONNECTORS] == list(INTERVALS.items())
-    github = BUILTIN_CONNECTORS[0].oauth_config
-    assert github == OAuthConfig(
+async def test_catalogue_is_flux_s(hub: Hub) -> None:
+    catalogue = _extension(hub).catalogue
+    assert BUILTIN_NAMES == tuple(NAMES)
+    assert [(c.name, c.poll_interval) for c in catalogue.values()] == list(INTERVALS.items())
+    assert catalogue["github"].oauth_config == github_oauth(GITHUB_NOWHERE)
+    assert github_oauth(GITHUB_API_URL) == OAuthConfig(
         "https://github.com/login/oauth/authorize",
         "https://github.com/login/oauth/access_token",
         ("repo", "read:user"),

@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from hub.config import Settings
-from hub.connectors import BUILTIN_CONNECTORS
+from hub.connectors import BUILTIN_NAMES
 
 from .conftest import make_settings
+from .local_http import free_port
 from .test_openapi import doc_examples, run_example
 
 #: A fixed key: the run stores connector tokens, sealed with it.
@@ -40,12 +41,18 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(key_prefix: str, mode: str) -> Settings:
-    clients = {c.name: (f"{c.name}-client", f"{c.name}-secret") for c in BUILTIN_CONNECTORS}
+    clients = {name: (f"{name}-client", f"{name}-secret") for name in BUILTIN_NAMES}
     gateway = {"auth_enabled": True, "admin_token": ADMIN_TOKEN} if mode == "public" else {}
     return make_settings(
         key_prefix,
         gateway=gateway,
-        connectors={"encryption_key": ENCRYPTION_KEY, "oauth_clients": clients, "max_pollers": 0},
+        connectors={
+            "encryption_key": ENCRYPTION_KEY,
+            "oauth_clients": clients,
+            "max_pollers": 0,
+            # A stored github token is polled: at a port nothing listens on, not GitHub.
+            "github_api_url": f"http://127.0.0.1:{free_port()}",
+        },
     )
 
 

@@ -5,7 +5,8 @@ Built as a hub extension (:class:`hub.app.Extension`): it mounts its routes unde
 describes the endpoints, the generic poller, what persists and the limits.
 
 - :mod:`.base`: the :class:`Connector` interface (Flux's trait) and its data types;
-- :mod:`.builtin`: Flux's catalogue (github, gmail, linkedin, calendar), not fetching;
+- :mod:`.builtin`: Flux's catalogue: github (:mod:`.github`), and gmail, linkedin,
+  calendar listed as not available;
 - :mod:`.poller`: the generic HTTP poller;
 - :mod:`.scheduler`: one hub per job, through Redis leases;
 - :mod:`.api`, :mod:`.oauth`: the routes;
@@ -14,15 +15,16 @@ describes the endpoints, the generic poller, what persists and the limits.
 
 from __future__ import annotations
 
-from .base import Connector, Credentials, OAuthConfig, connector_event
-from .builtin import BUILTIN_CONNECTORS
+from .base import Connector, Credentials, FetchResult, OAuthConfig, connector_event
+from .builtin import BUILTIN_NAMES
 from .extension import ConnectorsExtension
 
 __all__ = [
-    "BUILTIN_CONNECTORS",
+    "BUILTIN_NAMES",
     "Connector",
     "ConnectorsExtension",
     "Credentials",
+    "FetchResult",
     "OAuthConfig",
     "connector_event",
 ]

@@ -30,6 +30,7 @@ from ..transport.http import Request, Response, json_response
 from ..wire.envelope import serde_type_name
 from ..wire.jsonutil import JSONError, dumps, loads
 from .base import Credentials
+from .builtin import unavailable_reason
 from .crypto import UNDECRYPTABLE
 from .oauth import authorize_url, callback_url, exchange_code
 from .poller import PollerConfig, as_number, parse_poller_request
@@ -146,6 +147,12 @@ class ConnectorRoutes:
         if name not in self.ext.catalogue:
             raise BadRequest(f"Connector '{name}' not found", 404)
 
+    def _require_available(self, name: str) -> None:
+        """A connector the hub cannot fetch from takes no credentials: 501."""
+        reason = unavailable_reason(self.ext.catalogue[name])
+        if reason is not None:
+            raise BadRequest(f"{reason}; no credentials were stored", 501)
+
     # ------------------------------------------------------------------ §1.10 status
 
     async def _states(self, user: str, names: list[str]) -> dict[str, tuple[str, str | None]]:
@@ -174,6 +181,9 @@ class ConnectorRoutes:
         user = self._user(request)
         names = list(self.ext.catalogue)
         states = await self._states(user, names)
+        for name in names:
+            if unavailable_reason(self.ext.catalogue[name]) is not None:
+                states[name] = ("not_available", None)
         connectors = [
             {"name": n, "enabled": states[n][0] == "configured", "status": states[n][0]}
             for n in names
@@ -184,12 +194,25 @@ class ConnectorRoutes:
         """``GET /api/connectors/:name``: name (404), auth (401), then the status."""
         self._require_connector(name)
         user = self._user(request)
+        connector = self.ext.catalogue[name]
+        reason = unavailable_reason(connector)
+        if reason is not None:
+            return json_response(
+                {
+                    "name": name,
+                    "enabled": False,
+                    "status": "not_available",
+                    "poll_interval_seconds": as_number(connector.poll_interval),
+                    "available": False,
+                    "reason": reason,
+                }
+            )
         status, problem = (await self._states(user, [name]))[name]
         detail: dict[str, Any] = {
             "name": name,
             "enabled": status == "configured",
             "status": status,
-            "poll_interval_seconds": as_number(self.ext.catalogue[name].poll_interval),
+            "poll_interval_seconds": as_number(connector.poll_interval),
         }
         if status != "not_configured":
             job = await self._job_status(credential_job(name, user))
@@ -223,6 +246,7 @@ class ConnectorRoutes:
         if not isinstance(token, str):
             raise unprocessable(f"token: invalid type: {serde_type_name(token)}, expected a string")
         self._require_connector(name)
+        self._require_available(name)
         box = self.ext.box
         if box is None:
             raise BadRequest(_NO_STORE, 500)
@@ -265,6 +289,7 @@ class ConnectorRoutes:
     async def oauth_start(self, request: Request, name: str) -> Response:
         """``GET …/oauth/start``: name (404), auth (401), client (500), then 307."""
         self._require_connector(name)
+        self._require_available(name)
         user = self._user(request)
         config = self.ext.catalogue[name].oauth_config
         if config is None:

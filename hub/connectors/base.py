@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 from ..wire.jsonutil import JSONError, dumps, loads
 
-__all__ = ["CONNECTOR_NAME", "Connector", "Credentials", "OAuthConfig", "connector_event"]
+__all__ = [
+    "CONNECTOR_NAME",
+    "Connector",
+    "Credentials",
+    "FetchResult",
+    "OAuthConfig",
+    "connector_event",
+]
 
 #: What a connector's name may be: it appears in paths and in environment variable
 #: names (``FLUX_OAUTH_<NAME>_CLIENT_ID``).
@@ -73,6 +80,23 @@ class Credentials:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What a fetch read, when a plain list of events does not say enough.
+
+    A connector that read part of its source before failing (a rate limit half-way
+    through, one endpoint refused) returns what it read with the error: the events
+    are applied and the error becomes the status' ``last_error``.
+    """
+
+    events: list[dict[str, Any]]
+    #: Recorded as ``last_error`` (the events are applied all the same).
+    error: str | None = None
+    #: No poll before this wall time, in ms since the epoch (a rate limit's reset):
+    #: the status' ``next_poll`` shows it, and no hub polls earlier.
+    not_before: int | None = None
+
+
 class Connector(Protocol):
     """A source of events polled by the hub. Structural: no base class needed.
 
@@ -96,7 +120,7 @@ class Connector(Protocol):
         """Seconds between two polls of one user's credentials."""
         ...
 
-    async def fetch(self, credentials: Credentials | None) -> list[dict[str, Any]]:
+    async def fetch(self, credentials: Credentials | None) -> list[dict[str, Any]] | FetchResult:
         """Read the external API once.
 
         Args:
@@ -104,7 +128,9 @@ class Connector(Protocol):
                 pollers without authentication).
 
         Returns:
-            Events in the ``POST /api/events`` shape (see :func:`connector_event`).
+            Events in the ``POST /api/events`` shape (see :func:`connector_event`),
+            or a :class:`FetchResult` holding them with an error or a time before
+            which the next poll may not happen.
 
         Raises:
             Exception: any failure; its message becomes the status' ``last_error``.

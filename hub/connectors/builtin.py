@@ -1,11 +1,16 @@
 """The built-in catalogue of FLUX_COMPAT.md §1.10: github, gmail, linkedin, calendar.
 
-Their names, poll intervals and OAuth endpoints are Flux's. None of them fetches yet
-(in Flux, only GitHub does, in a separate service): credentials can be stored and
-OAuth flows completed, and each poll records ``fetching is not implemented for
-connector '<name>'`` as the connector's ``last_error``, so the status says what
-happens instead of staying silent. The generic HTTP poller (``poller.py``) is the
-connector that does fetch.
+``github`` fetches (:mod:`.github`). ``gmail``, ``linkedin`` and ``calendar`` are
+listed, in Flux's order and with Flux's poll intervals, but **not available**: nothing
+in the hub fetches from them (they cannot be built and tested here), so the hub says
+so instead of pretending (docs/connectors.md, "Not available"):
+
+- ``GET /api/connectors`` and ``GET /api/connectors/:name`` report the status
+  ``not_available`` (and ``available: false`` with the reason in the detail);
+- storing a token or starting an OAuth flow for them is refused (501, with the
+  reason), so no credential is kept for a connector that would never use it;
+- the scheduler never polls them (credentials stored by an older hub stay until
+  deleted, unpolled).
 """
 
 from __future__ import annotations
@@ -13,62 +18,71 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .base import OAuthConfig
+from .github import GitHubConnector
 
 if TYPE_CHECKING:
-    from .base import Connector, Credentials
+    from collections.abc import Callable
 
-__all__ = ["BUILTIN_CONNECTORS", "StubConnector"]
+    import httpx
 
-_GOOGLE_AUTH = "https://accounts.google.com/o/oauth2/v2/auth"
-_GOOGLE_TOKEN = "https://oauth2.googleapis.com/token"
+    from .base import Connector, Credentials, OAuthConfig
+
+__all__ = [
+    "BUILTIN_NAMES",
+    "UNAVAILABLE_CONNECTORS",
+    "UnavailableConnector",
+    "builtin_connectors",
+    "unavailable_reason",
+]
+
+#: Flux's catalogue, in Flux's order (the order of ``GET /api/connectors``).
+BUILTIN_NAMES = ("github", "gmail", "linkedin", "calendar")
 
 
 @dataclass(frozen=True, slots=True)
-class StubConnector:
-    """A connector that is listed and configurable but does not fetch yet."""
+class UnavailableConnector:
+    """A connector Flux lists that this hub cannot fetch from: listed, never polled."""
 
     name: str
-    oauth_config: OAuthConfig | None
     poll_interval: float
+    #: Why, in a sentence: shown in the status and in every refusal.
+    reason: str
+    oauth_config: OAuthConfig | None = None
 
     async def fetch(self, credentials: Credentials | None) -> list[dict[str, Any]]:
-        """Raises NotImplementedError: this connector does not fetch yet."""
-        raise NotImplementedError(f"fetching is not implemented for connector '{self.name}'")
+        """Never called (the scheduler skips unavailable connectors); raises."""
+        raise NotImplementedError(self.reason)
 
 
-#: In Flux's order (the order of ``GET /api/connectors``).
-BUILTIN_CONNECTORS: tuple[Connector, ...] = (
-    StubConnector(
-        "github",
-        OAuthConfig(
-            "https://github.com/login/oauth/authorize",
-            "https://github.com/login/oauth/access_token",
-            ("repo", "read:user"),
-        ),
-        300,
-    ),
-    StubConnector(
-        "gmail",
-        OAuthConfig(
-            _GOOGLE_AUTH, _GOOGLE_TOKEN, ("https://www.googleapis.com/auth/gmail.readonly",)
-        ),
-        60,
-    ),
-    StubConnector(
-        "linkedin",
-        OAuthConfig(
-            "https://www.linkedin.com/oauth/v2/authorization",
-            "https://www.linkedin.com/oauth/v2/accessToken",
-            ("r_liteprofile", "r_emailaddress"),
-        ),
-        600,
-    ),
-    StubConnector(
-        "calendar",
-        OAuthConfig(
-            _GOOGLE_AUTH, _GOOGLE_TOKEN, ("https://www.googleapis.com/auth/calendar.readonly",)
-        ),
-        300,
-    ),
+def _unavailable(name: str, service: str, interval: float) -> UnavailableConnector:
+    return UnavailableConnector(
+        name,
+        interval,
+        f"Connector '{name}' is not available: this hub does not fetch from {service}"
+        " (listed for compatibility with Flux; see docs/connectors.md)",
+    )
+
+
+#: Flux's connectors the hub lists but does not fetch from.
+UNAVAILABLE_CONNECTORS: tuple[UnavailableConnector, ...] = (
+    _unavailable("gmail", "Gmail", 60),
+    _unavailable("linkedin", "LinkedIn", 600),
+    _unavailable("calendar", "Google Calendar", 300),
 )
+
+
+def builtin_connectors(
+    client: httpx.AsyncClient,
+    *,
+    github_api_url: str,
+    timeout: float,
+    clock: Callable[[], float],
+) -> list[Connector]:
+    """The built-in catalogue, in Flux's order."""
+    github = GitHubConnector(client, api_url=github_api_url, timeout=timeout, clock=clock)
+    return [github, *UNAVAILABLE_CONNECTORS]
+
+
+def unavailable_reason(connector: Connector) -> str | None:
+    """Why a connector cannot fetch; None if it can."""
+    return connector.reason if isinstance(connector, UnavailableConnector) else None

@@ -17,8 +17,8 @@ import httpx
 from ..errors import Broken, Closed, LogUnavailable
 from ..store.connectors import ConnectorStore
 from .api import ConnectorRoutes
-from .base import CONNECTOR_NAME, Credentials
-from .builtin import BUILTIN_CONNECTORS
+from .base import CONNECTOR_NAME, Credentials, FetchResult
+from .builtin import builtin_connectors, unavailable_reason
 from .crypto import UNDECRYPTABLE, SecretBox
 from .openapi import CONNECTOR_OPERATIONS, CONNECTOR_SCHEMAS
 from .poller import GenericPoller, PollerConfig
@@ -98,8 +98,6 @@ class ConnectorsExtension:
             else None
         )
         self.store = ConnectorStore(store)
-        #: Connectors by name, in listing order; :meth:`add` extends it.
-        self.catalogue: dict[str, Connector] = {c.name: c for c in BUILTIN_CONNECTORS}
         # One client for every poll and token exchange; it reads no environment
         # (proxies, .netrc): the hub's settings are its only configuration.
         self.client = httpx.AsyncClient(
@@ -109,6 +107,16 @@ class ConnectorsExtension:
             timeout=settings.poll_timeout,
             limits=httpx.Limits(max_connections=MAX_HTTP_CONNECTIONS),
         )
+        #: Connectors by name, in listing order; :meth:`add` extends it.
+        self.catalogue: dict[str, Connector] = {
+            c.name: c
+            for c in builtin_connectors(
+                self.client,
+                github_api_url=settings.github_api_url,
+                timeout=settings.poll_timeout,
+                clock=clock,
+            )
+        }
         self.scheduler = Scheduler(
             self.store,
             self._poll,
@@ -154,7 +162,9 @@ class ConnectorsExtension:
 
     def _can_run(self, job: str) -> bool:
         if job.startswith(_CREDENTIAL_PREFIX):
-            return job[len(_CREDENTIAL_PREFIX) :].partition(":")[0] in self.catalogue
+            found = self.catalogue.get(job[len(_CREDENTIAL_PREFIX) :].partition(":")[0])
+            # A connector that is not available is never polled.
+            return found is not None and unavailable_reason(found) is None
         return job.startswith(_POLLER_PREFIX)
 
     async def _poll(self, job: str) -> PollOutcome:
@@ -171,7 +181,11 @@ class ConnectorsExtension:
         if job.startswith(_POLLER_PREFIX):
             config = PollerConfig.from_json(job[len(_POLLER_PREFIX) :], entry)
             if config is None:
-                return self.settings.min_poll_interval, "the stored poller configuration is damaged"
+                return (
+                    self.settings.min_poll_interval,
+                    "the stored poller configuration is damaged",
+                    None,
+                )
             connector = GenericPoller(
                 config,
                 self.client,
@@ -181,31 +195,37 @@ class ConnectorsExtension:
             if config.secret is not None:
                 token = self._open(config.secret, job)
                 if token is None:
-                    return config.poll_interval, "the stored token " + self._unreadable()
+                    return config.poll_interval, "the stored token " + self._unreadable(), None
                 credentials = Credentials(token.decode())
         else:
             name = job[len(_CREDENTIAL_PREFIX) :].partition(":")[0]
             found = self.catalogue.get(name)
-            if found is None:
+            if found is None or unavailable_reason(found) is not None:
                 return None
             connector = found
             plain = self._open(entry, job)
             credentials = None if plain is None else Credentials.from_json(plain)
             if credentials is None:
-                return connector.poll_interval, "the stored credentials " + self._unreadable()
+                return connector.poll_interval, "the stored credentials " + self._unreadable(), None
         interval = connector.poll_interval
         limit = FETCH_TIMEOUT_FACTOR * self.settings.poll_timeout
         try:
             with anyio.fail_after(limit):
-                events = await connector.fetch(credentials)
+                fetched = await connector.fetch(credentials)
         except TimeoutError:
-            return interval, f"fetch did not finish within {limit:g} s"
+            return interval, f"fetch did not finish within {limit:g} s", None
         except (Broken, NotImplementedError) as exc:
-            return interval, _clip(str(exc) or type(exc).__name__)
+            return interval, _clip(str(exc) or type(exc).__name__), None
         except Exception as exc:
             logger.warning("connector %s failed: %r", connector.name, exc)
-            return interval, _clip(f"{type(exc).__name__}: {exc}")
-        return interval, await self._publish(events)
+            return interval, _clip(f"{type(exc).__name__}: {exc}"), None
+        if not isinstance(fetched, FetchResult):
+            return interval, await self._publish(fetched), None
+        error = await self._publish(fetched.events)
+        if fetched.error is not None:
+            # The fetch's own error first: it says why the events may be incomplete.
+            error = fetched.error if error is None else f"{fetched.error}; {error}"
+        return interval, None if error is None else _clip(error), fetched.not_before
 
     def _open(self, sealed: bytes, job: str) -> bytes | None:
         return None if self.box is None else self.box.open(sealed, job)

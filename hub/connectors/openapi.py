@@ -22,9 +22,11 @@ _TIME: JsonObject = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME: JsonObject = {"type": ["string", "null"], "format": "date-time"}
 _STATUS: JsonObject = {
     "type": "string",
-    "enum": ["configured", "not_configured", "error"],
+    "enum": ["configured", "not_configured", "error", "not_available"],
     "description": "`configured`: credentials are stored for you and decrypt; `error`: "
-    "stored but unreadable (the key changed), or storage is unavailable.",
+    "stored but unreadable (the key changed), or storage is unavailable; "
+    "`not_available`: the hub does not fetch from this service (gmail, linkedin, "
+    "calendar): it takes no credentials and is never polled.",
 }
 _AUTH_TYPE: JsonObject = {
     "description": '`"none"` (the default), `"bearer"`, or `{"api_key_header": "<header>"}`.',
@@ -69,6 +71,12 @@ CONNECTOR_SCHEMAS: dict[str, JsonObject] = {
             "last_poll": {**_TIME, "description": "Left out when unknown."},
             "last_error": {"type": "string", "description": "Left out after a success."},
             "next_poll": _TIME,
+            "available": {
+                "type": "boolean",
+                "const": False,
+                "description": "Present (false) only for a connector that is not available.",
+            },
+            "reason": {"type": "string", "description": "Why it is not available."},
         },
     },
     "TokenRequest": {
@@ -189,6 +197,10 @@ _NAME = path_param(
 _SOURCE_ID = path_param("source_id", "The poller's `source_id`.")
 _UNKNOWN = "`Connector '<name>' not found`."
 _NO_KEY = "`Credential storage not available (FLUX_ENCRYPTION_KEY not set)`."
+_NOT_AVAILABLE = (
+    "`Connector '<name>' is not available: this hub does not fetch from <service> …; "
+    "no credentials were stored` (gmail, linkedin, calendar)."
+)
 
 CONNECTOR_OPERATIONS: dict[tuple[str, str], JsonObject] = {
     (PREFIX, "GET"): operation(
@@ -308,6 +320,7 @@ CONNECTOR_OPERATIONS: dict[tuple[str, str], JsonObject] = {
                     413: None,
                     422: "No `token` string.",
                     500: f"{_NO_KEY}, or `Failed to store credentials`.",
+                    501: _NOT_AVAILABLE,
                     503: None,
                 }
             ),
@@ -356,6 +369,7 @@ CONNECTOR_OPERATIONS: dict[tuple[str, str], JsonObject] = {
                     "`FLUX_ENCRYPTION_KEY` is not set.",
                     500: "`OAuth not configured for connector '<name>'. Set "
                     "FLUX_OAUTH_<NAME>_CLIENT_ID and FLUX_OAUTH_<NAME>_CLIENT_SECRET …`.",
+                    501: _NOT_AVAILABLE,
                     503: None,
                 }
             ),

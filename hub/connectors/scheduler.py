@@ -58,9 +58,10 @@ LEASE_TICKS = 5
 #: Seconds given to returning the leases at shutdown.
 RELEASE_GRACE = 1.0
 
-#: What one poll did: ``(interval in seconds, error or None)``; None if the job no
-#: longer exists.
-PollOutcome = tuple[float, str | None] | None
+#: What one poll did: ``(interval in seconds, error or None, not before)``; None if
+#: the job no longer exists. *Not before* (ms since the epoch, or None) holds the next
+#: poll back past the interval and the backoff: a rate limit's reset, say.
+PollOutcome = tuple[float, str | None, int | None] | None
 
 
 def job_label(job: str) -> str:
@@ -206,9 +207,11 @@ class Scheduler:
             outcome = await self.poll(job)
             if outcome is None:
                 return  # deleted
-            interval, error = outcome
+            interval, error, not_before = outcome
             failures = failures + 1 if error is not None else 0
             due = self._now_ms() + math.ceil(backoff(interval, failures) * 1000)
+            if not_before is not None:
+                due = max(due, not_before)
             recorded = await self.store.record_poll(job, now_ms=started, next_ms=due, error=error)
             if recorded is None:
                 return  # deleted while polling
