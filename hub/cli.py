@@ -145,6 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("patterns", metavar="FILTER", nargs="*")
     p.add_argument("--namespace", action="append", default=[], help="add a namespace")
+    verb(
+        "mcp",
+        "serve MCP (Model Context Protocol) on stdin/stdout for an agent, acting on the hub "
+        "with the token given (docs/mcp.md)",
+    )
     return parser
 
 
@@ -181,6 +186,16 @@ def _client(args: argparse.Namespace) -> int:
         except (OSError, TimeoutError) as exc:
             print(f"flux watch: cannot reach the hub at {url}: {exc}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "mcp":
+        from .mcp.stdio import serve_stdio
+
+        # stdout carries the protocol: logs go to stderr only.
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        try:
+            asyncio.run(serve_stdio(url, token))
+        except KeyboardInterrupt:
+            pass
         return 0
     assert args.command in CLIENT_VERBS
     ctx = Context(
