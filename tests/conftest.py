@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -23,6 +23,9 @@ import pytest
 from hub.app import Hub
 from hub.config import Settings
 from hub.store import EmbeddedRedis, Keys, Store
+
+if TYPE_CHECKING:
+    from .browser import DevTools
 
 TIMEOUT_FACTOR = float(os.environ.get("FLUX_TESTS_TIMEOUT_FACTOR", "1"))
 
@@ -132,3 +135,12 @@ async def http(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "flux-data"
+
+
+@pytest.fixture
+async def devtools(tmp_path: Path) -> AsyncIterator[DevTools]:
+    """Headless Chromium with one page open (tests/browser.py); skips without Chromium."""
+    from .browser import open_chromium  # tests/browser.py reads this module's timeout()
+
+    async with open_chromium(tmp_path) as tools:
+        yield tools

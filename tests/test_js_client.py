@@ -1,7 +1,8 @@
 """The JavaScript client (clients/js) against a real hub, through Node's test runner.
 
 The hub runs here (fixture); ``node --test`` runs ``clients/js/test/*.test.mjs`` with
-its URL in ``FLUX_TEST_URL``. ``FLUX_TEST_SERVE`` gives the JS tests a command that
+its URL in ``FLUX_TEST_URL``: what clients/js/README.md's ``npm test`` command runs
+(package.json's ``test`` script). ``FLUX_TEST_SERVE`` gives the JS tests a command that
 starts another hub on the same store (the same Redis and key prefix), so that they
 can stop and restart a hub under a connected client.
 

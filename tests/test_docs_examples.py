@@ -1,0 +1,665 @@
+"""Every example of the README files and docs/, executed as a user copy-pastes it.
+
+:data:`ELSEWHERE` names the blocks run by another test (which reads them from the same
+file); every other block is run here, by the test of :data:`HERE` that names it.
+``test_every_example_is_accounted_for`` fails on a block that is in neither — an
+example added to the docs needs a test before it lands — and on a claim that is no
+longer true (a named test that does not read the file).
+
+Examples address ``localhost:3000``; here that becomes the test hub's address, and
+nothing else of a block changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from hub.app import Hub
+from hub.wire.frames import CLIENT_FRAMES
+
+from .browser import DevTools
+from .conftest import timeout
+from .doc_blocks import ROOT, Block, doc_blocks, json_values, like
+from .native_client import Native, event
+from .processes import free_port
+
+#: Blocks another test executes: (file, first line) -> (that test's file, what it does).
+#: The named file must mention the documentation file it reads.
+ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
+    (
+        "README.md",
+        "python3 -m venv .venv && . .venv/bin/activate && pip install . && flux serve",
+    ): (".ci/run", "installs the project in a fresh venv and runs it until /readyz answers"),
+    (
+        "README.md",
+        'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dev]" && pytest',
+    ): (".ci/run", "is this command (in a fresh venv), plus lint, types and coverage"),
+    ("README.md", "# worker.py: claims every open task, once, even when several workers race."): (
+        "tests/test_readme_python.py",
+        "runs worker.py and planner.py as two processes",
+    ),
+    ("README.md", "# planner.py: posts a task and waits until a worker has it."): (
+        "tests/test_readme_python.py",
+        "runs worker.py and planner.py as two processes",
+    ),
+    ("clients/python/README.md", "import asyncio"): (
+        "tests/test_readme_python.py",
+        "runs the example to its end and checks what it prints",
+    ),
+    ("docs/api.md", "curl -s localhost:3000/openapi.json | python -m json.tool > openapi.json"): (
+        "tests/test_openapi.py",
+        "runs the sh blocks of docs/api.md against a live hub",
+    ),
+    ("docs/api.md", "curl -s localhost:3000/openapi.json | python -c '"): (
+        "tests/test_openapi.py",
+        "runs the sh blocks of docs/api.md against a live hub",
+    ),
+    ("docs/api.md", "st run http://localhost:3000/openapi.json \\"): (
+        "tests/test_openapi_live.py",
+        "runs schemathesis with these arguments, in both auth modes",
+    ),
+    ("clients/js/README.md", "flux serve --port 3000 &"): (
+        "tests/test_js_client.py",
+        "runs what `npm test` runs (node --test test/) against a hub, with FLUX_TEST_URL",
+    ),
+}
+
+#: Blocks that are not commands to run, and why.
+NOT_EXAMPLES: dict[tuple[str, str], str] = {
+    (
+        "docs/architecture.md",
+        "             hub/app.py  the composition root: builds every component, runs their loops",
+    ): "a diagram of the modules (tests/test_architecture.py checks the layering it draws)",
+}
+
+#: Blocks run by a test of this module: (file, first line) -> the test's name.
+HERE: dict[tuple[str, str], str] = {
+    ("README.md", "# publish an event (timestamp may be omitted: the hub's time is used)"): (
+        "test_readme_first_session"
+    ),
+    ("README.md", "flux publish sensors agent-1 matt/sensor-01 '{\"temp\": 22}'"): (
+        "test_readme_flux_commands"
+    ),
+    ("README.md", "# planner: post a task"): "test_readme_shell_agents",
+    (
+        "README.md",
+        "flux serve --port 3000                                   # owns the embedded Redis",
+    ): ("test_readme_two_hubs"),
+    (
+        "README.md",
+        "flux replay                      # the embedded Redis of ./flux-data (or --data-dir DIR)",
+    ): ("test_readme_replay"),
+    (
+        "clients/js/README.md",
+        "cd clients/js && npm install          # only for Node 20 (ws) and the tests",
+    ): ("test_js_readme_node_example"),
+    (
+        "clients/js/README.md",
+        "import WebSocket from 'ws';           // Node 20 only; Node >= 22: leave it out",
+    ): ("test_js_readme_node_example"),
+    ("README.md", "<!doctype html>"): "test_readme_browser_agents",
+    ("README.md", "curl -s localhost:3000/api/events -H 'content-type: application/json' -d '{"): (
+        "test_readme_browser_agents"
+    ),
+    ("clients/js/README.md", "<!doctype html>"): "test_js_readme_page",
+    ("docs/tenancy.md", '{"id": "flux-core/directory", "properties": {'): (
+        "test_tenancy_directory_example"
+    ),
+}
+
+
+def _key(block: Block) -> tuple[str, str]:
+    return (block.path, block.first_line)
+
+
+def _protocol_frames(block: Block) -> bool:
+    return block.path == "docs/protocol.md" and block.lang == "json"
+
+
+def _bench_command(block: Block) -> bool:
+    return block.path == "bench/README.md"
+
+
+def test_every_example_is_accounted_for() -> None:
+    names = {name for name in globals() if name.startswith("test_")}
+    unaccounted = []
+    for block in doc_blocks():
+        key = _key(block)
+        if key in ELSEWHERE:
+            runner, _ = ELSEWHERE[key]
+            source = (ROOT / runner).read_text(encoding="utf-8")
+            assert Path(block.path).name in source, f"{runner} does not read {block.path}"
+        elif key in HERE:
+            assert HERE[key] in names, f"{block}: no test {HERE[key]} here"
+        elif not (
+            key in NOT_EXAMPLES
+            or _protocol_frames(block)
+            or _bench_command(block)
+            or block.first_line.startswith("→ ")  # protocol.md's example session
+            or _connectors_example(block)
+        ):
+            unaccounted.append(str(block))
+    assert not unaccounted, "examples no test runs:\n" + "\n".join(unaccounted)
+
+
+def _blocks(path: str, first_line: str = "") -> list[Block]:
+    found = [b for b in doc_blocks() if b.path == path and b.first_line.startswith(first_line)]
+    assert found, f"no block of {path} starts {first_line!r}"
+    return found
+
+
+def _block(path: str, first_line: str) -> str:
+    return _blocks(path, first_line)[0].text
+
+
+def _addressed(text: str, base_url: str) -> str:
+    return text.replace("http://localhost:3000", base_url).replace(
+        "localhost:3000", base_url.removeprefix("http://")
+    )
+
+
+def _shell_env(base_url: str) -> dict[str, str]:
+    """A user's shell: the project's ``flux`` and ``python3`` on PATH, FLUX_URL set."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "FLUX_URL": base_url, "FLUX_LOG_LEVEL": "warning"}
+
+
+async def _sh(script: str, env: dict[str, str], cwd: Path | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout(60))
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def _background(
+    script: str, env: dict[str, str], cwd: Path | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A shell script running in its own process group, stopped (all of it) at the end."""
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout(20))
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+
+
+async def _line_with(process: asyncio.subprocess.Process, wanted: str, wait: float) -> list[str]:
+    """Lines of the process's stdout up to the first containing ``wanted``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout(wait)):
+        while True:
+            raw = await process.stdout.readline()
+            if not raw:
+                assert process.stderr is not None
+                err = (await process.stderr.read()).decode()
+                raise AssertionError(f"ended before {wanted!r}: {lines} {err}")
+            lines.append(raw.decode().rstrip("\n"))
+            if wanted in lines[-1]:
+                return lines
+
+
+# ------------------------------------------------------------------------ README.md
+
+
+async def test_readme_first_session(base_url: str) -> None:
+    """The curl session: each ``# {…}`` comment is what the command before it prints."""
+    block = _block("README.md", "# publish an event")
+    status, out, err = await _sh(_addressed(block, base_url), _shell_env(base_url))
+    assert status == 0, err
+    # curl -s prints each body without a newline: split the output into its JSON values.
+    bodies = [json.dumps(value, separators=(",", ":")) for value in json_values(out)]
+    expected = [line.removeprefix("# ") for line in block.splitlines() if line.startswith("# {")]
+    assert len(bodies) == 5, out  # publish, get, list, history, delete
+    for pattern, body in zip(expected, bodies, strict=False):
+        assert like(pattern, body), (pattern, body)
+    assert not any('"error"' in body for body in bodies), out
+
+
+async def test_readme_flux_commands(base_url: str) -> None:
+    """``flux publish``, ``get``, ``watch`` (piped: JSON lines) and ``--help``, line by line."""
+    lines = _block("README.md", "flux publish sensors").splitlines()
+    env = _shell_env(base_url)
+    for line in lines:
+        command = line.split("  #")[0].strip()
+        if command.startswith("flux watch"):
+            async with _background(command, env) as watch:
+                seen = await _line_with(watch, "matt/sensor-01", 20)
+            assert json.loads(seen[-1])["properties"]["temp"] == 22
+            continue
+        status, out, err = await _sh(command, env)
+        assert status == 0, (command, err)
+        if command.startswith("flux get"):
+            assert json.loads(out)["properties"] == {"temp": 22}
+        if command == "flux --help":
+            assert "publish" in out and "watch" in out
+
+
+async def test_readme_shell_agents(base_url: str) -> None:
+    """The planner line and worker.sh, pasted as one block: the worker claims the task."""
+    script = _block("README.md", "# planner: post a task")
+    async with _background(script, _shell_env(base_url)) as shell:
+        await _line_with(shell, "claimed crew/task-2", 30)
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        entity = (await http.get("/api/state/entities/crew%2Ftask-2")).json()
+    assert entity["properties"] == {"state": "claimed", "owner": "worker-sh"}
+
+
+async def test_readme_two_hubs(tmp_path: Path) -> None:
+    """Two ``flux serve`` on one embedded Redis: a write on one is read on the other."""
+    first, second = free_port(), free_port()
+    lines = [
+        line.split("  #")[0].strip()
+        for line in _block("README.md", "flux serve --port 3000").splitlines()
+    ]
+    lines = [
+        line.replace("--port 3001", f"--port {second}").replace("--port 3000", f"--port {first}")
+        for line in lines
+    ]
+    env = {**_shell_env(""), "FLUX_HOST": "127.0.0.1"}
+    async with contextlib.AsyncExitStack() as stack:
+        for line, port in zip(lines, (first, second), strict=True):
+            await stack.enter_async_context(_background(line, env, tmp_path))
+            await _until_ready(port)
+        async with httpx.AsyncClient() as http:
+            published = await http.post(
+                f"http://127.0.0.1:{second}/api/events",
+                json={
+                    "stream": "s",
+                    "source": "doc",
+                    "payload": {"entity_id": "two/hubs", "properties": {"on": True}},
+                },
+            )
+            assert published.status_code == 200, published.text
+            read = await http.get(f"http://127.0.0.1:{first}/api/state/entities/two%2Fhubs")
+            assert read.json()["properties"] == {"on": True}
+
+
+async def _until_ready(port: int) -> None:
+    async with httpx.AsyncClient() as http:
+        deadline = asyncio.get_running_loop().time() + timeout(60)
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            assert asyncio.get_running_loop().time() < deadline, f"no hub on port {port}"
+            await asyncio.sleep(0.1)
+
+
+async def test_readme_replay(redis_url: str, hub: Hub, base_url: str, tmp_path: Path) -> None:
+    """``flux replay --redis URL --json`` on a live hub's Redis; ``flux replay`` alone on a
+    data directory of ``flux serve``'s."""
+    local, external = _block("README.md", "flux replay").splitlines()
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        await http.post(
+            "/api/events",
+            json={
+                "stream": "s",
+                "source": "doc",
+                "payload": {"entity_id": "r/1", "properties": {"n": 1}},
+            },
+        )
+    env = {**_shell_env(base_url), "FLUX_KEY_PREFIX": hub.settings.redis.key_prefix}
+    command = external.split("  #")[0].strip().replace("URL", redis_url)
+    status, out, err = await _sh(command, env)
+    assert status == 0, err
+    assert json.loads(out)["status"] == 0, out
+    # `flux replay` in the directory where `flux serve` ran (./flux-data), once it stopped.
+    port = free_port()
+    async with _background(f"flux serve --host 127.0.0.1 --port {port}", env, tmp_path):
+        await _until_ready(port)
+    status, out, err = await _sh(local.split("  #")[0].strip(), env, tmp_path)
+    assert status == 0, err
+
+
+# ------------------------------------------------------------------ clients/js/README.md
+
+
+async def test_js_readme_node_example(base_url: str, tmp_path: Path) -> None:
+    """The Node example, next to a copy of the module, with the packages `npm install`
+    put in clients/js: it publishes, claims, and prints the deltas it then sees."""
+    js = ROOT / "clients" / "js"
+    if not (js / "node_modules" / "ws").is_dir():
+        pytest.skip("clients/js has no node_modules: run `npm ci` there (.ci/run does)")
+    (tmp_path / "flux-client.js").write_text((js / "flux-client.js").read_text())
+    (tmp_path / "node_modules").symlink_to(js / "node_modules")
+    (tmp_path / "package.json").write_text((js / "package.json").read_text())
+    code = _addressed(_block("clients/js/README.md", "import WebSocket from 'ws';"), base_url)
+    (tmp_path / "example.mjs").write_text(code)
+    async with _background("node example.mjs", _shell_env(base_url), tmp_path) as node:
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            deadline = asyncio.get_running_loop().time() + timeout(20)
+            while True:  # the example publishes crew/task-7 first, then claims it
+                entity = (await http.get("/api/state/entities/crew%2Ftask-7")).json()
+                if entity.get("properties", {}).get("owner") == "worker-3":
+                    break
+                assert asyncio.get_running_loop().time() < deadline, entity
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # the subscription is live (its snapshot is read)
+            await http.post(
+                "/api/events",
+                json={
+                    "stream": "s",
+                    "source": "doc",
+                    "payload": {"entity_id": "crew/task-8", "properties": {"state": "open"}},
+                },
+            )
+            seen = await _line_with(node, "crew/task-8", 20)
+    assert "state: 'open'" in seen[-1]
+
+
+# ------------------------------------------------------------------------ docs/tenancy.md
+
+
+async def test_tenancy_directory_example(base_url: str) -> None:
+    """The directory entity has the shape docs/tenancy.md shows."""
+    (doc,) = json_values(_block("docs/tenancy.md", '{"id": "flux-core/directory"'))
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        await http.post(
+            "/api/events",
+            json={
+                "stream": "s",
+                "source": "doc",
+                "payload": {"entity_id": "crew/a", "properties": {"n": 1}},
+            },
+        )
+        deadline = asyncio.get_running_loop().time() + timeout(20)
+        while True:
+            reply = await http.get("/api/state/entities/flux-core%2Fdirectory")
+            if reply.status_code == 200 and "crew" in reply.json()["properties"]["namespaces"]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, reply.text
+            await asyncio.sleep(0.2)
+    real = reply.json()
+    assert _shape_problems(doc["properties"], real["properties"]) == []
+
+
+# ------------------------------------------------------------------------ docs/protocol.md
+
+CLIENT_TYPES = {"publish", "subscribe", "unsubscribe", "get", "list", "auth"}
+
+
+def _protocol_examples() -> list[dict[str, Any]]:
+    frames = []
+    for block in doc_blocks():
+        if _protocol_frames(block):
+            frames += json_values(block.text)
+    return frames
+
+
+def test_protocol_client_frame_examples_are_accepted() -> None:
+    clients = [frame for frame in _protocol_examples() if frame.get("type") in CLIENT_TYPES]
+    assert {frame["type"] for frame in clients} >= CLIENT_TYPES - {"auth"}
+    for frame in clients:
+        try:
+            CLIENT_FRAMES.validate_python(frame)
+        except ValidationError as exc:  # pragma: no cover - the failure message
+            raise AssertionError(f"docs/protocol.md: {frame} is refused: {exc}") from exc
+
+
+def _shape_problems(doc: Any, real: Any, path: str = "") -> list[str]:
+    """How the hub's ``real`` value differs in shape from the documented one."""
+    where = path or "frame"
+    if isinstance(doc, dict):
+        if not isinstance(real, dict):
+            return [f"{where}: an object in the doc, {real!r} from the hub"]
+        problems = []
+        if set(doc) != set(real):
+            problems.append(f"{where}: keys {sorted(doc)} in the doc, {sorted(real)} from the hub")
+        for key in doc.keys() & real.keys():
+            problems += _shape_problems(doc[key], real[key], f"{path}.{key}".lstrip("."))
+        return problems
+    if isinstance(doc, list):
+        if not isinstance(real, list):
+            return [f"{where}: a list in the doc, {real!r} from the hub"]
+        return [
+            problem
+            for index, (d, r) in enumerate(zip(doc, real, strict=False))
+            for problem in _shape_problems(d, r, f"{path}[{index}]")
+        ]
+    if doc is None or real is None:
+        return [] if doc is real or doc is None else [f"{where}: null in the doc, {real!r}"]
+    if type(doc) is not type(real):
+        return [f"{where}: {doc!r} in the doc, {real!r} from the hub"]
+    return []
+
+
+async def _real_server_frames(ws_url: str, base_url: str) -> dict[str, list[dict[str, Any]]]:
+    """One of each server frame, from a real session that mirrors the docs' examples."""
+    frames: dict[str, list[dict[str, Any]]] = {}
+
+    def keep(frame: dict[str, Any]) -> dict[str, Any]:
+        frames.setdefault(frame["type"], []).append(frame)
+        return frame
+
+    client = await Native.connect(ws_url)
+    try:
+        keep(
+            await client.request(
+                {
+                    "type": "subscribe",
+                    "ref": 2,
+                    "sub": "tasks",
+                    "filter": {"prefixes": ["crew/task-"]},
+                    "snapshot": True,
+                },
+                "subscribed",
+            )
+        )
+        keep(await client.recv_type("snapshot"))
+        keep(await client.recv_type("synced"))
+        first = event("crew/task-7", state="open")
+        late = {**event("crew/task-7", owner="worker-3"), "eventId": "w3-000042", "if_version": 9}
+        keep(await client.request({"type": "publish", "ref": 1, "events": [first, late]}, "ack"))
+        keep(await client.recv_type("delta"))  # created
+        claim = {**event("crew/task-7", owner="worker-3"), "if_version": 1}
+        await client.request({"type": "publish", "ref": 1, "events": [claim]}, "ack")
+        keep(await client.recv_type("delta"))
+        keep(
+            await client.request(
+                {"type": "get", "ref": 4, "ids": ["crew/task-7", "crew/task-8"]}, "entities"
+            )
+        )
+        keep(
+            await client.request(
+                {"type": "subscribe", "ref": 2, "sub": "live", "filter": {"all": True}},
+                "subscribed",
+            )
+        )
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            await http.delete("/api/state/entities/crew%2Ftask-7")
+        keep(await client.recv_type("deleted"))
+        keep(
+            await client.request({"type": "unsubscribe", "ref": 3, "sub": "tasks"}, "unsubscribed")
+        )
+        keep(await client.request({"type": "get", "ref": 9}, "error"))
+    finally:
+        await client.close()
+    return frames
+
+
+async def test_protocol_server_frame_examples_match_the_hub(ws_url: str, base_url: str) -> None:
+    """Each server frame documented has the keys and value types the hub sends."""
+    real = await _real_server_frames(ws_url, base_url)
+    problems = []
+    for doc in _protocol_examples():
+        kind = str(doc.get("type"))
+        if kind in CLIENT_TYPES or kind in ("checkpoint", "reset"):
+            continue  # checkpoint/reset: tests/test_wire_replies.py serializes them as shown
+        candidates = real.get(kind, [])
+        assert candidates, f"the session produced no {kind!r} frame"
+        if all(_shape_problems(doc, frame) for frame in candidates):
+            problems.append(f"{kind}: {_shape_problems(doc, candidates[0])}")
+    assert not problems, "\n".join(problems)
+
+
+async def test_protocol_example_session(ws_url: str, base_url: str) -> None:
+    """docs/protocol.md's example session, replayed frame by frame: the hub answers with
+    frames of the same shape and the same stable values (positions and times differ)."""
+    (block,) = [b for b in doc_blocks() if b.first_line.startswith("→ ")]
+    steps = [
+        (line[0], json.loads(line[2:]))
+        for line in block.text.splitlines()
+        if line.startswith(("→ ", "← "))
+    ]
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        await http.post(
+            "/api/events",
+            json={
+                "stream": "crew",
+                "source": "doc",
+                "payload": {"entity_id": "crew/task-7", "properties": {"state": "open"}},
+            },
+        )
+        client = await Native.connect(ws_url)
+        cursor = ""
+        try:
+            for direction, frame in steps:
+                if direction == "→":
+                    if "from" in frame:  # "the connection drops; the client reconnects"
+                        await client.close()
+                        await http.delete("/api/state/entities/crew%2Ftask-7")
+                        client = await Native.connect(ws_url)
+                        frame = {**frame, "from": cursor}
+                    await client.send(frame)
+                    continue
+                real = await client.recv()
+                assert _shape_problems(frame, real) == [], (frame, real)
+                for stable in ("type", "sub", "ref", "id", "base", "version", "set", "done"):
+                    assert real.get(stable) == frame.get(stable), (stable, frame, real)
+                if real["type"] == "snapshot" and frame["entities"]:
+                    assert real["entities"][0]["properties"] == frame["entities"][0]["properties"]
+                cursor = real.get("position") or real.get("cursor") or cursor
+        finally:
+            await client.close()
+
+
+# ------------------------------------------------------------------------ bench/README.md
+
+
+def test_bench_readme_commands_use_flags_the_scripts_have() -> None:
+    """Benchmarks run for 1-11 minutes on a quiet machine, so the suite does not run them;
+    it checks that every script and flag the README shows exists (``--help``)."""
+    import subprocess
+
+    for block in doc_blocks():
+        if not _bench_command(block):
+            continue
+        for line in block.text.splitlines():
+            command = line.split("  #")[0].split(">")[0].strip().removeprefix("nohup ")
+            if not command.startswith("python bench/"):
+                continue
+            script, *args = command.removeprefix("python ").split()
+            subcommand = [arg for arg in args[:1] if not arg.startswith("-")]
+            shown = subprocess.run(
+                [sys.executable, str(ROOT / script), *subcommand, "--help"],
+                capture_output=True,
+                text=True,
+                timeout=timeout(60),
+                check=True,
+            ).stdout
+            for flag in (arg for arg in args if arg.startswith("--")):
+                assert flag in shown, f"bench/README.md: {script} has no {flag}"
+
+
+# ------------------------------------------------------------------------ docs/connectors.md
+
+
+def _connectors_example(block: Block) -> bool:
+    return block.path == "docs/connectors.md"
+
+
+# ------------------------------------------------------------------ pages, in Chromium
+
+
+async def _page_text(tools: DevTools, expression: str, wanted: str, wait: float) -> str:
+    """Poll a page expression until its text contains ``wanted``."""
+    deadline = asyncio.get_running_loop().time() + timeout(wait)
+    text = ""
+    while wanted not in text:
+        assert asyncio.get_running_loop().time() < deadline, (wanted, text, tools.page_errors())
+        await asyncio.sleep(0.1)
+        text = str(await tools.evaluate(expression))
+    return text
+
+
+async def test_readme_browser_agents(devtools: DevTools, base_url: str, tmp_path: Path) -> None:
+    """agents.html, opened as a file: a click posts a task that the page's worker claims;
+    a task posted with the README's curl command is claimed too."""
+    page = tmp_path / "agents.html"
+    page.write_text(_addressed(_block("README.md", "<!doctype html>"), base_url))
+    await devtools.send("Page.navigate", {"url": page.as_uri()})
+    log = "document.getElementById('log')?.textContent ?? ''"
+    # The page connects both agents before it wires the button.
+    deadline = asyncio.get_running_loop().time() + timeout(20)
+    while not await devtools.evaluate("!!document.getElementById('post')?.onclick"):
+        assert asyncio.get_running_loop().time() < deadline, devtools.page_errors()
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the worker's subscription is live
+    await devtools.evaluate("document.getElementById('post').click()")
+    text = await _page_text(devtools, log, "worker-1: claimed crew/task-", 20)
+    assert "planner: posted crew/task-" in text
+    curl = _block("README.md", "curl -s localhost:3000/api/events")
+    status, _, err = await _sh(_addressed(curl, base_url), _shell_env(base_url))
+    assert status == 0, err
+    await _page_text(devtools, log, "worker-1: claimed crew/task-from-shell", 20)
+    assert devtools.page_errors() == []
+
+
+async def test_js_readme_page(devtools: DevTools, base_url: str, tmp_path: Path) -> None:
+    """clients/js/README.md's page: it writes crew/task-7 and lists it, live."""
+    page = tmp_path / "tasks.html"
+    page.write_text(_addressed(_block("clients/js/README.md", "<!doctype html>"), base_url))
+    await devtools.send("Page.navigate", {"url": page.as_uri()})
+    tasks = "document.getElementById('tasks')?.textContent ?? ''"
+    await _page_text(devtools, tasks, 'crew/task-7: {"state":"open"}', 20)
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        await http.post(
+            "/api/events",
+            json={
+                "stream": "s",
+                "source": "doc",
+                "payload": {"entity_id": "crew/task-7", "properties": {"state": "done"}},
+            },
+        )
+    await _page_text(devtools, tasks, 'crew/task-7: {"state":"done"}', 20)
+    assert await devtools.evaluate("document.title") == "open"
+    assert devtools.page_errors() == []
