@@ -36,6 +36,7 @@ from .api.state import StateApi
 from .api.static import StaticFiles
 from .connectors import ConnectorsExtension
 from .engine.directory import DirectoryKeeper
+from .engine.expiry import ExpirySweeper
 from .engine.fanout import Fanout
 from .engine.ingest import Ingest
 from .engine.metrics import HubMetrics
@@ -43,6 +44,7 @@ from .engine.publish import PublishPolicy, purge_namespace
 from .engine.runtime import RuntimeConfig
 from .engine.tenancy import Tenancy
 from .store import Registry
+from .store.expiry import LeaseTable
 from .transport.native_ws import NativeContext
 from .transport.server import Gateway
 from .wire.envelope import EventLimits
@@ -136,6 +138,8 @@ class Hub:
             clock=clock,
         )
         self.extensions: list[Extension] = [self.connectors]
+        #: Deletes entities whose lease ran out (docs/semantics.md, "Leases").
+        self.expiry = ExpirySweeper(LeaseTable(store), settings.leases, self.metrics, clock)
         native = NativeContext(
             gateway=gateway,
             fanout_settings=settings.fanout,
@@ -211,6 +215,7 @@ class Hub:
                 ("runtime config", self.runtime.run),
                 ("token cache", self.tenancy.run),
                 ("directory", self.directory.run),
+                ("lease expiry", self.expiry.run),
                 ("compat metrics", self.gateway.metrics_loop),
                 ("keepalive", self.gateway.keepalive_loop),
                 ("checkpoints", self.gateway.checkpoint_loop),

@@ -30,6 +30,7 @@ __all__ = [
     "FanoutSettings",
     "GatewaySettings",
     "IngestSettings",
+    "LeaseSettings",
     "LogSettings",
     "RedisSettings",
     "ConnectorSettings",
@@ -86,6 +87,16 @@ class IngestSettings(_Frozen):
     max_batch: int = Field(default=512, ge=1, le=10_000)
     #: Events waiting for a script call; at the bound, publishers wait (backpressure).
     queue_size: int = Field(default=16_384, ge=1)
+
+
+class LeaseSettings(_Frozen):
+    """Sweeping entities whose time-to-live ran out (docs/semantics.md, "Leases")."""
+
+    #: Seconds between two sweeps of this hub (every hub sweeps; each sweep is atomic).
+    sweep_interval: float = Field(default=1.0, gt=0, le=3600)
+    #: Most entities one sweep expires per partition; a larger backlog drains over
+    #: the following sweeps.
+    sweep_max: int = Field(default=1000, ge=1, le=10_000)
 
 
 class GatewaySettings(_Frozen):
@@ -225,6 +236,7 @@ class Settings(_Frozen):
     redis: RedisSettings = RedisSettings()
     log: LogSettings = LogSettings()
     ingest: IngestSettings = IngestSettings()
+    leases: LeaseSettings = LeaseSettings()
     gateway: GatewaySettings = GatewaySettings()
     fanout: FanoutSettings = FanoutSettings()
     runtime: RuntimeDefaults = RuntimeDefaults()
@@ -295,6 +307,7 @@ _GROUPS: dict[str, Callable[..., _Frozen]] = {
     "redis": RedisSettings,
     "log": LogSettings,
     "ingest": IngestSettings,
+    "leases": LeaseSettings,
     "gateway": GatewaySettings,
     "fanout": FanoutSettings,
     "runtime": RuntimeDefaults,
@@ -317,6 +330,8 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_DEDUP_TTL_SECONDS": ("log", "dedup_ttl_seconds", int),
     "FLUX_INGEST_MAX_BATCH": ("ingest", "max_batch", int),
     "FLUX_INGEST_QUEUE_SIZE": ("ingest", "queue_size", int),
+    "FLUX_LEASE_SWEEP_INTERVAL": ("leases", "sweep_interval", float),
+    "FLUX_LEASE_SWEEP_MAX": ("leases", "sweep_max", int),
     "FLUX_HOST": ("gateway", "host", str),
     "PORT": ("gateway", "port", int),
     "FLUX_AUTH_ENABLED": ("gateway", "auth_enabled", _flux_flag),

@@ -137,6 +137,17 @@ class _Collector(Collector):
         buffered.add_metric(["sum"], gateway.send_buffer_sum)
         yield buffered
 
+        yield CounterMetricFamily(
+            "flux_entities_expired",
+            "Entities this hub's lease sweeps deleted (their time-to-live ran out).",
+            value=m.expired,
+        )
+        yield GaugeMetricFamily(
+            "flux_lease_backlog",
+            "Entities whose lease ran out and that wait for a sweep, at this hub's last sweep.",
+            value=m.expiry_backlog,
+        )
+
         histogram = HistogramMetricFamily(
             "flux_redis_apply_seconds", "Round trip of one reduce-script call (a batch of events)."
         )

@@ -58,6 +58,9 @@ class Change:
     if_version: int | None = None
     #: The event's ``source``, carried into the delta.
     source: str = ""
+    #: The event's time-to-live in ms (hub/core/lease.py): None leaves the entity's
+    #: lease as it is, 0 removes it.
+    ttl_ms: int | None = None
 
     @classmethod
     def from_parts(
@@ -68,6 +71,7 @@ class Change:
         dedup_id: str | None = None,
         if_version: int | None = None,
         source: str = "",
+        ttl_ms: int | None = None,
     ) -> Change:
         """Classify an event from its entity id and encoded properties.
 
@@ -78,6 +82,7 @@ class Change:
             dedup_id: the client-supplied ``eventId``, if any.
             if_version: optional compare-and-set version.
             source: the event's ``source``.
+            ttl_ms: the event's time-to-live, in ms (None: none given).
         """
         if entity_id is None or properties is None or not properties:
             kind = ChangeKind.LOG_ONLY
@@ -89,7 +94,7 @@ class Change:
             kind = ChangeKind.UPDATE
             # Sorted by name: deltas (and Flux's state_update messages) follow this order.
             props = dict(sorted(properties.items()))
-        return cls(kind, entity_id, props, dedup_id, if_version, source)
+        return cls(kind, entity_id, props, dedup_id, if_version, source, ttl_ms)
 
 
 @dataclass(slots=True)
@@ -121,6 +126,9 @@ class Delta:
     #: Names in ``touched`` whose value did not change.
     unchanged: frozenset[str] = frozenset()
     deleted: bool = False
+    #: Why a deletion happened: "" for a deleting event, ``"expired"`` when its lease
+    #: ran out (hub/core/lease.py).
+    reason: str = ""
     #: The entity did not exist before this delta (new, or re-created after deletion).
     #: A client holding no copy of it must see this first: anything else is a gap.
     created: bool = False

@@ -53,3 +53,7 @@ class HubMetrics:
         self.conflations_closed = 0
         #: Round trips of reduce-script calls.
         self.redis_apply = Histogram()
+        #: Entities this hub's lease sweeps deleted (hub/engine/expiry.py).
+        self.expired = 0
+        #: Entities due and not yet swept, as this hub's last sweep saw them.
+        self.expiry_backlog = 0

@@ -62,6 +62,7 @@ def reduce_call(
         keys.ids(p),
         spare,
         keys.namespace_stats(p),
+        keys.leases(p),
     ]
     args: list[Any] = [
         now_ms,
@@ -84,6 +85,7 @@ def reduce_call(
             change.kind.value,
             change.dedup_id or "",
             "" if change.if_version is None else change.if_version,
+            "" if change.ttl_ms is None else change.ttl_ms,
             item.stored,
             entity_id if entity_id is not None else "",
             change.source,

@@ -16,7 +16,7 @@ __all__ = ["decode_delta", "decode_delta_fields", "decode_entity", "decode_snaps
 
 # Delta-log fields (see keys.py).
 _ID, _BASE, _VERSION, _TIME, _SOURCE = b"i", b"b", b"v", b"t", b"s"
-_DELETED, _CREATED, SEQ = b"d", b"c", b"n"
+_DELETED, _CREATED, SEQ, _REASON = b"d", b"c", b"n", b"r"
 _CHANGED, _SAME = ord("="), ord("~")
 
 
@@ -74,6 +74,7 @@ def decode_delta_fields(position: bytes, fields: Mapping[bytes, bytes]) -> Delta
         touched=touched,
         unchanged=frozenset(same),
         deleted=_DELETED in fields,
+        reason=fields[_REASON].decode() if _REASON in fields else "",
         created=_CREATED in fields,
         source=fields.get(_SOURCE, b"").decode(),
         position=position.decode(),

@@ -10,6 +10,8 @@ Layout (prefix ``flux``, partition ``p``)::
     flux:{p}:nsstats      HASH    per namespace (text before the first ``/``; "" for
                                   ids without one): ``<ns>`` live entities,
                                   ``<ns>@`` last update (ms)
+    flux:{p}:leases       ZSET    entity leases (docs/semantics.md, "Leases"): member
+                                  entity id, score its deadline (ms, Redis's clock)
     flux:lease:<name>     STRING  a hub's lease on a singleton task (value: hub id)
     flux:{p}:e:<id>       HASH    entity: ``.<name>`` -> canonical JSON value,
                                   ``#v`` version, ``#t`` lastUpdated (ms),
@@ -32,7 +34,8 @@ raising it later changes no key format (entities are placed by CRC32 of their id
 
 Delta-log entry fields: ``i`` entity id, ``b`` base version, ``v`` new version, ``t``
 lastUpdated (ms), ``s`` source, ``n`` sequence number (1, 2, 3 ... per partition: a
-jump tells a reader that trimming overtook it); then ``d`` = ``1`` for a deletion, or for an update
+jump tells a reader that trimming overtook it); then ``d`` = ``1`` for a deletion (with
+``r`` = ``expired`` when a lease ran out), or for an update
 ``c`` = ``1`` if it created the entity, and for each property the event carried
 ``=<name>`` (value changed) or ``~<name>`` (same value) -> JSON value.
 """
@@ -77,6 +80,9 @@ class Keys:
 
     def namespace_stats(self, p: int) -> str:
         return self._tags[p] + "nsstats"
+
+    def leases(self, p: int) -> str:
+        return self._tags[p] + "leases"
 
     def lease(self, name: str) -> str:
         return f"{self.prefix}:lease:{name}"
@@ -128,6 +134,9 @@ class Keys:
     #   flux:{connectors}:status:<job>   HASH    last_poll, next_poll, last_error, polls...
     #   flux:{connectors}:lease:<job>    STRING  the hub running the job (PX, renewed)
     #   flux:{connectors}:oauth:<state>  STRING  a pending OAuth flow (PX, single use)
+    #   flux:{connectors}:taps           HASH    ``<name>`` -> Singer tap config JSON
+    #                                            (its secrets encrypted)
+    #   flux:{connectors}:tapstate:<name> STRING the tap's last Singer STATE (bookmark)
     #
     # <job> is ``poller:<source_id>``, or ``cred:<digest>`` for credentials (so that no
     # token hash appears in a key name).
@@ -137,6 +146,12 @@ class Keys:
 
     def connector_pollers(self) -> str:
         return self.prefix + ":{connectors}:pollers"
+
+    def connector_taps(self) -> str:
+        return self.prefix + ":{connectors}:taps"
+
+    def connector_tap_state(self, name: str) -> str:
+        return self.prefix + ":{connectors}:tapstate:" + name
 
     def connector_status(self, job: str) -> str:
         return self.prefix + ":{connectors}:status:" + job

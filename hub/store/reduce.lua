@@ -2,14 +2,15 @@
 -- partition, in order. It must agree exactly with hub/core/reducer.py; the tests fold
 -- random event sequences through both and compare. Key layout: hub/store/keys.py.
 --
--- KEYS: 1 event log, 2 delta log, 3 id index, 4 stats, 5 namespace stats,
+-- KEYS: 1 event log, 2 delta log, 3 id index, 4 stats, 5 namespace stats, 6 leases,
 --       then per event: entity hash, history list, dedup key
 --       (unused ones are given as KEYS[4] so every key stays in the partition's slot)
 -- ARGV: 1 now (ms), 2 event-log MAXLEN (0: none), 3 delta-log MAXLEN,
 --       4 history entries kept per entity, 5 dedup TTL (s), 6 number of events,
 --       7 oldest delta-log id to keep by age ('' : no age limit),
 --       then per event: kind (U update, D delete, L log only), client eventId or '',
---       if_version or '', stored event JSON, entity id or '', source,
+--       if_version or '', ttl in ms or '' (0: remove the lease), stored event JSON,
+--       entity id or '', source,
 --       number of properties, then name, canonical JSON value for each property
 --       (sorted by name).
 -- Returns a flat array, four items per event: status ('ok', 'dup', 'conflict'),
@@ -39,6 +40,20 @@ local function live_version(ekey)
   return 0
 end
 
+-- Leases (hub/core/lease.py) run on Redis's clock, the one every hub's sweep reads.
+local redis_now = nil
+local function set_lease(ekey, id, ttl)
+  if ttl == '0' then
+    redis.call('ZREM', KEYS[6], id)
+  elseif live_version(ekey) > 0 then
+    if not redis_now then
+      local t = redis.call('TIME')
+      redis_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    redis.call('ZADD', KEYS[6], redis_now + tonumber(ttl), id)
+  end
+end
+
 local out = {}
 local accepted = 0
 -- Sequence number of the partition's last delta: every delta gets the next one, so a
@@ -46,7 +61,7 @@ local accepted = 0
 local seq = tonumber(redis.call('HGET', KEYS[4], 'deltas') or '0')
 local first_seq = seq
 local a = 8
-local k = 6
+local k = 7
 -- Per namespace (text before the first '/', '' without one): entities created minus
 -- deleted, and whether any was updated; written once per namespace at the end.
 local ns_count = {}
@@ -59,10 +74,10 @@ local function namespace_of(id)
   return ''
 end
 for _ = 1, n do
-  local kind, dedup, if_version = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local stored, id, source = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local np = tonumber(ARGV[a + 6])
-  local first = a + 7
+  local kind, dedup, if_version, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local stored, id, source = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local np = tonumber(ARGV[a + 7])
+  local first = a + 8
   a = first + 2 * np
   local ekey, hkey, xkey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
@@ -156,6 +171,7 @@ for _ = 1, n do
         redis.call('DEL', ekey)
         redis.call('HSET', ekey, '#v', version, '#d', '1', '#t', now)
         redis.call('ZREM', KEYS[3], id)
+        redis.call('ZREM', KEYS[6], id)
         seq = seq + 1
         dpos = xadd(KEYS[2],
           {'i', id, 'b', base, 'v', version, 't', now, 's', source, 'n', seq, 'd', '1'})
@@ -163,6 +179,10 @@ for _ = 1, n do
       -- Deleting what does not exist is a silent no-op (Flux); version stays 0.
     elseif id ~= '' then
       version = live_version(ekey)
+    end
+
+    if ttl ~= '' and id ~= '' and kind ~= 'D' then
+      set_lease(ekey, id, ttl)
     end
 
     if dedup ~= '' then

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core.lease import parse_ttl
 from ..core.model import Change
 from ..errors import InvalidEvent, MalformedEvent, PayloadTooLarge
 from .jsonutil import JSONEncodeError, JSONError, canonical, dumps, loads, serde_message
@@ -168,6 +169,8 @@ def parse_event(
 
     if if_version is None and "if_version" in obj:
         if_version = _if_version(obj["if_version"])
+    # The lease extension (hub/core/lease.py): absent or null leaves it as it is.
+    ttl_ms = parse_ttl(obj["ttl"]) if "ttl" in obj else None
     if not event_id:
         event_id = new_id()
         dedup_id = None
@@ -211,10 +214,17 @@ def parse_event(
     schema = obj.get("schema")
     if schema is not None:
         stored["schema"] = schema
+    if ttl_ms is not None:
+        stored["ttl"] = obj["ttl"]
     stored["payload"] = payload
 
     change = Change.from_parts(
-        entity_id, properties, dedup_id=dedup_id, if_version=if_version, source=source
+        entity_id,
+        properties,
+        dedup_id=dedup_id,
+        if_version=if_version,
+        source=source,
+        ttl_ms=ttl_ms,
     )
     return Envelope(event_id, stream, source, timestamp, entity_id, change, _encode(dumps, stored))
 

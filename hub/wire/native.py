@@ -127,6 +127,9 @@ class DeltaEncoder:
                 ("base", d.base),
                 ("version", d.version),
             ]
+            if d.reason:
+                # Only a lease's expiry names one (hub/core/lease.py): "expired".
+                fields.append(("reason", d.reason))
         else:
             changed = d.changed
             touched_names = list(d.touched)
