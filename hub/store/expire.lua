@@ -9,7 +9,7 @@
 -- KEYS: 1 event log, 2 delta log, 3 id index, 4 stats, 5 namespace stats, 6 leases
 -- ARGV: 1 most entities to expire (K), 2 event-log MAXLEN (0: none), 3 delta-log MAXLEN,
 --       4 history entries kept per entity, 5 delta-log max age in ms (0: none),
---       6 entity key prefix, 7 history key prefix, 8 source,
+--       6 entity key prefix, 7 history key prefix, 8 source of the tombstone events,
 --       then K event ids, one for each tombstone written.
 -- Returns: {entities expired, entities still due after this call, Redis time (ms)}.
 
@@ -64,8 +64,10 @@ for j, id in ipairs(due) do
     redis.call('HSET', ekey, '#v', version, '#d', '1', '#t', now)
     redis.call('ZREM', KEYS[3], id)
     seq = seq + 1
+    -- No source in the delta: no publisher made it (the compat metrics_update counts
+    -- the sources of deltas as active publishers).
     redis.call('XADD', KEYS[2], '*', 'i', id, 'b', base, 'v', version, 't', now,
-      's', source, 'n', seq, 'd', '1', 'r', 'expired')
+      's', '', 'n', seq, 'd', '1', 'r', 'expired')
     local ns = namespace_of(id)
     ns_count[ns] = (ns_count[ns] or 0) - 1
     expired = expired + 1

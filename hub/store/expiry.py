@@ -25,7 +25,8 @@ __all__ = ["EXPIRY_SOURCE", "Expiry", "LeaseTable"]
 
 _SOURCE = resources.files(__package__).joinpath("expire.lua").read_text()
 
-#: The ``source`` of the deletions the sweep makes (their events and deltas).
+#: The ``source`` of the tombstone events the sweep writes (their deltas name none:
+#: no publisher made them).
 EXPIRY_SOURCE = "flux-hub"
 
 
