@@ -213,6 +213,15 @@ CORE_OPERATIONS: dict[tuple[str, str], JsonObject] = {
             query_param(
                 "cursor", "Where the previous page ended (its `X-Next-Cursor`).", {"type": "string"}
             ),
+            query_param(
+                "where",
+                "A value filter, as JSON: property -> value or operators (`eq`, `ne`, `lt`, "
+                '`lte`, `gt`, `gte`, `in`, `exists`), all must hold; `{"status": "open", '
+                '"load": {"lt": 5}}`. With `limit`, a page reads at most 10,000 entities and '
+                "may hold fewer than `limit` matches while `X-Next-Cursor` says more may "
+                "follow (docs/protocol.md, Value filters).",
+                {"type": "string"},
+            ),
         ],
         responses={
             200: reply(
@@ -228,8 +237,9 @@ CORE_OPERATIONS: dict[tuple[str, str], JsonObject] = {
             ),
             **errors(
                 {
-                    400: "`limit` is not an integer between 1 and the maximum, or "
-                    "`cursor` is not one the hub gave.",
+                    400: "`limit` is not an integer between 1 and the maximum, "
+                    "`cursor` is not one the hub gave, or `where` does not parse (the "
+                    "message names the part: `where.load: 'lt' needs a number or a string`).",
                     401: _PRIVATE_READS,
                     503: None,
                 }

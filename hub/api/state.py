@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.index import namespace_prefix, narrow_prefix
 from ..core.model import OutcomeStatus
+from ..core.where import parse_where_json
+from ..engine.listing import list_page, stream_entities
 from ..engine.publish import make_tombstone
 from ..errors import BadRequest, Closed, LogUnavailable
 from ..transport.http import Response, json_response
@@ -86,51 +88,38 @@ class StateApi:
         return Response(200, encode_entity(entity))
 
     async def list_entities(self, request: Request) -> Response:
-        """``GET /api/state/entities[?prefix&namespace&limit&cursor]``.
+        """``GET /api/state/entities[?prefix&namespace&limit&cursor&where]``.
 
         Without ``limit``: every matching entity, streamed in chunks (as Flux returns
         all, but without building the whole answer in memory). With ``limit``: one
-        page, and ``X-Next-Cursor`` when there may be more.
+        page, and ``X-Next-Cursor`` when there may be more. ``where``: a value filter
+        as JSON (hub/core/where.py; paging with one: hub/engine/listing.py).
         """
         query = request.query
         prefix = namespace_prefix(query.get("prefix"), query.get("namespace"))
         prefix = narrow_prefix(prefix, await read_scope(self.tenancy, request))
         cursor = decode_cursor(query.get("cursor"))
+        text = query.get("where")
+        where = parse_where_json(text) if text is not None else None
         if "limit" in query:
             limit = query_int(query, "limit", LIST_PAGE)
             if not 1 <= limit <= LIST_MAX_LIMIT:
                 raise BadRequest(f"limit must be between 1 and {LIST_MAX_LIMIT}")
             if prefix is None:
                 return Response(200, b"[]")
-            ids = await self.store.list_ids(prefix, limit, cursor)
-            entities = await self.store.get_many(ids)
-            body = b"[" + b",".join(encode_entity(e) for e in entities) + b"]"
+            page = await list_page(self.store, prefix, limit, cursor, where)
+            body = b"[" + b",".join(encode_entity(e) for e in page.entities) + b"]"
             headers = []
-            if len(ids) == limit:
-                headers.append((b"x-next-cursor", encode_cursor(ids[-1])))
+            if page.next is not None:
+                headers.append((b"x-next-cursor", encode_cursor(page.next)))
             return Response(200, body, headers=headers)
         if prefix is None:
             return Response(200, b"[]")
-        # Read the first page before answering, so that a storage failure is still
+        # Read the first chunk before answering, so that a storage failure is still
         # a clean 503 rather than a cut stream.
-        first_ids = await self.store.list_ids(prefix, LIST_PAGE, cursor)
-        first = await self.store.get_many(first_ids)
-        return Response(200, stream=self._stream_entities(prefix, first_ids, first))
-
-    async def _stream_entities(
-        self, prefix: str, ids: list[str], entities: list[Entity]
-    ) -> AsyncIterator[bytes]:
-        opened = False
-        while True:
-            if entities:
-                chunk = b",".join(encode_entity(e) for e in entities)
-                yield (b"," if opened else b"[") + chunk
-                opened = True
-            if len(ids) < LIST_PAGE:
-                break
-            ids = await self.store.list_ids(prefix, LIST_PAGE, ids[-1])
-            entities = await self.store.get_many(ids)
-        yield b"]" if opened else b"[]"
+        chunks = stream_entities(self.store, prefix, cursor, where)
+        first = await anext(chunks)
+        return Response(200, stream=_stream_entities(first, chunks))
 
     async def delete_entity(self, request: Request, entity_id: str) -> Response:
         """``DELETE /api/state/entities/:id``: publishes a tombstone (200 even if absent)."""
@@ -202,6 +191,20 @@ class StateApi:
             total = await self.store.count_ids(prefix) - reserved
             raise BadRequest(f"Batch too large: {total} entities requested, max is {limit}")
         return ids
+
+
+async def _stream_entities(
+    first: list[Entity], chunks: AsyncIterator[list[Entity]]
+) -> AsyncIterator[bytes]:
+    opened = False
+    entities: list[Entity] | None = first
+    while entities is not None:
+        if entities:
+            chunk = b",".join(encode_entity(e) for e in entities)
+            yield (b"," if opened else b"[") + chunk
+            opened = True
+        entities = await anext(chunks, None)
+    yield b"]" if opened else b"[]"
 
 
 def _removed(result: Applied) -> bool:

@@ -37,6 +37,7 @@ from ..core.session.outbox import OVERLOADED, Outbox
 from ..core.session.requests import RequestQueue
 from ..core.session.subscribe import list_prefix
 from ..engine.auth import BearerProblem
+from ..engine.listing import list_page, optional_where
 from ..engine.tenancy import AuthFailure
 from ..errors import (
     Closed,
@@ -387,13 +388,10 @@ class NativeSession:
 
     async def _list(self, frame: ListFrame) -> None:
         prefix = list_prefix(frame.prefix, frame.namespace, await self._read_scope())
-        if prefix is None:
-            self.send(Entities(frame.ref, []))
-            return
-        ids = await self.context.store.list_ids(prefix, frame.limit, frame.cursor)
-        entities = await self.context.store.get_many(ids)
-        values = [entity_value(e, self.codec) for e in entities]
-        self.send(Entities(frame.ref, values, next=ids[-1] if len(ids) == frame.limit else None))
+        where = optional_where(frame.where)
+        page = await list_page(self.context.store, prefix, frame.limit, frame.cursor, where)
+        values = [entity_value(e, self.codec) for e in page.entities]
+        self.send(Entities(frame.ref, values, next=page.next))
 
     # ------------------------------------------------------------------ outgoing
 

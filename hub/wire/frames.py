@@ -96,6 +96,8 @@ class SubscribeFrame(_Frame):
     from_: str | None = Field(default=None, alias="from")
     #: Also send deltas of events that changed nothing.
     touches: bool = False
+    #: A value filter (hub/core/where.py), checked when the subscription is planned.
+    where: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_start(self) -> SubscribeFrame:
@@ -135,6 +137,8 @@ class ListFrame(_Frame):
     namespace: str | None = None
     limit: int = Field(default=100, ge=1, le=10_000)
     cursor: str | None = None
+    #: A value filter (hub/core/where.py).
+    where: dict[str, Any] | None = None
 
 
 ClientFrame = Annotated[
