@@ -40,6 +40,7 @@ from .responses import (
     serialize_head,
     serialize_response,
 )
+from .streaming import CLIENT_GONE, CLOSE_TIMEOUT, SHUTTING_DOWN, BodyWriter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -149,6 +150,8 @@ class HttpConnection(asyncio.Protocol):
         # Write flow control, for streamed responses.
         self._writable = asyncio.Event()
         self._writable.set()
+        #: The body being written by a producer (hub.transport.streaming), if any.
+        self._body: BodyWriter | None = None
 
     # ------------------------------------------------------------------ transport events
 
@@ -183,6 +186,8 @@ class HttpConnection(asyncio.Protocol):
         self._end_head()
         self._writable.set()
         self._wakeup.set()  # lets the worker see the end
+        if self._body is not None:
+            self._body.disconnected()
         if self.websocket is not None:
             self.websocket.connection_lost(exc)
         self.app.connection_closed(self)
@@ -192,11 +197,15 @@ class HttpConnection(asyncio.Protocol):
         self._writable.clear()
         if self.websocket is not None:
             self.websocket.pause_writing()
+        elif self._body is not None:
+            self._body.paused_writing()
 
     def resume_writing(self) -> None:
         self._writable.set()
         if self.websocket is not None:
             self.websocket.resume_writing()
+        elif self._body is not None:
+            self._body.resumed_writing()
 
     def data_received(self, data: bytes) -> None:
         if self.websocket is not None:
@@ -300,7 +309,7 @@ class HttpConnection(asyncio.Protocol):
                 keep_alive = request.keep_alive
                 try:
                     response = await self.app.handle(request)
-                    head = serialize_head(response, keep_alive, response.stream is not None)
+                    head = serialize_head(response, keep_alive, response.chunked)
                 except Exception:
                     # serialize_head's ValueError (a header with CR/LF) lands here too.
                     logger.exception("unhandled error in %s %s", request.method, request.path)
@@ -309,7 +318,7 @@ class HttpConnection(asyncio.Protocol):
                 # RFC 9110 §9.3.2: the answer to HEAD is the head of the answer to GET.
                 await self._send(response, head, request.method != "HEAD")
                 self._busy = False
-                if not keep_alive:
+                if not keep_alive or self.closed:
                     self.close()
                     return
         finally:
@@ -322,6 +331,10 @@ class HttpConnection(asyncio.Protocol):
             return
         if not with_body:
             transport.write(head)
+            return
+        if response.producer is not None:
+            transport.write(head)
+            await self._produce(response, transport)
             return
         if response.stream is None:
             transport.write(head + response.body if response.status not in (204, 304) else head)
@@ -342,6 +355,44 @@ class HttpConnection(asyncio.Protocol):
             return
         if not self.closed:
             transport.write(LAST_CHUNK)
+
+    async def _produce(self, response: Response, transport: asyncio.Transport) -> None:
+        """Run a response's producer (hub.transport.streaming), then end the body."""
+        assert response.producer is not None
+        body = self._body = BodyWriter(transport)
+        if self._eof:
+            body.stop(CLIENT_GONE)
+        try:
+            await body.run(response.producer)
+        except Exception:
+            logger.exception("error while streaming a response; closing the connection")
+            body.finish()
+            self.abort()
+            return
+        finally:
+            self._body = None
+        body.finish()
+        if self.closed:
+            return
+        transport.write(LAST_CHUNK)
+        if body.stopped:
+            # Closed once what is buffered is sent; cut if the client does not read it.
+            self.closed = True
+            self.close()
+            self._timer = self.loop.call_later(CLOSE_TIMEOUT, self._cut)
+
+    def _cut(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """The hub is stopping: stop a streamed response (its producer may say so
+        last), else close after what was written is flushed."""
+        if self._body is not None:
+            self._body.stop(SHUTTING_DOWN)
+        else:
+            self.close()
 
     def _upgrade(self, event: Upgrade) -> None:
         self._cancel_timer()
@@ -377,6 +428,9 @@ class HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client finished sending (half-close): answer what it asked, then close."""
         self._eof = True
+        if self._body is not None:
+            # A streamed response goes on until the client leaves: this is it.
+            self._body.stop(CLIENT_GONE)
         if self._rejected or not (self._busy or self._pending):
             self.close()
         return True  # keep the transport open for the answers still to come

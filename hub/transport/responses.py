@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 from ..wire.jsonutil import dumps
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from .streaming import BodyWriter
 
 __all__ = [
     "ERROR_CODES",
@@ -83,6 +85,14 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: When set, the body is streamed with chunked transfer-encoding.
     stream: AsyncIterator[bytes] | None = None
+    #: When set, the body is written over time by this coroutine, chunked, for as
+    #: long as the client listens (:mod:`hub.transport.streaming`).
+    producer: Callable[[BodyWriter], Awaitable[None]] | None = None
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the body is streamed (chunked transfer-encoding)."""
+        return self.stream is not None or self.producer is not None
 
 
 def json_response(value: object, status: int = 200) -> Response:

@@ -181,7 +181,7 @@ class Gateway:
             ws.close(close_code_for(closing), str(closing))
         for conn in list(self.connections):
             if conn.websocket is None:
-                conn.close()
+                conn.shutdown()  # a streamed response says why, then closes
         if self.connections:
             self._all_closed = anyio.Event()
             with anyio.move_on_after(SHUTDOWN_GRACE):
