@@ -47,7 +47,16 @@ def json_reply(value: Any, status: int = 200) -> Reply:
 
 Handler = Callable[[Seen], Awaitable[Reply] | Reply]
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
 
 
 class LocalServer:

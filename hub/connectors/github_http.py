@@ -164,15 +164,21 @@ class GitHubSession:
             key: the key of an item (kept with a page's ETag).
 
         Returns:
-            The pages read, and whether the list was read to its end.
+            The pages read, and whether the list was read to its end. A rate limit
+            met after the first page ends the list early (:attr:`blocked` says so).
 
         Raises:
-            BadToken, RateLimited, Broken.
+            BadToken, RateLimited (on the first page), Broken.
         """
         url: str | None = self.api_url + path
         pages: list[Page] = []
         while url is not None and len(pages) < self.max_pages:
-            page = await self._page(url, key)
+            try:
+                page = await self._page(url, key)
+            except RateLimited:
+                if not pages:
+                    raise
+                break  # keep the pages read: the next list stops at once
             pages.append(page)
             url = page.next_url
         return pages, url is None
