@@ -136,6 +136,7 @@ class Hub:
             ingest=self.ingest,
             policy=self.policy,
             clock=clock,
+            taps_dir=settings.redis.data_dir / "taps",
         )
         self.extensions: list[Extension] = [self.connectors]
         #: Deletes entities whose lease ran out (docs/semantics.md, "Leases").

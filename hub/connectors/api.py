@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .base import Connector
     from .crypto import SecretBox
     from .scheduler import Scheduler
+    from .singer_api import TapsApi
 
 __all__ = ["GENERIC", "MAX_CREDENTIALS", "ConnectorRoutes"]
 
@@ -78,6 +79,7 @@ class ConnectorsState(Protocol):
     catalogue: dict[str, Connector]
     client: httpx.AsyncClient
     scheduler: Scheduler
+    taps_api: TapsApi
 
     def now_ms(self) -> int: ...
 
@@ -188,10 +190,17 @@ class ConnectorRoutes:
             {"name": n, "enabled": states[n][0] == "configured", "status": states[n][0]}
             for n in names
         ]
+        # Then the Singer taps, with their run figures beside Flux's fields.
+        connectors += await self.ext.taps_api.entries()
         return json_response({"connectors": connectors})
 
     async def get_connector(self, request: Request, name: str) -> Response:
         """``GET /api/connectors/:name``: name (404), auth (401), then the status."""
+        if name not in self.ext.catalogue:
+            tap = await self.ext.taps_api.entries(name)
+            if tap:
+                self._user(request)
+                return json_response(tap[0])
         self._require_connector(name)
         user = self._user(request)
         connector = self.ext.catalogue[name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,6 +17,7 @@ import httpx
 
 from ..errors import Broken, Closed, LogUnavailable
 from ..store.connectors import ConnectorStore
+from ..store.taps import TAP_JOB, TapStore
 from .api import ConnectorRoutes
 from .base import CONNECTOR_NAME, Credentials, FetchResult
 from .builtin import builtin_connectors, unavailable_reason
@@ -23,6 +25,9 @@ from .crypto import UNDECRYPTABLE, SecretBox
 from .openapi import CONNECTOR_OPERATIONS, CONNECTOR_SCHEMAS
 from .poller import GenericPoller, PollerConfig
 from .scheduler import PollOutcome, Scheduler
+from .singer import TapRunner
+from .singer_api import SINGER, TapsApi
+from .singer_openapi import TAP_OPERATIONS, TAP_SCHEMAS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -57,6 +62,10 @@ MAX_REDIRECTS = 5
 #: Characters of an error message kept in a status.
 MAX_ERROR_CHARS = 500
 
+#: Where Singer taps' pip requirements are installed when the hub is not told
+#: (``hub.app`` passes ``<FLUX_DATA_DIR>/taps``).
+DEFAULT_TAPS_DIR = Path("flux-data", "taps")
+
 _CREDENTIAL_PREFIX = "cred:"
 _POLLER_PREFIX = "poller:"
 
@@ -79,6 +88,7 @@ class ConnectorsExtension:
         ingest: Ingest,
         policy: PublishPolicy,
         clock: Callable[[], float],
+        taps_dir: Path = DEFAULT_TAPS_DIR,
     ) -> None:
         self.settings = settings
         self.ingest = ingest
@@ -125,6 +135,18 @@ class ConnectorsExtension:
             clock=clock,
         )
         self.api = ConnectorRoutes(self)
+        #: Singer taps: registry, runs, routes (docs/connectors.md, "Singer taps").
+        self.taps = TapStore(store)
+        self.tap_runner = TapRunner(
+            self.taps,
+            box=self.box,
+            policy=policy,
+            ingest=ingest,
+            taps_dir=taps_dir,
+            clock=clock,
+            min_interval=settings.min_poll_interval,
+        )
+        self.taps_api = TapsApi(self)
 
     def add(self, connector: Connector) -> None:
         """Add a connector to the catalogue (listed, configurable and polled).
@@ -133,19 +155,21 @@ class ConnectorsExtension:
             ValueError: the name is taken or not a valid connector name.
         """
         name = connector.name
-        if CONNECTOR_NAME.fullmatch(name) is None or name == "generic":
-            raise ValueError(f"invalid connector name {name!r}: [a-z][a-z0-9_]*, not 'generic'")
+        if CONNECTOR_NAME.fullmatch(name) is None or name in ("generic", SINGER):
+            raise ValueError(
+                f"invalid connector name {name!r}: [a-z][a-z0-9_]*, not 'generic' or 'singer'"
+            )
         if name in self.catalogue:
             raise ValueError(f"connector {name!r} already exists")
         self.catalogue[name] = connector
 
     def routes(self) -> list[Route]:
         """``/api/connectors`` and everything under it."""
-        return self.api.routes()
+        return self.taps_api.routes() + self.api.routes()
 
     def openapi(self) -> tuple[Operations, Mapping[str, JsonObject]]:
         """The OpenAPI operations of :meth:`routes` and the schemas they refer to."""
-        return CONNECTOR_OPERATIONS, CONNECTOR_SCHEMAS
+        return {**CONNECTOR_OPERATIONS, **TAP_OPERATIONS}, {**CONNECTOR_SCHEMAS, **TAP_SCHEMAS}
 
     async def run(self) -> None:
         """Run the scheduler until cancelled; then close the HTTP client."""
@@ -165,7 +189,7 @@ class ConnectorsExtension:
             found = self.catalogue.get(job[len(_CREDENTIAL_PREFIX) :].partition(":")[0])
             # A connector that is not available is never polled.
             return found is not None and unavailable_reason(found) is None
-        return job.startswith(_POLLER_PREFIX)
+        return job.startswith((_POLLER_PREFIX, TAP_JOB))
 
     async def _poll(self, job: str) -> PollOutcome:
         """Poll one job once: fetch, validate, publish. Records nothing itself.
@@ -173,6 +197,9 @@ class ConnectorsExtension:
         Raises:
             LogUnavailable: Redis failed while reading the job.
         """
+        if job.startswith(TAP_JOB):
+            ran = await self.tap_runner.run(job[len(TAP_JOB) :])
+            return None if ran is None else (*ran, None)
         entry = await self.store.job_entry(job)
         if entry is None:
             return None

@@ -57,6 +57,8 @@ _FAILURES = (
 
 _CREDENTIAL_JOB = "cred:"
 _POLLER_JOB = "poller:"
+#: Singer taps (hub/store/taps.py).
+_TAP_JOB = "tap:"
 
 # Claim or renew a lease: ours -> extend it; free -> take it; another hub's -> no.
 # KEYS: lease. ARGV: owner, ttl ms.
@@ -255,17 +257,20 @@ class ConnectorStore:
     # ------------------------------------------------------------------ jobs
 
     async def job_ids(self) -> list[str]:
-        """Every job of both registries."""
+        """Every job of the three registries: credentials, pollers, Singer taps."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.hkeys(self.keys.connector_credentials())
                 pipe.hkeys(self.keys.connector_pollers())
-                credentials, pollers = await pipe.execute()
+                pipe.hkeys(self.keys.connector_taps())
+                credentials, pollers, taps = await pipe.execute()
         except _FAILURES as exc:
             raise LogUnavailable(f"Redis failed while listing connector jobs: {exc}") from exc
-        return [_CREDENTIAL_JOB + f.decode() for f in credentials] + [
-            _POLLER_JOB + f.decode() for f in pollers
-        ]
+        return (
+            [_CREDENTIAL_JOB + f.decode() for f in credentials]
+            + [_POLLER_JOB + f.decode() for f in pollers]
+            + [_TAP_JOB + f.decode() for f in taps]
+        )
 
     async def job_entry(self, job: str) -> bytes | None:
         """The registry entry of a job (credentials or poller config); None if gone."""
@@ -355,6 +360,8 @@ class ConnectorStore:
             return self.keys.connector_credentials(), job[len(_CREDENTIAL_JOB) :]
         if job.startswith(_POLLER_JOB):
             return self.keys.connector_pollers(), job[len(_POLLER_JOB) :]
+        if job.startswith(_TAP_JOB):
+            return self.keys.connector_taps(), job[len(_TAP_JOB) :]
         raise ValueError(f"not a connector job id: {job!r}")
 
 
