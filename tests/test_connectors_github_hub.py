@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,9 +29,11 @@ from hub.core.timefmt import format_ms
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout
+from .doc_blocks import doc_blocks, json_values
 from .github_replay import GitHubReplay
 from .local_http import until
 from .test_connectors_github import ENTITIES, TOKEN
+from .test_openapi import run_example
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 FAST = {"min_poll_interval": 0.1, "poll_timeout": 2.0, "encryption_key": KEY}
@@ -249,3 +252,32 @@ def test_unusable_api_url_is_refused_at_start(url: str) -> None:
 
     with pytest.raises(ConfigError, match="FLUX_GITHUB_API_URL"):
         Settings.from_env({"FLUX_GITHUB_API_URL": url})
+
+
+#: Values of the documented output that differ on every run.
+_TIMES = ("last_poll", "next_poll", "lastUpdated")
+
+
+async def test_docs_setup_example_prints_what_the_docs_show(
+    hub: Hub, base_url: str, tmp_path: Path
+) -> None:
+    script = _doc_block("curl -s localhost:3000/api/connectors/github/token")
+    shown = json_values(_doc_block('{"success":true}'))
+    printed = json_values(await run_example(script, base_url, tmp_path, 30))
+    assert len(printed) == len(shown) == 3
+    for documented, actual in zip(shown, printed, strict=True):
+        for key in _TIMES:
+            if key in documented:
+                assert actual[key].endswith("Z")
+                documented[key] = actual[key]
+        assert actual == documented
+
+
+def _doc_block(first_line: str) -> str:
+    found = [
+        block.text
+        for block in doc_blocks()
+        if block.path == "docs/connectors.md" and block.first_line.startswith(first_line)
+    ]
+    assert len(found) == 1, first_line
+    return found[0]
