@@ -43,6 +43,7 @@ from .engine.metrics import HubMetrics
 from .engine.publish import PublishPolicy, purge_namespace
 from .engine.runtime import RuntimeConfig
 from .engine.tenancy import Tenancy
+from .mcp.http import McpExtension
 from .store import Registry
 from .store.expiry import LeaseTable
 from .transport.native_ws import NativeContext
@@ -113,6 +114,8 @@ class Hub:
             raise
         self._tg: TaskGroup | None = None
         self._stack = AsyncExitStack()
+        #: Shutting down: ``/readyz`` answers 503 (set by :meth:`begin_shutdown`).
+        self.stopping = False
 
     def _build(self, settings: Settings, store: Store, clock: Callable[[], float]) -> None:
         gateway = settings.gateway
@@ -138,7 +141,11 @@ class Hub:
             clock=clock,
             taps_dir=settings.redis.data_dir / "taps",
         )
-        self.extensions: list[Extension] = [self.connectors]
+        #: ``/mcp``: the MCP server on this hub (docs/mcp.md); REST calls in-process.
+        self.mcp = McpExtension(
+            gateway, lambda request: self.api.handle(request), lambda: self.port
+        )
+        self.extensions: list[Extension] = [self.connectors, self.mcp]
         #: Deletes entities whose lease ran out (docs/semantics.md, "Leases").
         self.expiry = ExpirySweeper(LeaseTable(store), settings.leases, self.metrics, clock)
         native = NativeContext(
@@ -171,7 +178,7 @@ class Hub:
         gateway = settings.gateway
         events = EventsApi(store, self.ingest, self.policy, self.tenancy, gateway)
         state = StateApi(store, self.ingest, self.policy, self.tenancy, gateway)
-        admin = AdminApi(store, self.runtime, self.tenancy)
+        admin = AdminApi(store, self.runtime, self.tenancy, lambda: self.stopping)
         namespaces = NamespacesApi(
             self.registry, self.tenancy, store, gateway, self.purge_namespace, self.clock
         )
@@ -266,7 +273,13 @@ class Hub:
     ) -> None:
         await self._shutdown()
 
+    def begin_shutdown(self) -> None:
+        """Answer 503 on ``/readyz`` from now on, still serving everything else (the
+        drain: load balancers stop routing here before the listener closes)."""
+        self.stopping = True
+
     async def _shutdown(self) -> None:
+        self.stopping = True
         await self.gateway.close()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()

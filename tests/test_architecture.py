@@ -121,6 +121,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "hub.api": PURE | {"hub.api", "hub.transport", "hub.engine", "hub.store", "hub.config"},
     "hub.connectors": PURE
     | {"hub.connectors", "hub.api", "hub.transport", "hub.engine", "hub.store", "hub.config"},
+    # The MCP server is a client of the hub's REST and native endpoints (in-process on /mcp).
+    "hub.mcp": PURE | {"hub.mcp", "hub.api", "hub.transport", "hub.engine", "hub.config"},
 }
 
 

@@ -126,20 +126,30 @@ class Backend:
     Args:
         http: a client whose ``base_url`` is the hub (its transport may be in-process).
         ws_url: the hub's ``/api/ws``.
-        token: the caller's token (None: none), sent with every call.
+        authorization: the caller's ``Authorization`` header (None: none), sent as
+            is with every call, so the hub parses it as it parses any.
+        waits: bounds the ``wait_for_change`` calls in progress (each holds a
+            connection); one over it is refused at once. None: no bound.
         source: the ``source`` of events published without one.
     """
 
     def __init__(
-        self, http: httpx.AsyncClient, ws_url: str, token: str | None, source: str = "mcp"
+        self,
+        http: httpx.AsyncClient,
+        ws_url: str,
+        authorization: str | None,
+        *,
+        waits: anyio.CapacityLimiter | None = None,
+        source: str = "mcp",
     ) -> None:
         self.http = http
         self.ws_url = ws_url
-        self.token = token
+        self.authorization = authorization
+        self.waits = waits
         self.source = source
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {"Authorization": self.authorization} if self.authorization else {}
 
     # ------------------------------------------------------------------ REST
 
@@ -259,6 +269,24 @@ class Backend:
             frame["from"] = cursor
         if where is not None:
             frame["where"] = where
+        if self.waits is None:
+            return await self._wait(frame, cursor, wait_seconds, max_changes)
+        try:
+            self.waits.acquire_nowait()
+        except anyio.WouldBlock:
+            raise ToolError(
+                f"too many wait_for_change calls in progress on this hub "
+                f"({self.waits.total_tokens:g}); retry in a moment",
+                code="unavailable",
+            ) from None
+        try:
+            return await self._wait(frame, cursor, wait_seconds, max_changes)
+        finally:
+            self.waits.release()
+
+    async def _wait(
+        self, frame: dict[str, Any], cursor: str | None, wait_seconds: float, max_changes: int
+    ) -> Wait:
         async with await self.connect() as ws:
             await ws.send(json.dumps(frame))
             return await _collect(ws, cursor, wait_seconds, max_changes)

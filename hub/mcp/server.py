@@ -4,14 +4,16 @@ low-level :class:`~mcp.server.lowlevel.Server`.
 One server object serves every session; what a session owns (its resource
 subscriptions) lives in its lifespan context, which the SDK enters once per session
 (per ``flux mcp`` process, per streamable-HTTP session) and leaves when it ends.
-Who the caller is comes from ``backend_for``: a fixed hub and token for ``flux mcp``,
-the request's ``Authorization`` header on the hub's ``/mcp``.
+Who the caller is comes from ``backend_for``, given the transport's request (None on
+stdio): a fixed hub and token for ``flux mcp``, the request's ``Authorization`` header
+on the hub's ``/mcp``.
 """
 
 from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
@@ -21,7 +23,6 @@ from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.shared.exceptions import McpError
 
-from .. import __version__
 from .backend import ToolError
 from .tools import TOOLS, call_tool
 from .watch import MAX_RESOURCE_SUBSCRIPTIONS, Watcher
@@ -96,8 +97,8 @@ def _result(value: Any, is_error: bool) -> types.CallToolResult:
     )
 
 
-def build_server(backend_for: Callable[[], Backend]) -> Server[Watcher, Any]:
-    """The MCP server; ``backend_for()`` gives the current request's view of the hub."""
+def build_server(backend_for: Callable[[Any], Backend]) -> Server[Watcher, Any]:
+    """The MCP server; ``backend_for(request)`` gives the caller's view of the hub."""
 
     @asynccontextmanager
     async def session_lifespan(_: Server[Watcher, Any]) -> AsyncIterator[Watcher]:
@@ -109,11 +110,14 @@ def build_server(backend_for: Callable[[], Backend]) -> Server[Watcher, Any]:
                 await watcher.close()
                 tg.cancel_scope.cancel()
 
-    server: Server[Watcher, Any] = Server(
-        "flux-hub", version=__version__, instructions=INSTRUCTIONS, lifespan=session_lifespan
+    server: Server[Watcher, Any] = _Server(
+        "flux-hub", version=_version(), instructions=INSTRUCTIONS, lifespan=session_lifespan
     )
     # The SDK's registration decorators are untyped: register through Any.
     sdk: Any = server
+
+    def backend() -> Backend:
+        return backend_for(server.request_context.request)
 
     async def list_tools() -> list[types.Tool]:
         return [
@@ -128,7 +132,7 @@ def build_server(backend_for: Callable[[], Backend]) -> Server[Watcher, Any]:
 
     async def handle_call(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         try:
-            value, is_error = await call_tool(backend_for(), name, arguments)
+            value, is_error = await call_tool(backend(), name, arguments)
         except ToolError as exc:
             return _result(exc.as_dict(), True)
         return _result(value, is_error)
@@ -148,7 +152,7 @@ def build_server(backend_for: Callable[[], Backend]) -> Server[Watcher, Any]:
     async def list_resources(request: types.ListResourcesRequest) -> types.ListResourcesResult:
         cursor = request.params.cursor if request.params is not None else None
         try:
-            page = await backend_for().list_entities(limit=RESOURCES_PAGE, cursor=cursor)
+            page = await backend().list_entities(limit=RESOURCES_PAGE, cursor=cursor)
         except ToolError as exc:
             raise _tool_error(exc) from None
         return types.ListResourcesResult(
@@ -158,7 +162,7 @@ def build_server(backend_for: Callable[[], Backend]) -> Server[Watcher, Any]:
 
     async def read_resource(uri: AnyUrl) -> Iterable[ReadResourceContents]:
         try:
-            entity = await backend_for().get(entity_of(uri))
+            entity = await backend().get(entity_of(uri))
         except ToolError as exc:
             raise _tool_error(exc) from None
         return [ReadResourceContents(json.dumps(entity), "application/json")]
@@ -168,7 +172,7 @@ def build_server(backend_for: Callable[[], Backend]) -> Server[Watcher, Any]:
         context = server.request_context
         try:
             await context.lifespan_context.subscribe(
-                str(uri), entity_id, backend_for(), context.session
+                str(uri), entity_id, backend(), context.session
             )
         except ToolError as exc:
             raise _tool_error(exc) from None
@@ -186,6 +190,13 @@ def build_server(backend_for: Callable[[], Backend]) -> Server[Watcher, Any]:
     return server
 
 
+def _version() -> str:
+    try:
+        return metadata.version("flux-hub")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        return "0"
+
+
 def _resource(entity: dict[str, Any]) -> types.Resource:
     return types.Resource(
         uri=entity_uri(entity["id"]),  # type: ignore[arg-type]  # pydantic coerces
@@ -195,14 +206,25 @@ def _resource(entity: dict[str, Any]) -> types.Resource:
     )
 
 
+class _Server(Server[Watcher, Any]):
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        """Declares resource subscriptions too: the SDK's low-level server says
+        ``subscribe: false`` whatever handlers it has (its session manager calls this)."""
+        options = super().create_initialization_options(
+            notification_options, experimental_capabilities
+        )
+        resources = options.capabilities.resources
+        assert resources is not None
+        resources.subscribe = True
+        return options
+
+
 def initialization_options(server: Server[Watcher, Any]) -> InitializationOptions:
-    """The server's options, declaring resource subscriptions (the SDK's low-level server
-    declares ``subscribe: false`` whatever handlers it has)."""
-    options = server.create_initialization_options(NotificationOptions())
-    resources = options.capabilities.resources
-    assert resources is not None
-    resources.subscribe = True
-    return options
+    return server.create_initialization_options(NotificationOptions())
 
 
 __all__ += ["MAX_RESOURCE_SUBSCRIPTIONS", "entity_of", "entity_uri"]

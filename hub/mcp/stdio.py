@@ -27,7 +27,7 @@ async def serve_stdio(url: str, token: str | None) -> None:
     ``url`` with ``token``."""
     base, ws_url = hub_urls(url)
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        backend = Backend(http, ws_url, token)
-        server = build_server(lambda: backend)
+        backend = Backend(http, ws_url, f"Bearer {token}" if token else None)
+        server = build_server(lambda _request: backend)
         async with stdio_server() as (read, write):
             await server.run(read, write, initialization_options(server))

@@ -1,0 +1,250 @@
+"""``/mcp``: the hub's streamable-HTTP MCP endpoint, driven by the ``mcp`` SDK's own
+client; tokens and namespaces as on REST (Public mode, private reads); the bounds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from pydantic import AnyUrl
+
+from hub.app import Hub
+from hub.mcp.http import MAX_WAITS
+from hub.store import Store
+
+from .conftest import make_settings, running_hub, timeout
+from .mcp_agents import http_agent, stdio_agent
+
+ADMIN = "mcp-admin-token"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "curl", "version": "1"},
+    },
+}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
+async def test_mcp_http_tools_and_the_task_claim_between_two_agents(
+    base_url: str, http: httpx.AsyncClient
+) -> None:
+    async with http_agent(base_url) as planner:
+        tools = {t.name for t in (await planner.session.list_tools()).tools}
+        assert "wait_for_change" in tools
+        done = await planner.ok(
+            "publish", events=[{"entity_id": "crew/task-7", "properties": {"state": "open"}}]
+        )
+        assert done["results"][0]["version"] == 1
+        page = await planner.ok("list", namespace="crew")
+        assert [e["id"] for e in page["entities"]] == ["crew/task-7"]
+    results: dict[str, tuple[dict[str, Any], bool]] = {}
+
+    async def claim(name: str) -> None:
+        async with http_agent(base_url) as agent:
+            claim = {
+                "entity_id": "crew/task-7",
+                "properties": {"state": "claimed", "owner": name},
+                "if_version": 1,
+            }
+            results[name] = await agent.call("publish", events=[claim])
+
+    async with anyio.create_task_group() as tg:
+        for name in ("agent-a", "agent-b", "agent-c"):
+            tg.start_soon(claim, name)
+    winners = [name for name, (_, is_error) in results.items() if not is_error]
+    assert len(winners) == 1, results
+    for name, (value, is_error) in results.items():
+        if is_error:
+            refusal = value["results"][0]
+            assert refusal["error"]["code"] == "conflict" and refusal["version"] == 2
+            assert refusal["current"]["properties"]["owner"] == winners[0], name
+    entity = (await http.get("/api/state/entities/crew%2Ftask-7")).json()
+    assert entity["properties"]["owner"] == winners[0]
+
+
+async def test_mcp_http_wait_for_change_and_resource_notifications(base_url: str) -> None:
+    async with http_agent(base_url) as agent, http_agent(base_url) as other:
+        empty = await agent.ok("wait_for_change", filter={"ids": ["crew/x"]}, timeout_seconds=0.3)
+        assert empty["timed_out"] is True and empty["changes"] == []
+        await other.ok("publish", events=[{"entity_id": "crew/x", "properties": {"v": 1}}])
+        found = await agent.ok(
+            "wait_for_change", filter={"ids": ["crew/x"]}, cursor=empty["cursor"]
+        )
+        assert [(c["kind"], c["set"]) for c in found["changes"]] == [("created", {"v": 1})]
+
+        uri = AnyUrl("flux://entity/crew/x")
+        await agent.session.subscribe_resource(uri)
+        await other.ok("publish", events=[{"entity_id": "crew/x", "properties": {"v": 2}}])
+        await agent.wait_update(1)
+        assert agent.updates == ["flux://entity/crew/x"]
+        read = await agent.session.read_resource(uri)
+        assert '"v": 2' in read.contents[0].text  # type: ignore[union-attr]
+
+
+async def test_mcp_http_refusals_are_the_hubs_errors(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout(10)) as http:
+        # No Accept that MCP needs.
+        reply = await http.post("/mcp", json=INIT)
+        assert reply.status_code == 406
+        assert reply.json()["code"] == "client_error" and "Accept" in reply.json()["error"]
+        reply = await http.post("/mcp", content=b"{not json", headers=ACCEPT)
+        assert reply.status_code == 400 and reply.json()["code"] == "bad_request"
+        unknown = {**ACCEPT, "mcp-session-id": "nope"}
+        reply = await http.post("/mcp", json={**INIT, "method": "tools/list"}, headers=unknown)
+        assert reply.status_code == 404 and reply.json()["code"] == "not_found"
+        # A session opened by hand: initialize, then list the tools.
+        opened = await http.post("/mcp", json=INIT, headers=ACCEPT)
+        assert opened.status_code == 200, opened.text
+        session = {**ACCEPT, "mcp-session-id": opened.headers["mcp-session-id"]}
+        assert opened.json()["result"]["capabilities"]["resources"]["subscribe"] is True
+        ready = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await http.post("/mcp", json=ready, headers=session)).status_code == 202
+        listed = await http.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session
+        )
+        assert len(listed.json()["result"]["tools"]) == 6
+        closed = await http.delete("/mcp", headers=session)
+        assert closed.status_code == 200
+        reply = await http.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, headers=session
+        )
+        assert reply.status_code == 404
+
+
+async def test_mcp_http_bounds_concurrent_waits(hub: Hub, base_url: str) -> None:
+    crew = {"prefixes": ["crew/"]}
+    async with http_agent(base_url) as agent, http_agent(base_url) as other:
+        outcomes: list[tuple[dict[str, Any], bool]] = []
+
+        async def wait() -> None:
+            outcomes.append(await agent.call("wait_for_change", filter=crew, timeout_seconds=30))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(MAX_WAITS):
+                tg.start_soon(wait)
+            with anyio.fail_after(timeout(20)):
+                while hub.mcp.waits.borrowed_tokens < MAX_WAITS:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            refused, is_error = await other.call("wait_for_change", filter=crew)
+            assert is_error and refused["error"]["code"] == "unavailable"
+            assert "too many wait_for_change calls in progress" in refused["error"]["message"]
+            # One change ends every wait.
+            await other.ok("publish", events=[{"entity_id": "crew/go", "properties": {"go": 1}}])
+        assert len(outcomes) == MAX_WAITS
+        assert all(not is_error and value["changes"] for value, is_error in outcomes)
+        assert hub.mcp.waits.borrowed_tokens == 0
+
+
+# ---------------------------------------------------------------------- Public mode
+
+
+@pytest.fixture
+async def public(store: Store, key_prefix: str) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """A hub in Public mode with private reads, and the tokens of ``crew`` and ``ops``."""
+    settings = make_settings(
+        key_prefix, gateway={"auth_enabled": True, "admin_token": ADMIN, "private_reads": True}
+    )
+    hub: Hub
+    async with running_hub(settings, store) as hub:
+        base_url = f"http://127.0.0.1:{hub.port}"
+        tokens = {}
+        async with httpx.AsyncClient(base_url=base_url, timeout=timeout(10)) as http:
+            for name in ("crew", "ops"):
+                reply = await http.post(
+                    "/api/namespaces",
+                    json={"name": name},
+                    headers={"Authorization": f"Bearer {ADMIN}"},
+                )
+                tokens[name] = reply.json()["token"]
+            seeded = await http.post(
+                "/api/events",
+                json={
+                    "stream": "s",
+                    "source": "t",
+                    "payload": {"entity_id": "ops/secret", "properties": {"k": 1}},
+                },
+                headers={"Authorization": f"Bearer {tokens['ops']}"},
+            )
+            assert seeded.status_code == 200
+        yield base_url, tokens
+
+
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+async def test_mcp_token_reaches_only_its_namespace_with_rests_errors(
+    public: tuple[str, dict[str, str]], transport: str
+) -> None:
+    base_url, tokens = public
+    crew = {"Authorization": f"Bearer {tokens['crew']}"}
+    connect = http_agent if transport == "http" else stdio_agent
+    async with (
+        httpx.AsyncClient(base_url=base_url, headers=crew, timeout=timeout(10)) as rest,
+        connect(base_url, tokens["crew"]) as agent,
+    ):
+        mine = await agent.ok("publish", events=[{"entity_id": "crew/a", "properties": {"v": 1}}])
+        assert mine["published"] == 1
+
+        # Writing elsewhere: refused as REST refuses it.
+        wrote, is_error = await agent.call(
+            "publish", events=[{"entity_id": "ops/secret", "properties": {"k": 2}}]
+        )
+        assert is_error
+        rest_write = await rest.post(
+            "/api/events",
+            json={
+                "stream": "s",
+                "source": "t",
+                "payload": {"entity_id": "ops/secret", "properties": {"k": 2}},
+            },
+        )
+        assert rest_write.status_code == 403
+        assert wrote["results"][0]["error"]["code"] == "forbidden"
+        assert wrote["results"][0]["error"]["message"] == rest_write.json()["error"]
+
+        # Reading, listing, history and deleting elsewhere: REST's very answers.
+        for tool, arguments, method, path in [
+            ("get", {"entity_id": "ops/secret"}, "GET", "/api/state/entities/ops%2Fsecret"),
+            ("history", {"entity_id": "ops/secret"}, "GET", "/api/events?entity=ops/secret"),
+            ("delete", {"entity_id": "ops/secret"}, "DELETE", "/api/state/entities/ops%2Fsecret"),
+        ]:
+            value, is_error = await agent.call(tool, **arguments)
+            expected = await rest.request(method, path)
+            assert is_error and expected.status_code == 403, (tool, value)
+            assert value["error"]["status"] == 403
+            assert value["error"]["message"] == expected.json()["error"], tool
+            assert value["error"]["code"] == expected.json()["code"], tool
+        listed = await agent.ok("list")
+        assert [e["id"] for e in listed["entities"]] == ["crew/a"]
+        assert (await agent.ok("list", namespace="ops"))["entities"] == []
+
+        # Waiting on another namespace: the native protocol's refusal.
+        refused, is_error = await agent.call(
+            "wait_for_change", filter={"namespaces": ["ops"]}, timeout_seconds=0.2
+        )
+        assert is_error and refused["error"]["code"] == "forbidden"
+        await agent.ok("delete", entity_id="crew/a")
+        assert (await rest.get("/api/state/entities/ops%2Fsecret")).status_code == 403
+
+
+async def test_mcp_without_a_token_is_refused_as_rest_refuses(
+    public: tuple[str, dict[str, str]],
+) -> None:
+    base_url, _ = public
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=timeout(10)) as rest,
+        http_agent(base_url) as agent,
+    ):
+        value, is_error = await agent.call("get", entity_id="crew/a")
+        expected = await rest.get("/api/state/entities/crew%2Fa")
+        assert is_error and value["error"]["status"] == expected.status_code == 401
+        assert value["error"]["message"] == expected.json()["error"]
+        wrote, is_error = await agent.call(
+            "publish", events=[{"entity_id": "crew/a", "properties": {"v": 1}}]
+        )
+        assert is_error and wrote["results"][0]["error"]["code"] == "unauthorized"
