@@ -151,7 +151,17 @@ def _batch(ctx: Context, args: Any) -> None:
 
 
 def _connectors(ctx: Context, args: Any) -> None:
-    _show(ctx, _call(ctx, "GET", "/api/connectors"))
+    listed = _call(ctx, "GET", "/api/connectors")
+    if ctx.json_output:
+        _show(ctx, listed)
+        return
+    rows = []
+    for entry in listed.get("connectors", []):
+        if entry.get("status") in ("configured", "error") and "kind" not in entry:
+            # A catalogue connector's poll times are in its own entry.
+            entry = {**entry, **_call(ctx, "GET", f"/api/connectors/{quote(entry['name'])}")}
+        rows.append(entry)
+    print(format_connectors(rows), file=ctx.out)
 
 
 def _admin_config(ctx: Context, args: Any) -> None:
@@ -249,4 +259,29 @@ def format_table(entities: list[dict[str, Any]]) -> str:
     return "\n".join(
         f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].ljust(widths[2])}  {row[3]}"
         for row in rows
+    )
+
+
+def format_connectors(connectors: list[dict[str, Any]]) -> str:
+    """Connectors as an aligned table: status, last and next run, records, last error."""
+    rows = [("NAME", "KIND", "STATUS", "LAST RUN", "RECORDS", "NEXT RUN", "LAST ERROR")]
+    for c in connectors:
+        status = c.get("status", "")
+        if c.get("state") in ("installing", "running", "pending"):
+            status += f" ({c['state']})"
+        records = f"{c['records']}/{c.get('records_total', '')}" if "records" in c else ""
+        rows.append(
+            (
+                c.get("name", ""),
+                c.get("kind", "builtin"),
+                status,
+                c.get("last_poll", ""),
+                records,
+                c.get("next_poll", ""),
+                cell(c.get("last_error", ""), MAX_CELL),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    return "\n".join(
+        "  ".join(row[i].ljust(widths[i]) for i in range(6)) + "  " + row[6] for row in rows
     )

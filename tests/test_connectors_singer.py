@@ -13,7 +13,10 @@ there as already installed (its ``<data_dir>/taps`` links to that folder).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
+import io
 import json
 import os
 import stat
@@ -26,10 +29,12 @@ import httpx
 import pytest
 
 from hub.app import Hub
+from hub.commands import Context, run_verb
 from hub.config import Settings
 from hub.connectors.singer_process import install_tap, venv_dir
 from hub.store import Store
 
+from .browser import DevTools
 from .conftest import make_settings, running_hub, timeout
 from .local_http import until
 
@@ -423,3 +428,83 @@ async def test_install_failure_is_reported(tmp_path: Path) -> None:
 
     with pytest.raises(Broken, match="pip install ./no-such-dir failed"):
         await install_tap(tmp_path / "taps", "./no-such-dir", time_limit=timeout(60))
+
+
+# ---------------------------------------------------------------------- flux connectors
+
+
+async def test_flux_connectors_shows_the_taps_status_fields(
+    hub: Hub, http: httpx.AsyncClient, files: Path, tmp_path: Path
+) -> None:
+    write_jsonl(files / "a.jsonl", ROWS, 1_700_000_000)
+    await register(http, jsonl_tap(files, interval_secs=60))
+    crash = script(
+        tmp_path, "crash", "print('Error: no such account', file=sys.stderr)\nsys.exit(2)"
+    )
+    await register(http, fake_tap("broken", crash, interval_secs=60))
+    ran = await tap_until(http, "orders", lambda t: t["runs"] >= 1)
+    await tap_until(http, "broken", lambda t: t["runs"] >= 1)
+    out = io.StringIO()
+    context = Context(f"http://127.0.0.1:{hub.port}", None, None, json_output=False, out=out)
+    # The verb is a blocking client: off the loop that runs the hub.
+    await asyncio.to_thread(run_verb, context, "connectors", argparse.Namespace())
+    lines = {line.split()[0]: line for line in out.getvalue().splitlines()}
+    assert lines["NAME"].split() == [
+        "NAME",
+        "KIND",
+        "STATUS",
+        "LAST",
+        "RUN",
+        "RECORDS",
+        "NEXT",
+        "RUN",
+        "LAST",
+        "ERROR",
+    ]
+    assert lines["orders"].split() == [
+        "orders",
+        "singer",
+        "configured",
+        ran["last_run"],
+        "3/3",
+        ran["next_run"],
+    ]
+    assert lines["broken"].split()[1:3] == ["singer", "error"]
+    assert lines["broken"].endswith("the tap exited with status 2: Error: no such account")
+    assert lines["github"].split()[:3] == ["github", "builtin", "not_configured"]
+
+
+async def test_dashboard_shows_the_taps_status_fields(
+    hub: Hub, http: httpx.AsyncClient, files: Path, tmp_path: Path, devtools: DevTools
+) -> None:
+    write_jsonl(files / "a.jsonl", ROWS, 1_700_000_000)
+    await register(http, jsonl_tap(files, interval_secs=60))
+    crash = script(
+        tmp_path, "crash", "print('Error: no such account', file=sys.stderr)\nsys.exit(2)"
+    )
+    await register(http, fake_tap("broken", crash, interval_secs=60))
+    await tap_until(http, "orders", lambda t: t["runs"] >= 1)
+    await tap_until(http, "broken", lambda t: t["runs"] >= 1)
+    await devtools.send("Page.navigate", {"url": f"http://127.0.0.1:{hub.port}/"})
+    row = (
+        "JSON.stringify([...document.querySelectorAll('#connectors-table tbody tr')]"
+        ".map((tr) => [...tr.children].map((td) => td.textContent)))"
+    )
+    shown: list[list[str]] = []
+
+    async def listed() -> bool:
+        shown[:] = json.loads(await devtools.evaluate(row) or "[]")
+        return len(shown) >= 2
+
+    try:
+        await until(listed, 15)
+    except TimeoutError:
+        raise AssertionError(f"the page shows {shown}; errors {devtools.page_errors()}") from None
+    by_name = {cells[0]: cells for cells in shown}
+    name, kind, status, last_run, records, next_run, error = by_name["orders"]
+    assert (kind, status, records, error) == ("singer", "configured", "3 / 3", "")
+    assert last_run and next_run
+    assert by_name["broken"][2] == "error"
+    assert by_name["broken"][6] == "the tap exited with status 2: Error: no such account"
+    assert by_name["github"][1:3] == ["builtin", "not_configured"]
+    assert devtools.page_errors() == []

@@ -408,11 +408,67 @@ function formatTime(iso) {
   return today ? time : `${date.toLocaleDateString('en-CA')} ${time}`;
 }
 
+// ------------------------------------------------------------------------- connectors
+
+/** How often the connectors' status is read (`GET /api/connectors`), in ms. */
+const CONNECTORS_EVERY = 5000;
+/** Characters of a connector's last error shown (the full text in the tooltip). */
+const ERROR_CHARS = 120;
+
+/**
+ * The connectors' status: Flux's fields (status, last and next poll, last error), and
+ * a Singer tap's run figures (state, records of the last run / of all runs). Read
+ * every 5 s; in Public mode it needs the page's `#token=`.
+ */
+async function loadConnectors() {
+  const note = $('connectors-note');
+  try {
+    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    const reply = await fetch(new URL('api/connectors', hubUrl), { headers });
+    const body = await reply.json();
+    if (!reply.ok) throw new Error(body.error ?? `HTTP ${reply.status}`);
+    const rows = /** @type {Record<string, any>[]} */ (body.connectors);
+    $('connectors-table').querySelector('tbody')?.replaceChildren(...rows.map(connectorRow));
+    note.textContent = '';
+  } catch (error) {
+    note.textContent = `unavailable: ${/** @type {Error} */ (error).message}`;
+  }
+  setTimeout(loadConnectors, CONNECTORS_EVERY);
+}
+
+/** @param {Record<string, any>} c */
+function connectorRow(c) {
+  const tr = document.createElement('tr');
+  tr.dataset.name = c.name;
+  tr.dataset.status = c.status;
+  const busy = c.state === 'running' || c.state === 'installing' ? ` (${c.state})` : '';
+  const records = c.records === undefined ? '' : `${c.records} / ${c.records_total ?? ''}`;
+  const error = c.last_error ?? '';
+  const cells = [
+    c.name,
+    c.kind ?? 'builtin',
+    `${c.status}${busy}`,
+    c.last_poll ? formatTime(c.last_poll) : '',
+    records,
+    c.next_poll ? formatTime(c.next_poll) : '',
+    error.length > ERROR_CHARS ? `${error.slice(0, ERROR_CHARS - 1)}…` : error,
+  ];
+  for (const [i, text] of cells.entries()) {
+    const td = document.createElement('td');
+    td.textContent = text;
+    if (i === 4) td.className = 'num';
+    if (i === 6) td.title = error;
+    tr.append(td);
+  }
+  return tr;
+}
+
 // ------------------------------------------------------------------------- start
 
 follow(filterBox.value.trim());
 followMetrics();
 showConnection();
+loadConnectors();
 
 /** For debugging from the console (and for tests): the client and the current cache. */
 Object.assign(globalThis, {
