@@ -74,6 +74,14 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_js_client.py",
         "runs what `npm test` runs (node --test test/) against a hub, with FLUX_TEST_URL",
     ),
+    ("docs/mcp.md", "{"): (
+        "tests/test_mcp_docs.py",
+        "uses both MCP client configurations as written, with the SDK's stdio and HTTP clients",
+    ),
+    (
+        "docs/mcp.md",
+        "# claim.py NAME: claims one open crew task with compare-and-set, waiting for one if none.",
+    ): ("tests/test_mcp_docs.py", "runs two claim.py agents racing for two tasks"),
 }
 
 #: Blocks that are not commands to run, and why.

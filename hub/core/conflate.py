@@ -6,7 +6,8 @@ in one step, so the state the client ends with is exactly the state it would hav
 reached applying each delta — with memory bounded by the number of entities pending,
 not the number of deltas.
 
-Rules for ``merge(a, b)`` (``b.base == a.version``):
+Rules for ``merge(a, b)`` (``b.base == a.version``, or ``b`` a creation after ``a``
+a removal):
 
 - an update after an update: properties changed by either, ``b``'s value winning;
 - a deletion after anything: a deletion from ``a.base`` — or nothing at all if ``a``
@@ -30,7 +31,9 @@ def merge(a: Delta, b: Delta) -> Delta | None:
     Raises:
         ValueError: the deltas are not consecutive deltas of one entity.
     """
-    if a.entity_id != b.entity_id or b.base != a.version:
+    # A creation after a removal carries the whole state: its base may be ahead of the
+    # removal's version (a ``where`` view skips the versions of entities out of it).
+    if a.entity_id != b.entity_id or b.base != a.version and not (a.deleted and b.created):
         raise ValueError(
             f"cannot merge {a.entity_id}@{a.base}->{a.version} "
             f"with {b.entity_id}@{b.base}->{b.version}"
