@@ -1,0 +1,175 @@
+"""deploy/docker/docker-compose.yml's topology, run without containers (deploy/README.md).
+
+The compose file's hubs become as many ``flux serve`` processes (its hub environment,
+with the test Redis for ``redis``), started on one Redis; like compose's health gates,
+nginx starts only once every hub answers /readyz. nginx is Debian's, with the shipped
+deploy/nginx/standalone.conf around deploy/docker/nginx-compose.conf, rendered with the
+hubs' 127.0.0.1 ports and a free listen port (tests/nginx_local.py). Then the Python
+SDK works through nginx only: a native WebSocket round trip, the hub holding the
+subscription killed with SIGKILL mid-publish, and the client's replica compared with the
+REST state: nothing missed, every event applied once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from flux_client import EntityCache, FluxClient, make_event
+
+from .conftest import timeout
+from .doc_blocks import ROOT
+from .native_client import rest_state
+from .nginx_local import NGINX, prefix_dir, render, run_nginx, upstream_servers
+from .processes import HubProcess, free_port
+
+pytestmark = pytest.mark.skipif(
+    NGINX is None, reason="nginx is not installed (.ci/run installs Debian's nginx)"
+)
+
+COMPOSE = ROOT / "deploy/docker/docker-compose.yml"
+NGINX_COMPOSE = ROOT / "deploy/docker/nginx-compose.conf"
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _hub_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services built from the hub's Dockerfile."""
+    return {name: s for name, s in compose["services"].items() if "build" in s}
+
+
+def test_nginx_compose_upstreams_are_the_compose_hubs() -> None:
+    compose = _compose()
+    hubs = _hub_services(compose)
+    assert sorted(hubs) == ["hub-1", "hub-2", "hub-3"]
+    ports = {str(s["environment"]["PORT"]) for s in hubs.values()}
+    servers = upstream_servers(NGINX_COMPOSE.read_text(encoding="utf-8"))
+    assert servers == [f"{name}:{port}" for name in sorted(hubs) for port in ports]
+
+
+async def _ready(url: str) -> None:
+    """Like compose's healthcheck: poll /readyz until it answers 200."""
+    deadline = asyncio.get_running_loop().time() + timeout(30)
+    async with httpx.AsyncClient(timeout=timeout(5)) as http:
+        while True:
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, f"{url} never ready"
+            await asyncio.sleep(0.1)
+
+
+async def _native_subscriptions(port: int) -> int:
+    """``flux_subscriptions{protocol="native"}`` of one hub (asked directly, not via nginx)."""
+    async with httpx.AsyncClient(timeout=timeout(5)) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    match = re.search(r'^flux_subscriptions\{protocol="native"\} (\S+)$', text, re.M)
+    assert match, "no flux_subscriptions gauge in /metrics"
+    return int(float(match[1]))
+
+
+@pytest.fixture
+async def hubs(redis_url: str, key_prefix: str) -> AsyncIterator[list[HubProcess]]:
+    services = _hub_services(_compose())
+    started: list[HubProcess] = []
+    try:
+        for service in services.values():
+            env = {k: str(v) for k, v in service["environment"].items()}
+            del env["FLUX_REDIS_URL"], env["PORT"]  # the test Redis, a free port
+            env["FLUX_LOG_LEVEL"] = "warning"
+            hub = HubProcess(redis_url, key_prefix, free_port(), env=env)
+            await hub.start()
+            started.append(hub)
+        for hub in started:
+            await _ready(f"http://127.0.0.1:{hub.port}")
+        yield started
+    finally:
+        for hub in started:
+            await hub.stop()
+
+
+@pytest.mark.slow
+async def test_three_hubs_behind_the_shipped_nginx_survive_a_kill(
+    hubs: list[HubProcess],
+) -> None:
+    listen = free_port()
+    shipped = NGINX_COMPOSE.read_text(encoding="utf-8")
+    conf = render(shipped, [f"127.0.0.1:{hub.port}" for hub in hubs], f"127.0.0.1:{listen}")
+    changed = [a for a, b in zip(shipped.splitlines(), conf.splitlines(), strict=True) if a != b]
+    assert len(changed) == len(hubs) + 1  # the upstream servers and the listen line only
+
+    with prefix_dir(conf) as prefix:
+        assert (prefix / "standalone.conf").read_bytes() == (
+            ROOT / "deploy/nginx/standalone.conf"
+        ).read_bytes()
+        async with run_nginx(prefix, listen) as nginx:
+            url = f"http://127.0.0.1:{listen}"
+            await _kill_one_hub_under_load(url, hubs)
+            assert nginx.returncode is None
+        log = (prefix / "error.log").read_text(errors="replace")
+        # The killed hub was seen going away, and nginx went on.
+        assert "[emerg]" not in log and "[alert]" not in log, log
+
+
+async def _kill_one_hub_under_load(url: str, hubs: list[HubProcess]) -> None:
+    total = 240
+    prefix = "deploy/"
+    async with (
+        FluxClient(url, request_timeout=timeout(30), backoff=(0.05, 0.5)) as subscriber,
+        FluxClient(url, request_timeout=timeout(30), backoff=(0.05, 0.5)) as publisher,
+    ):
+        async with EntityCache(subscriber, prefixes=[prefix]) as cache:
+            # A round trip through nginx: published over one WebSocket, seen on the other.
+            await publisher.publish(f"{prefix}hello", {"via": "nginx"})
+            await cache.wait_until(
+                lambda entities: f"{prefix}hello" in entities, within=timeout(10)
+            )
+
+            counts = [await _native_subscriptions(hub.port) for hub in hubs]
+            assert sum(counts) == 1, counts
+            victim = hubs[counts.index(1)]
+
+            sent: list[str] = []
+            a_third_sent = asyncio.Event()
+
+            async def publish() -> None:
+                for k in range(total):
+                    event = make_event(f"{prefix}{k % 6}", {"k": k})
+                    sent.append(event["eventId"])
+                    if len(sent) == total // 3:
+                        a_third_sent.set()
+                    results = await publisher.publish_many([event], raise_on_error=True)
+                    assert results[0].event_id == event["eventId"]
+
+            publishing = asyncio.create_task(publish())
+            await a_third_sent.wait()
+            await victim.kill()  # SIGKILL: no close frame, no goodbye
+            await asyncio.wait_for(publishing, timeout(60))
+
+            expected = await rest_state(url, prefix)
+            await cache.wait_until(lambda _: cache.snapshot() == expected, within=timeout(20))
+            assert cache.gaps == 0
+            assert subscriber.generation >= 2, "the subscriber never reconnected"
+            # Its subscription now lives on a surviving hub.
+            alive = [hub for hub in hubs if hub is not victim]
+            assert sum([await _native_subscriptions(hub.port) for hub in alive]) == 1
+
+        # Every event applied exactly once: each id once in the entities' histories.
+        ids: list[str] = []
+        for n in range(6):
+            ids += [e["eventId"] for e in await publisher.history(f"{prefix}{n}", limit=500)]
+        assert sorted(ids) == sorted(sent)
+        assert {k: v for k, (v, _) in expected.items() if k != f"{prefix}hello"} == {
+            f"{prefix}{n}": total // 6 for n in range(6)
+        }
