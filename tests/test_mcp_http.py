@@ -248,3 +248,48 @@ async def test_mcp_without_a_token_is_refused_as_rest_refuses(
             "publish", events=[{"entity_id": "crew/a", "properties": {"v": 1}}]
         )
         assert is_error and wrote["results"][0]["error"]["code"] == "unauthorized"
+
+
+async def test_mcp_presence_with_a_ttl_expires_and_is_seen_deleted(base_url: str) -> None:
+    async with http_agent(base_url) as agent, http_agent(base_url) as watcher:
+        start = await watcher.ok(
+            "wait_for_change", filter={"prefixes": ["crew/agents/"]}, timeout_seconds=0
+        )
+        beat = {"entity_id": "crew/agents/a", "properties": {"status": "idle"}, "ttl": 0.5}
+        done = await agent.ok("publish", events=[beat])
+        assert done["results"][0]["ok"]
+        seen: list[tuple[str, str | None]] = []
+        cursor = start["cursor"]
+        with anyio.fail_after(timeout(15)):
+            while ("deleted", "expired") not in seen:
+                found = await watcher.ok(
+                    "wait_for_change",
+                    filter={"prefixes": ["crew/agents/"]},
+                    cursor=cursor,
+                    timeout_seconds=5,
+                )
+                seen += [(c["kind"], c.get("reason")) for c in found["changes"]]
+                cursor = found["cursor"]
+        assert seen == [("created", None), ("deleted", "expired")]
+        refused, is_error = await agent.call(
+            "publish", events=[{"entity_id": "crew/x", "properties": {}, "ttl": -1}]
+        )
+        assert is_error and "-1 is less than the minimum of 0" in refused["text"]
+
+
+async def test_mcp_list_where_keeps_matching_values(base_url: str) -> None:
+    async with http_agent(base_url) as agent:
+        await agent.ok(
+            "publish",
+            events=[
+                {"entity_id": f"crew/t{i}", "properties": {"state": s, "p": i}}
+                for i, s in enumerate(["open", "done", "open", "open"])
+            ],
+        )
+        page = await agent.ok("list", namespace="crew", where={"state": "open", "p": {"gte": 1}})
+        assert [e["id"] for e in page["entities"]] == ["crew/t2", "crew/t3"]
+        globbed = await agent.ok("list", glob="crew/t*", where={"state": "done"})
+        assert [e["id"] for e in globbed["entities"]] == ["crew/t1"]
+        refused, is_error = await agent.call("list", where={"p": {"lt": [1]}})
+        assert is_error and refused["error"]["status"] == 400
+        assert refused["error"]["message"].startswith("where.p")

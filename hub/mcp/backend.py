@@ -183,10 +183,12 @@ class Backend:
         glob: str | None = None,
         limit: int,
         cursor: str | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A page of entities in id order and the cursor of the next (None: the last)."""
+        extra = {} if where is None else {"where": json.dumps(where)}
         if glob is None:
-            params: dict[str, Any] = {"limit": limit}
+            params: dict[str, Any] = {"limit": limit, **extra}
             if prefix is not None:
                 params["prefix"] = prefix
             if namespace is not None:
@@ -195,31 +197,33 @@ class Backend:
                 params["cursor"] = cursor
             reply = await self._rest("GET", "/api/state/entities", params=params)
             return {"entities": reply.json(), "next_cursor": reply.headers.get("x-next-cursor")}
-        return await self._list_glob(glob, limit, cursor)
+        return await self._list_glob(glob, limit, cursor, extra)
 
-    async def _list_glob(self, glob: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def _list_glob(
+        self, glob: str, limit: int, cursor: str | None, extra: dict[str, str]
+    ) -> dict[str, Any]:
         """Scan the glob's literal prefix (at most :data:`GLOB_SCAN_LIMIT` ids per call)."""
         literal = _literal_prefix(glob)
         found: list[dict[str, Any]] = []
         scanned = 0
         while True:
-            params: dict[str, Any] = {"prefix": literal, "limit": GLOB_PAGE}
+            params: dict[str, Any] = {"prefix": literal, "limit": GLOB_PAGE, **extra}
             if cursor:
                 params["cursor"] = cursor
             reply = await self._rest("GET", "/api/state/entities", params=params)
             page: list[dict[str, Any]] = reply.json()
-            for entity in page:
-                scanned += 1
-                cursor = _list_cursor(entity["id"])
+            following = reply.headers.get("x-next-cursor")
+            scanned += len(page)
+            for index, entity in enumerate(page, 1):
                 if fnmatch.fnmatchcase(entity["id"], glob):
                     found.append(entity)
                     if len(found) == limit:
-                        more = scanned < len(page) or reply.headers.get("x-next-cursor")
-                        return {"entities": found, "next_cursor": cursor if more else None}
-            if reply.headers.get("x-next-cursor") is None:
-                return {"entities": found, "next_cursor": None}
-            if scanned >= GLOB_SCAN_LIMIT:
-                return {"entities": found, "next_cursor": cursor}
+                        more = index < len(page) or following is not None
+                        after = _list_cursor(entity["id"])
+                        return {"entities": found, "next_cursor": after if more else None}
+            if following is None or scanned >= GLOB_SCAN_LIMIT:
+                return {"entities": found, "next_cursor": following}
+            cursor = following
 
     async def history(self, entity_id: str, *, limit: int, since: str | None) -> Any:
         params: dict[str, Any] = {"entity": entity_id, "limit": limit}

@@ -55,6 +55,14 @@ _FILTER: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+_WHERE: dict[str, Any] = {
+    "type": "object",
+    "description": "Only entities whose property values match; every condition must hold. "
+    "A condition is a value (equality) or operators: eq, ne, lt, lte, gt, gte (numbers or "
+    'strings), in (a list), exists (true/false). E.g. {"state": "open", "priority": '
+    '{"gte": 2}, "owner": {"exists": false}}.',
+}
+
 _EVENT: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -70,6 +78,15 @@ _EVENT: dict[str, Any] = {
             "description": "Compare-and-set: apply only if the entity is at this version "
             "(0: only if it does not exist yet). Otherwise the event fails with code "
             "'conflict' and the entity's current state.",
+        },
+        "ttl": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 2_592_000,
+            "description": "A lease, in seconds: unless another event with a ttl comes "
+            "within this time, the hub deletes the entity (watchers see it deleted with "
+            "reason 'expired'). The way to say 'I am alive': publish your presence entity "
+            "with ttl 30 every 10 seconds. 0 removes the lease; without ttl it stays as is.",
         },
         "stream": {"type": "string", "minLength": 1, "description": 'Default "mcp".'},
         "source": {"type": "string", "minLength": 1, "description": "Who publishes."},
@@ -126,9 +143,11 @@ TOOLS: list[dict[str, Any]] = [
         "description": "List entities in id order, a page at a time. Narrow by one of prefix "
         "(ids starting with it), namespace (ids starting 'namespace/') or glob (shell pattern, "
         f"'*' also matches '/'; scans at most {GLOB_SCAN_LIMIT} ids per call). If next_cursor "
-        "is not null, call again with it for the next page.\n"
-        'Example: {"namespace": "crew", "limit": 20}, then {"namespace": "crew", "limit": 20, '
-        '"cursor": "<next_cursor>"}.',
+        "is not null, call again with it for the next page (a page may hold fewer than "
+        "limit entities, even none, while next_cursor says more may follow). where keeps "
+        "only entities whose values match.\n"
+        'Example: {"namespace": "crew", "where": {"state": "open"}, "limit": 20}, then the '
+        'same with "cursor": "<next_cursor>".',
         "inputSchema": {
             "type": "object",
             "properties": {
@@ -141,6 +160,7 @@ TOOLS: list[dict[str, Any]] = [
                     "minLength": 1,
                     "description": "The next_cursor of the previous page.",
                 },
+                "where": _WHERE,
             },
             "additionalProperties": False,
         },
@@ -243,6 +263,7 @@ async def call_tool(backend: Backend, name: str, args: dict[str, Any]) -> tuple[
                 glob=args.get("glob"),
                 limit=args.get("limit", 50),
                 cursor=args.get("cursor"),
+                where=args.get("where"),
             ),
             False,
         )
@@ -278,6 +299,7 @@ async def _publish(backend: Backend, events: list[dict[str, Any]]) -> tuple[Any,
             ("stream", "stream"),
             ("source", "source"),
             ("event_id", "eventId"),
+            ("ttl", "ttl"),
         ):
             if key in event:
                 frame[wire] = event[key]
