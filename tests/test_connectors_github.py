@@ -17,7 +17,6 @@ from hub.connectors import Credentials, FetchResult
 from hub.connectors.github import GitHubConnector, github_oauth
 from hub.connectors.github_http import API_VERSION, MAX_CACHED_PAGES
 from hub.core.timefmt import format_ms
-from hub.errors import Broken
 
 from .conftest import timeout
 from .github_replay import GitHubReplay, fixture
@@ -66,6 +65,13 @@ async def test_poll_reads_repositories_issues_pulls_and_notifications_across_pag
     result = await connector(client, github.api_url).fetch(TOKEN)
     assert result.error is None and result.not_before is None
     assert github.targets() == [REPOS, REPOS_2, ISSUES, NOTIFICATIONS]
+    assert result.figures == {
+        "requests": 4,
+        "not_modified": 0,
+        "rate_limit_limit": 5000,
+        "rate_limit_remaining": 4995,
+        "rate_limit_reset": github.reset * 1000,
+    }
     for seen in github.requests:
         assert seen.headers["authorization"] == f"Bearer {TOKEN.access_token}"
         assert seen.headers["accept"] == "application/vnd.github+json"
@@ -143,6 +149,7 @@ async def test_second_poll_is_conditional_and_publishes_the_same_event_ids(
     del github.requests[:]
     second = await github_connector.fetch(TOKEN)
     assert second.error is None
+    assert second.figures["requests"] == 4 and second.figures["not_modified"] == 3
     since = "&since=2026-12-05T17%3A02%3A11Z"  # the newest issue's updated_at
     assert github.targets() == [REPOS, REPOS_2, ISSUES + since, NOTIFICATIONS]
     etags = [seen.headers.get("if-none-match") for seen in github.requests]
@@ -231,12 +238,18 @@ async def test_401_fails_the_poll_with_a_clear_error_and_no_token(
     github: GitHubReplay, client: httpx.AsyncClient
 ) -> None:
     github.override = lambda seen, target: github.reply("bad-credentials-401")
-    with pytest.raises(Broken) as failed:
-        await connector(client, github.api_url).fetch(TOKEN)
-    assert str(failed.value) == (
-        "GitHub refused the token (HTTP 401: Bad credentials): store a new one"
-    )
+    result = await connector(client, github.api_url).fetch(TOKEN)
+    assert result.events == [] and result.not_before is None
+    assert result.error == "GitHub refused the token (HTTP 401: Bad credentials): store a new one"
+    assert TOKEN.access_token not in result.error
     assert github.targets() == [REPOS]
+    assert result.figures == {
+        "requests": 1,
+        "not_modified": 0,
+        "rate_limit_limit": 60,
+        "rate_limit_remaining": 59,
+        "rate_limit_reset": github.reset * 1000,
+    }
 
 
 async def test_a_refused_section_is_reported_and_the_others_are_read(

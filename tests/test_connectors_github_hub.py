@@ -104,6 +104,21 @@ async def test_stored_token_is_polled_into_entities_seen_by_rest_and_a_subscribe
     assert detail["status"] == "configured" and detail["enabled"] is True
     assert "last_error" not in detail
     assert detail["next_poll"] > detail["last_poll"]
+    assert {k: v for k, v in detail.items() if k not in ("last_poll", "next_poll")} == {
+        "name": "github",
+        "enabled": True,
+        "status": "configured",
+        "poll_interval_seconds": 300,
+        "runs": 1,
+        "failures": 0,
+        "records": 8,
+        "duplicates": 0,
+        "rejected": 0,
+        "records_total": 8,
+        "requests": 4,
+        "not_modified": 0,
+        "rate_limit": {"limit": 5000, "remaining": 4995, "reset": format_ms(github.reset * 1000)},
+    }
     # The token reached GitHub, and nothing else: no log line holds it.
     assert all(
         s.headers["authorization"] == f"Bearer {TOKEN.access_token}" for s in github.requests
@@ -119,7 +134,7 @@ async def test_repolls_publish_nothing_twice(
     await http.post("/api/connectors/github/token", json={"token": TOKEN.access_token})
 
     async def polled_three_times() -> bool:
-        return github.targets().count("/notifications?per_page=50") >= 3
+        return int((await _detail(http)).get("runs", 0)) >= 3
 
     await until(polled_three_times, 10)
     for entity in ENTITIES:
@@ -129,6 +144,12 @@ async def test_repolls_publish_nothing_twice(
         assert state["version"] == 1
     # The lists that did not change cost no quota: 304s.
     assert sum(1 for s in github.requests if "if-none-match" in s.headers) >= 6
+    # The second poll's issues (since is inclusive) were dropped as duplicates; from
+    # the third on, every list is unchanged: four 304s, nothing published.
+    detail = await _detail(http)
+    assert detail["runs"] >= 3 and detail["records_total"] == len(ENTITIES)
+    assert (detail["records"], detail["duplicates"], detail["rejected"]) == (0, 0, 0)
+    assert (detail["requests"], detail["not_modified"]) == (4, 4)
 
 
 async def test_rate_limit_holds_every_poll_until_the_reset(
@@ -177,6 +198,7 @@ async def test_bad_token_shows_in_the_status(
         "GitHub refused the token (HTTP 401: Bad credentials): store a new one"
     )
     assert detail["status"] == "configured"
+    assert (detail["runs"], detail["failures"], detail["records"]) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("name", ["gmail", "linkedin", "calendar"])
@@ -268,9 +290,15 @@ async def test_docs_setup_example_prints_what_the_docs_show(
     for documented, actual in zip(shown, printed, strict=True):
         for key in _TIMES:
             if key in documented:
-                assert actual[key].endswith("Z")
-                documented[key] = actual[key]
+                documented[key] = _a_time(actual[key])
+        if "rate_limit" in documented:
+            documented["rate_limit"]["reset"] = _a_time(actual["rate_limit"]["reset"])
         assert actual == documented
+
+
+def _a_time(value: str) -> str:
+    assert value.endswith("Z"), value
+    return value
 
 
 def _doc_block(first_line: str) -> str:

@@ -34,6 +34,7 @@ from .builtin import unavailable_reason
 from .crypto import UNDECRYPTABLE
 from .oauth import authorize_url, callback_url, exchange_code
 from .poller import PollerConfig, as_number, parse_poller_request
+from .status_view import run_figures, unavailable_view
 
 if TYPE_CHECKING:
     import httpx
@@ -206,16 +207,7 @@ class ConnectorRoutes:
         connector = self.ext.catalogue[name]
         reason = unavailable_reason(connector)
         if reason is not None:
-            return json_response(
-                {
-                    "name": name,
-                    "enabled": False,
-                    "status": "not_available",
-                    "poll_interval_seconds": as_number(connector.poll_interval),
-                    "available": False,
-                    "reason": reason,
-                }
-            )
+            return json_response(unavailable_view(name, connector.poll_interval, reason))
         status, problem = (await self._states(user, [name]))[name]
         detail: dict[str, Any] = {
             "name": name,
@@ -233,6 +225,8 @@ class ConnectorRoutes:
                 detail["last_error"] = error if error is not None else problem
             if job is not None and job.next_poll is not None:
                 detail["next_poll"] = format_ms(job.next_poll)
+            if job is not None and job.last_poll is not None:
+                detail.update(run_figures(job))
         return json_response(detail)
 
     async def _job_status(self, job: str) -> JobStatus | None:

@@ -12,10 +12,13 @@ is backed off; it never reaches the hub.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..wire.jsonutil import JSONError, dumps, loads
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "CONNECTOR_NAME",
@@ -95,6 +98,9 @@ class FetchResult:
     #: No poll before this wall time, in ms since the epoch (a rate limit's reset):
     #: the status' ``next_poll`` shows it, and no hub polls earlier.
     not_before: int | None = None
+    #: The connector's own numbers about this fetch (requests made, quota left…),
+    #: kept in the job's status; docs/connectors.md names those the API shows.
+    figures: Mapping[str, int] = field(default_factory=dict)
 
 
 class Connector(Protocol):

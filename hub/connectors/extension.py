@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
+from ..core.model import OutcomeStatus
 from ..errors import Broken, Closed, LogUnavailable
 from ..store.connectors import ConnectorStore
 from ..store.taps import TAP_JOB, TapStore
@@ -236,19 +237,24 @@ class ConnectorsExtension:
                 return connector.poll_interval, "the stored credentials " + self._unreadable(), None
         interval = connector.poll_interval
         limit = FETCH_TIMEOUT_FACTOR * self.settings.poll_timeout
+        fetched: list[dict[str, Any]] | FetchResult
         try:
             with anyio.fail_after(limit):
                 fetched = await connector.fetch(credentials)
         except TimeoutError:
-            return interval, f"fetch did not finish within {limit:g} s", None
+            fetched = FetchResult([], f"fetch did not finish within {limit:g} s")
         except (Broken, NotImplementedError) as exc:
-            return interval, _clip(str(exc) or type(exc).__name__), None
+            fetched = FetchResult([], str(exc) or type(exc).__name__)
         except Exception as exc:
             logger.warning("connector %s failed: %r", connector.name, exc)
-            return interval, _clip(f"{type(exc).__name__}: {exc}"), None
+            fetched = FetchResult([], f"{type(exc).__name__}: {exc}")
         if not isinstance(fetched, FetchResult):
-            return interval, await self._publish(fetched), None
-        error = await self._publish(fetched.events)
+            fetched = FetchResult(fetched)
+        error, counts = await self._publish(fetched.events)
+        if job.startswith(_CREDENTIAL_PREFIX):
+            # This poll's counts and the connector's figures, in the job's status.
+            figures = {**fetched.figures, **counts}
+            await self.store.record_figures(job, figures, {"records_total": counts["records"]})
         if fetched.error is not None:
             # The fetch's own error first: it says why the events may be incomplete.
             error = fetched.error if error is None else f"{fetched.error}; {error}"
@@ -262,27 +268,45 @@ class ConnectorsExtension:
             return "cannot be read: FLUX_ENCRYPTION_KEY is not set"
         return UNDECRYPTABLE
 
-    async def _publish(self, events: Any) -> str | None:
-        """Validate and apply a poll's events; the error to record, or None."""
+    async def _publish(self, events: Any) -> tuple[str | None, dict[str, int]]:
+        """Validate and apply a poll's events.
+
+        Returns:
+            The error to record (or None), and the counts of the events applied
+            (``records``), dropped as already applied (``duplicates``: a repeated
+            ``eventId``) and refused (``rejected``).
+        """
+        counts = {"records": 0, "duplicates": 0, "rejected": 0}
         if not isinstance(events, list):
-            return f"fetch returned {type(events).__name__}, not a list of events"
+            return f"fetch returned {type(events).__name__}, not a list of events", counts
         if len(events) > MAX_EVENTS_PER_POLL:
-            return f"fetch returned {len(events)} events (at most {MAX_EVENTS_PER_POLL})"
+            counts["rejected"] = len(events)
+            error = f"fetch returned {len(events)} events (at most {MAX_EVENTS_PER_POLL})"
+            return error, counts
         valid, failed = self.policy.parse_many(events, self.now_ms())
         admission = self.policy.admit_trusted(valid)
         refusals = [(n, str(exc)) for n, _, exc in failed]
         refusals += [(n, str(why)) for n, _, why in admission.refused]
         problems = [f"event {n}: {why}" for n, why in sorted(refusals)]
         envelopes = [envelope for _, envelope in admission.accepted]
+        counts["rejected"] = len(refusals)
         if envelopes:
             try:
-                await self.ingest.submit(envelopes)
+                applied = await self.ingest.submit(envelopes)
             except (LogUnavailable, Closed) as exc:
                 problems.insert(0, f"publishing failed: {exc}")
+            else:
+                for outcome in applied:
+                    if outcome.status is OutcomeStatus.APPLIED:
+                        counts["records"] += 1
+                    elif outcome.status is OutcomeStatus.DUPLICATE:
+                        counts["duplicates"] += 1
+                    else:
+                        counts["rejected"] += 1
         if not problems:
-            return None
+            return None, counts
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return _clip(problems[0] + more)
+        return _clip(problems[0] + more), counts
 
 
 def _clip(message: str) -> str:

@@ -131,15 +131,14 @@ class GitHubConnector:
         """One poll: repositories, then issues and pull requests, then notifications.
 
         A section GitHub refuses (a 403 without a limit, a 404, a 5xx) is reported in
-        the error and the next section is read; a 401 fails the whole poll; a rate
-        limit ends it, keeping what was read, and holds the next poll until the limit
-        resets.
-
-        Raises:
-            Broken: no token, or GitHub refused it (401).
+        the error and the next section is read; a 401 ends the poll with its error; a
+        rate limit ends it, keeping what was read, and holds the next poll until the
+        limit resets. The figures: ``requests`` made, ``not_modified`` (answered 304),
+        and the last ``rate_limit_limit``, ``rate_limit_remaining`` and
+        ``rate_limit_reset`` (ms) GitHub sent.
         """
         if credentials is None:
-            raise Broken("no GitHub token stored")
+            return FetchResult([], "no GitHub token stored")
         user = self._user(credentials.access_token)
         session = GitHubSession(
             self.client,
@@ -162,16 +161,17 @@ class GitHubConnector:
                 events += await section(session, user)
             except RateLimited:
                 break  # session.blocked says until when
-            except BadToken:
-                raise
+            except BadToken as exc:
+                return FetchResult(events, str(exc), figures=_figures(session))
             except Broken as exc:
                 problems.append(f"{label}: {exc}")
             except (KeyError, TypeError, AttributeError) as exc:
                 problems.append(f"{label}: an item is not shaped as GitHub documents it ({exc!r})")
+        figures = _figures(session)
         if session.blocked is not None:
             problems.append(str(session.blocked))
-            return FetchResult(events, "; ".join(problems), session.blocked.until_ms)
-        return FetchResult(events, "; ".join(problems) or None)
+            return FetchResult(events, "; ".join(problems), session.blocked.until_ms, figures)
+        return FetchResult(events, "; ".join(problems) or None, figures=figures)
 
     def _user(self, token: str) -> _User:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -182,6 +182,17 @@ class GitHubConnector:
                 self._users.popitem(last=False)
         self._users.move_to_end(key)
         return found
+
+
+def _figures(session: GitHubSession) -> dict[str, int]:
+    figures = {"requests": session.requests, "not_modified": session.not_modified}
+    known = {
+        "rate_limit_limit": session.limit,
+        "rate_limit_remaining": session.remaining,
+        "rate_limit_reset": session.reset_ms,
+    }
+    figures.update({k: v for k, v in known.items() if v is not None})
+    return figures
 
 
 # ---------------------------------------------------------------------- sections

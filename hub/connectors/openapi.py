@@ -71,6 +71,43 @@ CONNECTOR_SCHEMAS: dict[str, JsonObject] = {
             "last_poll": {**_TIME, "description": "Left out when unknown."},
             "last_error": {"type": "string", "description": "Left out after a success."},
             "next_poll": _TIME,
+            "runs": {"type": "integer", "minimum": 0, "description": "Polls so far."},
+            "failures": {"type": "integer", "minimum": 0, "description": "Failed polls."},
+            "records": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Events the last poll applied.",
+            },
+            "duplicates": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Events of the last poll dropped as already applied.",
+            },
+            "rejected": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Events of the last poll refused (envelope rules, limits).",
+            },
+            "records_total": {"type": "integer", "minimum": 0, "description": "All polls'."},
+            "requests": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "HTTP requests of the last poll (github).",
+            },
+            "not_modified": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Of those, answered 304 Not Modified (no quota used).",
+            },
+            "rate_limit": {
+                "type": "object",
+                "description": "The service's last rate-limit headers (github).",
+                "properties": {
+                    "limit": {"type": "integer"},
+                    "remaining": {"type": "integer"},
+                    "reset": _TIME,
+                },
+            },
             "available": {
                 "type": "boolean",
                 "const": False,

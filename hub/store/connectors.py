@@ -24,7 +24,7 @@ job (``hub.connectors.crypto``), so no secret reaches Redis in clear.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from redis import exceptions as redis_errors
@@ -32,7 +32,7 @@ from redis import exceptions as redis_errors
 from ..errors import LogUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from .store import Store
 
@@ -96,6 +96,24 @@ redis.call('HINCRBY', KEYS[2], 'failures', 1)
 return redis.call('HINCRBY', KEYS[2], 'consecutive_failures', 1)
 """
 
+# Record what a poll published and the connector's own figures, unless the job was
+# deleted meanwhile. Each figure is a 'fig:<name>' field; ARGV[2] figures are set,
+# the rest (name, amount) pairs are added. KEYS: registry, status. ARGV: field in the
+# registry, number of set pairs, then name, value pairs.
+_FIGURES = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local sets = tonumber(ARGV[2])
+for i = 0, (#ARGV - 2) / 2 - 1 do
+  local name, value = 'fig:' .. ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  if i < sets then
+    redis.call('HSET', KEYS[2], name, value)
+  else
+    redis.call('HINCRBY', KEYS[2], name, value)
+  end
+end
+return 1
+"""
+
 # Store credentials unless the registry is full (replacing is always allowed); a new
 # job's first poll is due at once. KEYS: credentials, status. ARGV: field, blob, max
 # credentials, now ms.
@@ -143,6 +161,9 @@ class JobStatus:
     polls: int = 0
     failures: int = 0
     consecutive_failures: int = 0
+    #: What the last poll published and the connector reported, by name
+    #: (:meth:`ConnectorStore.record_figures`); empty until then.
+    figures: dict[str, int] = field(default_factory=dict)
 
 
 class ConnectorStore:
@@ -158,6 +179,7 @@ class ConnectorStore:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._record = client.register_script(_RECORD)
+        self._figures = client.register_script(_FIGURES)
         self._add_poller = client.register_script(_ADD_POLLER)
         self._put_credentials = client.register_script(_PUT_CREDENTIALS)
 
@@ -310,6 +332,24 @@ class ConnectorStore:
             raise LogUnavailable(f"Redis failed while recording a poll: {exc}") from exc
         return None if result < 0 else result
 
+    async def record_figures(
+        self, job: str, figures: Mapping[str, int], totals: Mapping[str, int]
+    ) -> None:
+        """Set a job's ``figures`` and add ``totals`` to its running sums (nothing if
+        the job was deleted meanwhile)."""
+        if not figures and not totals:
+            return
+        registry, name = self._registry_of(job)
+        keys = [registry, self.keys.connector_status(_key_id(job))]
+        args: list[str | int] = [name, len(figures)]
+        for pairs in (figures, totals):
+            for key, value in pairs.items():
+                args += [key, int(value)]
+        try:
+            await self._figures(keys, args)
+        except _FAILURES as exc:
+            raise LogUnavailable(f"Redis failed while recording a poll: {exc}") from exc
+
     async def claim(self, jobs: Sequence[str], owner: str, ttl_ms: int) -> list[bool]:
         """Claim or renew the lease of each job; True where ``owner`` holds it now."""
         if not jobs:
@@ -378,6 +418,11 @@ def _decode_status(fields: dict[bytes, bytes]) -> JobStatus:
         return None if value is None else int(value)
 
     error = fields.get(b"last_error")
+    figures = {
+        key[4:].decode(errors="replace"): int(value)
+        for key, value in fields.items()
+        if key.startswith(b"fig:")
+    }
     return JobStatus(
         created=number(b"created"),
         last_poll=number(b"last_poll"),
@@ -387,4 +432,5 @@ def _decode_status(fields: dict[bytes, bytes]) -> JobStatus:
         polls=number(b"polls") or 0,
         failures=number(b"failures") or 0,
         consecutive_failures=number(b"consecutive_failures") or 0,
+        figures=figures,
     )
