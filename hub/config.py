@@ -186,6 +186,8 @@ class ConnectorSettings(_Frozen):
     oauth_clients: dict[str, tuple[str, str]] = Field(default_factory=dict)
     #: Generic pollers one hub cluster may hold.
     max_pollers: int = Field(default=1000, ge=0)
+    #: Singer taps one hub cluster may hold (0: taps cannot be registered).
+    max_taps: int = Field(default=100, ge=0)
     #: Shortest poll interval accepted, in seconds.
     min_poll_interval: float = Field(default=1.0, gt=0)
     #: Largest response body a poller reads.
@@ -373,6 +375,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_ENCRYPTION_KEY": ("connectors", "encryption_key", str),
     "FLUX_OAUTH_CALLBACK_BASE_URL": ("connectors", "oauth_callback_base_url", str),
     "FLUX_MAX_POLLERS": ("connectors", "max_pollers", int),
+    "FLUX_MAX_TAPS": ("connectors", "max_taps", int),
     "FLUX_MIN_POLL_INTERVAL": ("connectors", "min_poll_interval", float),
     "FLUX_GITHUB_API_URL": ("connectors", "github_api_url", str),
     "FLUX_MAX_POLL_BYTES": ("connectors", "max_poll_bytes", int),

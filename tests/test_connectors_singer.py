@@ -36,6 +36,7 @@ from hub.store import Store
 
 from .browser import DevTools
 from .conftest import make_settings, running_hub, timeout
+from .doc_blocks import doc_blocks
 from .local_http import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,11 +214,10 @@ async def test_restarted_hub_resumes_from_the_bookmark(
     # While no hub runs, new lines arrive (in a new file: tap-jsonl's bookmark is a
     # file's modification time).
     write_jsonl(files / "b.jsonl", [{"id": 4, "item": "bun", "total": 2}], 1_700_000_100)
+    # The first hub set the next run a minute on, and the next hub keeps that schedule:
+    # move it to now, as if the minute had passed.
+    await store.client.hset(store.keys.connector_status("tap:orders"), "next_poll", 0)
     async with running_hub(settings, store) as second, _client(second) as http:
-        # The first hub set the next run a minute on: the second keeps that schedule.
-        # Move it to now, as if the minute had passed.
-        status_key = store.keys.connector_status("tap:orders")
-        await store.client.hset(status_key, "next_poll", 0)
         status = await tap_until(http, "orders", lambda t: t["runs"] >= 2)
         assert status["last_error"] is None, status
         # The second hub gave the tap the first hub's bookmark...
@@ -508,3 +508,31 @@ async def test_dashboard_shows_the_taps_status_fields(
     assert by_name["broken"][6] == "the tap exited with status 2: Error: no such account"
     assert by_name["github"][1:3] == ["builtin", "not_configured"]
     assert devtools.page_errors() == []
+
+
+# ---------------------------------------------------------------------- docs/connectors.md
+
+
+async def test_the_three_lines_of_docs_connectors_md_add_a_tap(
+    hub: Hub, http: httpx.AsyncClient, files: Path
+) -> None:
+    [block] = [
+        b
+        for b in doc_blocks()
+        if b.path == "docs/connectors.md"
+        and b.first_line.startswith("curl -s localhost:3000/api/connectors/singer")
+    ]
+    assert len(block.text.strip().splitlines()) == 3
+    write_jsonl(files / "orders.jsonl", [{"id": 1, "total": 4.5}], 1_700_000_000)
+    command = block.text.replace("localhost:3000", f"127.0.0.1:{hub.port}").replace(
+        "/srv/orders", str(files)
+    )
+    shell = await asyncio.create_subprocess_exec(
+        "bash", "-c", command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(shell.communicate(), timeout(30))
+    assert shell.returncode == 0, err
+    assert json.loads(out) == {"name": "orders"}
+    status = await tap_until(http, "orders", lambda t: t["runs"] >= 1)
+    assert status["last_error"] is None and status["interval_secs"] == 300
+    assert (await entity(http, "shop/order-1"))["properties"] == {"id": 1, "total": 4.5}

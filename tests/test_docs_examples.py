@@ -70,6 +70,14 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_openapi_live.py",
         "runs schemathesis with these arguments, in both auth modes",
     ),
+    (
+        "docs/connectors.md",
+        "curl -s localhost:3000/api/connectors/singer -H 'content-type: application/json' -d "
+        """'{"name": "orders", "tap": "tap-jsonl", "pip": "tap-jsonl==0.3.1", "namespace": "shop",""",
+    ): (
+        "tests/test_connectors_singer.py",
+        "runs the three lines against a hub, with the real tap-jsonl, and checks the entity",
+    ),
     ("clients/js/README.md", "flux serve --port 3000 &"): (
         "tests/test_js_client.py",
         "runs what `npm test` runs (node --test test/) against a hub, with FLUX_TEST_URL",

@@ -50,6 +50,7 @@ def settings(key_prefix: str, mode: str) -> Settings:
             "encryption_key": ENCRYPTION_KEY,
             "oauth_clients": clients,
             "max_pollers": 0,
+            "max_taps": 0,  # a tap would run (or pip install) whatever the fuzzer names
             # A stored github token is polled: at a port nothing listens on, not GitHub.
             "github_api_url": f"http://127.0.0.1:{free_port()}",
         },

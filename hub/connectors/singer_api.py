@@ -40,7 +40,7 @@ logger = logging.getLogger("hub.connectors")
 
 #: The path segment of the tap endpoints (never a connector's name).
 SINGER = "singer"
-#: Taps a cluster holds at most.
+#: Taps a cluster holds at most, unless ``FLUX_MAX_TAPS`` says otherwise.
 MAX_TAPS = 100
 _PREFIX = "/api/connectors/singer"
 
@@ -115,11 +115,14 @@ class TapsApi:
             idle_timeout=spec.idle_timeout,
             created_ms=now,
         )
-        added = await self.ext.taps.add(spec.name, stored.to_json(), max_taps=MAX_TAPS, now_ms=now)
+        limit = self.ext.settings.max_taps
+        added = await self.ext.taps.add(spec.name, stored.to_json(), max_taps=limit, now_ms=now)
         if added < 0:
             raise BadRequest(f"tap '{spec.name}' exists: delete it first", 409)
         if added == 0:
-            raise BadRequest(f"tap limit reached: at most {MAX_TAPS} taps; delete one first", 409)
+            raise BadRequest(
+                f"tap limit reached: at most {limit} taps (FLUX_MAX_TAPS); delete one first", 409
+            )
         self.ext.scheduler.wake()
         return json_response({"name": spec.name}, 201)
 

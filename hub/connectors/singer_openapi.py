@@ -149,7 +149,8 @@ TAP_OPERATIONS: dict[tuple[str, str], JsonObject] = {
                     400: "JSON syntax.",
                     401: _ADMIN,
                     403: _NO_ADMIN,
-                    409: f"`tap '<name>' exists: delete it first`, or more than {MAX_TAPS} taps.",
+                    409: "`tap '<name>' exists: delete it first`, or `tap limit reached: at "
+                    f"most N taps (FLUX_MAX_TAPS); delete one first` (default {MAX_TAPS}).",
                     413: None,
                     422: "`<field>: <problem>`.",
                     500: "`secrets` given without `FLUX_ENCRYPTION_KEY`.",
