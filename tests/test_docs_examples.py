@@ -78,6 +78,17 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_connectors_singer.py",
         "runs the three lines against a hub, with the real tap-jsonl, and checks the entity",
     ),
+    (
+        "docs/connectors.md",
+        "curl -s localhost:3000/api/connectors/github/token -H 'content-type: application/json' \\",
+    ): (
+        "tests/test_connectors_github_hub.py",
+        "runs it against a hub polling a local GitHub that replays recorded answers",
+    ),
+    ("docs/connectors.md", '{"success":true}'): (
+        "tests/test_connectors_github_hub.py",
+        "compares what the GitHub setup example prints with this block",
+    ),
     ("clients/js/README.md", "flux serve --port 3000 &"): (
         "tests/test_js_client.py",
         "runs what `npm test` runs (node --test test/) against a hub, with FLUX_TEST_URL",
