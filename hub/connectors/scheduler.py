@@ -20,8 +20,10 @@ nor repeats a poll.
 
 Failures back off: after ``n`` failures in a row the next poll waits
 ``interval * 2**n``, at most :data:`MAX_BACKOFF` seconds (or the interval, if that is
-longer). Nothing a poll does can end the scheduler: errors are recorded in the status
-(the poll callback's job) or logged.
+longer). A poll may also say when the next may happen at the earliest (a rate
+limit's reset: :class:`~hub.connectors.base.FetchResult`'s ``not_before``); the next
+poll then waits until that time too. Nothing a poll does can end the scheduler:
+errors are recorded in the status (the poll callback's job) or logged.
 
 Invariant: ``self._running`` maps each job this hub holds and runs to the cancel scope
 of its task; a task removes itself when it ends. ``self._leases`` holds the jobs whose
