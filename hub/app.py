@@ -188,6 +188,7 @@ class Hub:
             self.fanout,
             self.ingest,
             self.tenancy,
+            worker=gateway.worker,
         )
         operations = dict(CORE_OPERATIONS)
         schemas = dict(CORE_SCHEMAS)

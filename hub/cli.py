@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         help="AOF fsync policy of the embedded Redis (env FLUX_APPENDFSYNC, default everysec)",
     )
     serve.add_argument(
+        "--workers",
+        metavar="N",
+        help="hub processes serving the port, over one Redis: a number, or auto for one "
+        "per core (env FLUX_WORKERS, default 1; Linux; docs/scaling.md)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (env FLUX_LOG_LEVEL, default info)",
@@ -226,12 +232,18 @@ def _serve(args: argparse.Namespace) -> int:
         )
         if args.log_level:
             settings = settings.model_copy(update={"log_level": args.log_level})
+        workers, worker = _workers(args)
+        if worker:
+            gateway = settings.gateway.model_copy(update={"worker": worker})
+            settings = settings.model_copy(update={"gateway": gateway})
     except HubError as exc:
         print(f"flux serve: {exc}", file=sys.stderr)
         return 2
+    # Under --workers, each line says which process wrote it.
+    role = f"[worker {worker}] " if worker else "[supervisor] " if workers > 1 else ""
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {role}%(name)s: %(message)s",
     )
     # websockets logs each connection's opening and closing at INFO (noise, unless
     # debugging), and at DEBUG every upgrade's headers and every frame: tokens (an
@@ -241,6 +253,10 @@ def _serve(args: argparse.Namespace) -> int:
     from .runner import run
 
     try:
+        if workers > 1:
+            from .supervisor import Supervisor
+
+            return Supervisor(settings, workers).run()
         run(settings)
     except HubError as exc:
         print(f"flux serve: {exc}", file=sys.stderr)
@@ -248,6 +264,19 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _workers(args: argparse.Namespace) -> tuple[int, int]:
+    """How many workers to run (``--workers``, ``FLUX_WORKERS``), and this process's
+    number if it is one of them (0: it is not)."""
+    from .supervisor import WORKER_ENV, parse_workers
+
+    index = os.environ.get(WORKER_ENV, "")
+    if index:
+        return 1, parse_workers(index, WORKER_ENV)
+    if args.workers is not None:
+        return parse_workers(args.workers, "--workers"), 0
+    return parse_workers(os.environ.get("FLUX_WORKERS") or "1", "FLUX_WORKERS"), 0
 
 
 if __name__ == "__main__":  # pragma: no cover

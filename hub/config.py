@@ -149,6 +149,12 @@ class GatewaySettings(_Frozen):
     max_unfinished_heads_per_client: int = Field(default=100, ge=1)
     #: Seconds an idle keep-alive HTTP connection is kept.
     keepalive_timeout: float = Field(default=75.0, gt=0)
+    #: On SIGTERM, seconds ``/readyz`` answers 503 while the hub still serves, so that
+    #: load balancers stop routing to it before it stops listening (docs/scaling.md).
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
+    #: This process's number among the workers of ``flux serve --workers`` (1..N; set
+    #: by the supervisor, which makes it listen with SO_REUSEPORT); 0: a lone hub.
+    worker: int = Field(default=0, ge=0)
 
 
 class FanoutSettings(_Frozen):
@@ -356,6 +362,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_MAX_UNFINISHED_HEADS": ("gateway", "max_unfinished_heads", int),
     "FLUX_MAX_UNFINISHED_HEADS_PER_CLIENT": ("gateway", "max_unfinished_heads_per_client", int),
     "FLUX_KEEPALIVE_TIMEOUT": ("gateway", "keepalive_timeout", float),
+    "FLUX_SHUTDOWN_DRAIN_SECONDS": ("gateway", "shutdown_drain_seconds", float),
     "FLUX_MAX_SEND_BUFFER_BYTES": ("fanout", "max_send_buffer_bytes", int),
     "FLUX_CONFLATE_AFTER_BYTES": ("fanout", "conflate_after_bytes", int),
     "FLUX_MAX_PENDING_ENTITIES": ("fanout", "max_pending_entities", int),

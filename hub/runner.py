@@ -14,7 +14,7 @@ from .engine.heap import freeze_startup_heap
 from .store import EmbeddedRedis, Keys, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
     from .config import Settings
 
@@ -37,8 +37,31 @@ async def serve(
             if on_ready is not None:
                 on_ready(hub)
             async for signum in signals:
-                logger.info("%s received: shutting down", signal.Signals(signum).name)
+                await _drain(hub, signum, signals, settings.gateway.shutdown_drain_seconds)
                 break
+        logger.info("stopped")
+
+
+async def _drain(hub: Hub, signum: int, signals: AsyncIterator[int], seconds: float) -> None:
+    """The first step of a shutdown: ``/readyz`` answers 503 while the hub still
+    serves, for ``seconds`` after a SIGTERM (none after SIGINT, Ctrl-C: nobody routes
+    to a terminal), cut short by another signal. Then the hub stops listening,
+    finishes what is in flight and closes WebSockets with 1001 (``Hub.__aexit__``)."""
+    name = signal.Signals(signum).name
+    hub.begin_shutdown()
+    if signum != signal.SIGTERM or seconds <= 0:
+        logger.info("%s received: shutting down", name)
+        return
+    logger.info(
+        "%s received: /readyz answers 503; still serving for %.3g s "
+        "(FLUX_SHUTDOWN_DRAIN_SECONDS), then shutting down",
+        name,
+        seconds,
+    )
+    with anyio.move_on_after(seconds):
+        async for again in signals:
+            logger.info("%s received: shutting down now", signal.Signals(again).name)
+            break
 
 
 def run(settings: Settings, *, on_ready: Callable[[Hub], None] | None = None) -> None:

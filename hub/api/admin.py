@@ -11,6 +11,8 @@ from .common import json_body
 from .router import Route
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..engine.runtime import RuntimeConfig
     from ..engine.tenancy import Tenancy
     from ..store import Store
@@ -22,10 +24,18 @@ __all__ = ["AdminApi"]
 class AdminApi:
     """Handlers of ``/api/admin/config``, ``/healthz`` and ``/readyz``."""
 
-    def __init__(self, store: Store, runtime: RuntimeConfig, tenancy: Tenancy) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runtime: RuntimeConfig,
+        tenancy: Tenancy,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.store = store
         self.runtime = runtime
         self.tenancy = tenancy
+        #: Whether the hub is shutting down (``/readyz`` then answers 503).
+        self.stopping = stopping
 
     def routes(self) -> list[Route]:
         return [
@@ -55,7 +65,10 @@ class AdminApi:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Readiness: Redis answers and the reduce script is loaded."""
+        """Readiness: the hub is not shutting down, Redis answers and the reduce
+        script is loaded."""
+        if self.stopping():
+            return error_response(503, "not ready: shutting down (docs/scaling.md)")
         if await self.store.ready():
             return json_response({"status": "ready"})
         return error_response(

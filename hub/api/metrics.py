@@ -7,6 +7,7 @@ figures are this hub process's, except where the name says ``cluster``.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -154,6 +155,15 @@ class _Collector(Collector):
         histogram.add_metric([], m.redis_apply.buckets(), sum_value=m.redis_apply.total)
         yield histogram
 
+        # Under flux serve --workers, each scrape reaches one worker: this says which.
+        process = GaugeMetricFamily(
+            "flux_process_info",
+            "The process that answered: its pid and worker number (0: a lone hub).",
+            labels=["pid", "worker"],
+        )
+        process.add_metric([str(os.getpid()), str(self.sources.worker)], 1)
+        yield process
+
 
 class MetricsApi:
     """``GET /metrics``: Prometheus text format (open, like Flux's admin GET; no secrets).
@@ -168,8 +178,11 @@ class MetricsApi:
         fanout: Fanout,
         ingest: Ingest,
         tenancy: Tenancy,
+        worker: int = 0,
     ) -> None:
         self.metrics = metrics
+        #: This process's number under ``flux serve --workers`` (0: a lone hub).
+        self.worker = worker
         #: The gateway's connection statistics (late-bound: the gateway is built after).
         self.gateway = gateway
         self.fanout = fanout

@@ -136,6 +136,8 @@ class HttpConnection(asyncio.Protocol):
         # Complete requests waiting to be handled, and whether a handler runs.
         self._pending: deque[Request] = deque()
         self._busy = False
+        #: The hub is stopping: close after the response being prepared.
+        self._last = False
         self._worker = False
         self._wakeup = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -309,6 +311,7 @@ class HttpConnection(asyncio.Protocol):
                 keep_alive = request.keep_alive
                 try:
                     response = await self.app.handle(request)
+                    keep_alive = keep_alive and not self._last
                     head = serialize_head(response, keep_alive, response.chunked)
                 except Exception:
                     # serialize_head's ValueError (a header with CR/LF) lands here too.
@@ -388,9 +391,12 @@ class HttpConnection(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """The hub is stopping: stop a streamed response (its producer may say so
-        last), else close after what was written is flushed."""
+        last); answer a request being handled (``connection: close``), then close;
+        else close after what was written is flushed."""
         if self._body is not None:
             self._body.stop(SHUTTING_DOWN)
+        elif self._busy:
+            self._last = True  # the request being handled is answered, then we close
         else:
             self.close()
 

@@ -160,6 +160,7 @@ class Gateway:
                 port,
                 backlog=2048,
                 reuse_address=True,
+                reuse_port=self.settings.worker > 0 or None,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -173,9 +174,16 @@ class Gateway:
             ) from None
 
     async def close(self) -> None:
-        """Stop listening, close every connection (1001 for WebSockets), wait a little."""
+        """Stop listening; let what is in flight finish (a request being handled is
+        answered, then its connection closes; native publishes already submitted are
+        acknowledged); close every WebSocket with 1001; wait a little (docs/scaling.md)."""
         if self._server is not None:
             self._server.close()
+        for ws in list(self.websockets):
+            ws.transport.pause_reading()  # no new frames: what was read is finished
+        with anyio.move_on_after(SHUTDOWN_GRACE):  # polled: once, for a few ms at most
+            while any(len(session.acks) for session in self.native_sessions):  # noqa: ASYNC110
+                await anyio.sleep(0.005)
         closing = Closed("server shutting down")
         for ws in list(self.websockets):
             ws.close(close_code_for(closing), str(closing))

@@ -1,0 +1,161 @@
+"""Graceful shutdown of a real ``flux serve`` process (docs/scaling.md, "Shutting down").
+
+On SIGTERM: ``/readyz`` answers 503 for ``FLUX_SHUTDOWN_DRAIN_SECONDS`` while
+everything else is still served; then the listener closes, what is in flight is
+finished and acknowledged, WebSockets close with 1001; the SDK resumes on the next hub
+with nothing missed, and its unacknowledged publishes land exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import httpx
+import pytest
+import websockets
+
+from flux_client import EntityCache, FluxClient, make_event
+
+from .conftest import timeout
+from .native_client import rest_state
+from .processes import HubProcess, free_port
+
+
+async def _ready(url: str) -> int:
+    async with httpx.AsyncClient(timeout=timeout(5)) as http:
+        return (await http.get(f"{url}/readyz")).status_code
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_finishes_in_flight_work_and_the_sdk_resumes_on_the_next_hub(
+    redis_url: str, key_prefix: str
+) -> None:
+    port = free_port()
+    env = {"FLUX_SHUTDOWN_DRAIN_SECONDS": "1.5"}
+    first, second = (HubProcess(redis_url, key_prefix, port, env) for _ in range(2))
+    url = f"http://127.0.0.1:{port}"
+    await first.start()
+    try:
+        await _run_the_stream(first, second, url)
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def _run_the_stream(first: HubProcess, second: HubProcess, url: str) -> None:
+    sdk_acked: dict[int, float] = {}  # event number -> when its ack came
+    rest_acked: dict[int, float] = {}
+    duplicates: list[int] = []
+    stop = asyncio.Event()
+    client_options = {"request_timeout": timeout(60), "backoff": (0.05, 0.3)}
+    async with (
+        FluxClient(url, **client_options) as subscriber,  # type: ignore[arg-type]
+        FluxClient(url, **client_options) as publisher,  # type: ignore[arg-type]
+        EntityCache(subscriber, prefixes=["drain/"]) as cache,
+        websockets.connect(url.replace("http", "ws") + "/api/ws") as raw,
+        httpx.AsyncClient(base_url=url, timeout=timeout(10)) as http,
+    ):
+
+        async def sdk_lane(lane: int) -> None:
+            n = lane
+            while not stop.is_set():
+                ack = await publisher.publish(f"drain/sdk{n}", {"n": n})
+                sdk_acked[n] = time.monotonic()
+                if ack.duplicate:  # sent again after a reconnect: its ack was lost
+                    duplicates.append(n)
+                n += 8
+
+        async def rest_lane() -> None:
+            n = 0
+            while not stop.is_set():
+                event = make_event(f"drain/rest{n}", {"n": n})
+                try:
+                    reply = await http.post("/api/events", json=event)
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)  # no hub listens for a moment
+                else:
+                    if reply.status_code == 200:
+                        rest_acked[n] = time.monotonic()
+                n += 1
+
+        lanes = [asyncio.create_task(sdk_lane(k)) for k in range(8)]
+        rest = asyncio.create_task(rest_lane())
+        while len(sdk_acked) < 100:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+        assert first.process is not None
+        first.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        # The drain: /readyz says 503 at once, everything else is still served.
+        statuses = []
+        while time.monotonic() - signalled < 1.0:
+            statuses.append(await _ready(url))
+            await asyncio.sleep(0.05)
+        assert statuses and set(statuses) == {503}, statuses
+        during = len(sdk_acked)
+        await asyncio.sleep(0.2)
+        assert len(sdk_acked) > during, "publishes are still served during the drain"
+
+        await asyncio.wait_for(first.process.wait(), timeout(20))
+        assert first.process.returncode == 0
+        stopped = time.monotonic()
+        # A WebSocket is closed with 1001 (going away), after the drain.
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:  # metrics_update frames, then the close
+                await asyncio.wait_for(raw.recv(), timeout(5))
+        assert raw.close_code == 1001
+        assert stopped - signalled >= 1.5
+
+        await second.start()  # the next hub, on the same port and the same Redis
+        while len(sdk_acked) < during + 300:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*lanes, rest), timeout(60))
+        assert publisher.generation >= 2
+        # Every acknowledged publish is in Redis exactly once (version 1: a retry of
+        # one that was applied but not acknowledged is a duplicate, not a second write).
+        expected = await rest_state(url, "drain/")
+        landed = {entity_id: version for entity_id, (version, _) in expected.items()}
+        for n in sdk_acked:
+            assert landed.get(f"drain/sdk{n}") == 1, n
+        for n in rest_acked:
+            assert landed.get(f"drain/rest{n}") == 1, n
+        assert set(landed.values()) == {1}
+        # Publishes in flight at the close were acknowledged before it: none was
+        # applied and then sent again (which the SDK would see as a duplicate).
+        assert duplicates == []
+        before_close = [n for n, t in sdk_acked.items() if t < stopped]
+        assert len(before_close) >= 100
+        # The subscriber resumed on the second hub and missed nothing.
+        await cache.wait_until(lambda _: cache.snapshot() == expected, within=timeout(20))
+        assert cache.gaps == 0
+        assert subscriber.generation >= 2
+
+
+async def test_sigint_and_a_second_signal_skip_the_drain(redis_url: str, key_prefix: str) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    hub = HubProcess(redis_url, key_prefix, port, {"FLUX_SHUTDOWN_DRAIN_SECONDS": "60"})
+    await hub.start()
+    assert hub.process is not None
+    try:
+        assert await _ready(url) == 200
+        hub.process.send_signal(signal.SIGTERM)
+        while await _ready(url) != 503:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        began = time.monotonic()
+        hub.process.send_signal(signal.SIGTERM)  # again: stop now, not in 60 s
+        await asyncio.wait_for(hub.process.wait(), timeout(20))
+        assert time.monotonic() - began < 20
+
+        await hub.start()
+        assert await _ready(url) == 200
+        began = time.monotonic()
+        hub.process.send_signal(signal.SIGINT)  # Ctrl-C: no drain
+        await asyncio.wait_for(hub.process.wait(), timeout(20))
+        assert hub.process.returncode == 0
+        assert time.monotonic() - began < 20
+    finally:
+        await hub.stop()
