@@ -31,7 +31,7 @@ from hub.store import Store
 from .conftest import make_settings, running_hub, timeout
 from .doc_blocks import doc_blocks, json_values
 from .github_replay import GitHubReplay
-from .local_http import until
+from .local_http import Reply, Seen, until
 from .test_connectors_github import ENTITIES, TOKEN
 from .test_openapi import run_example
 
@@ -309,3 +309,54 @@ def _doc_block(first_line: str) -> str:
     ]
     assert len(found) == 1, first_line
     return found[0]
+
+
+async def test_oauth_flow_token_is_the_one_the_hub_polls_with(
+    store: Store, key_prefix: str, github: GitHubReplay
+) -> None:
+    # GitHub's OAuth endpoints live on the host of the API root (Enterprise: the
+    # same host; here the local GitHub plays both).
+    oauth_token = "gho_16C7e42F292c6912E7710c838347Ae178B4a"
+
+    def token_endpoint(seen: Seen, target: str) -> Reply | None:
+        if target == "/login/oauth/access_token":
+            assert seen.method == "POST" and b"code=the-code" in seen.body
+            body = {"access_token": oauth_token, "token_type": "bearer", "scope": "repo,read:user"}
+            return Reply(200, json.dumps(body).encode(), {"content-type": "application/json"})
+        return None
+
+    github.override = token_endpoint
+    settings = make_settings(
+        key_prefix,
+        connectors={
+            **FAST,
+            "github_api_url": github.api_url,
+            "oauth_clients": {"github": ("client-id", "client-secret")},
+        },
+    )
+    async with (
+        running_hub(settings, store) as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}", timeout=timeout(10)) as http,
+    ):
+        start = await http.get("/api/connectors/github/oauth/start")
+        assert start.status_code == 307
+        location = httpx.URL(start.headers["location"])
+        assert str(location).startswith(f"{github.api_url}/login/oauth/authorize?client_id=")
+        state = location.params["state"]
+        callback = await http.get(
+            "/api/connectors/github/oauth/callback", params={"code": "the-code", "state": state}
+        )
+        assert callback.json() == {
+            "success": True,
+            "message": "Successfully connected github",
+            "connector": "github",
+        }
+
+        async def polled() -> bool:
+            return "last_poll" in await _detail(http)
+
+        await until(polled)
+        assert "last_error" not in await _detail(http)
+        api_calls = [s for s in github.requests if s.target != "/login/oauth/access_token"]
+        assert len(api_calls) == 4
+        assert all(s.headers["authorization"] == f"Bearer {oauth_token}" for s in api_calls)
