@@ -58,6 +58,18 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_readme_python.py",
         "runs the example to its end and checks what it prints",
     ),
+    ("deploy/README.md", "yamllint --strict ."): (
+        "tests/test_deploy_configs.py",
+        "runs the three commands from the repository root (and shows each tool a broken copy)",
+    ),
+    ("deploy/README.md", 'nginx -t -p "$(mktemp -d)" -c "$PWD/deploy/nginx/standalone.conf"'): (
+        "tests/test_deploy_configs.py",
+        "runs it, then nginx -t of both shipped configs as an unprivileged user",
+    ),
+    ("deploy/README.md", "root=$(mktemp -d)"): (
+        "tests/test_deploy_configs.py",
+        "runs the script and expects silence; a broken copy of the unit is reported",
+    ),
     ("docs/api.md", "curl -s localhost:3000/openapi.json | python -m json.tool > openapi.json"): (
         "tests/test_openapi.py",
         "runs the sh blocks of docs/api.md against a live hub",
