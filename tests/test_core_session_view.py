@@ -10,13 +10,14 @@ the view's deltas (as a slow consumer's outbox does) changes nothing either.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.core import DELETED_PROPERTY, Change, Delta, Entity, World
+from hub.core import DELETED_PROPERTY, Change, Delta, Entity, World, format_ms
 from hub.core.conflate import merge
 from hub.core.session.view import ViewDelta, WhereView
 from hub.core.where import WhereError, parse_where
@@ -295,3 +296,34 @@ def test_merge_takes_an_entry_after_a_left_whatever_its_base() -> None:
     assert (merged.base, merged.version, merged.created, merged.replaced) == (1, 4, True, True)
     with pytest.raises(ValueError, match="cannot merge"):
         merge(deltas[0], entry)  # an update, not a removal, before it: a real gap
+
+
+def test_view_deltas_go_on_the_wire_as_entered_and_left() -> None:
+    from hub.core.cursor import Position
+    from hub.wire.codec import JSON
+    from hub.wire.native import DeltaEncoder
+
+    deltas, _ = play([change("a", s="open", n=1), change("a", s="done"), change("a", s="open")])
+    view = WhereView(parse_where({"s": "open"}), limit=5)
+    out = [view.apply(d) for d in deltas]
+    position = Position.of(0, "1-0")
+    left, entered = out[1], out[2]
+    assert left is not None and entered is not None
+    body = DeltaEncoder(left, position).body(JSON)
+    assert body is not None
+    assert json.loads(b"{" + body[0]) == {
+        "type": "left",
+        "id": "a",
+        "base": 1,
+        "version": 2,
+        "lastUpdated": format_ms(T0 + 1),
+        "position": "1-0",
+    }
+    body = DeltaEncoder(entered, position).body(JSON)
+    assert body is not None
+    frame = json.loads(b"{" + body[0])
+    assert (frame["type"], frame["created"], frame["entered"]) == ("delta", True, True)
+    assert frame["set"] == {"s": "open", "n": 1}
+    body = DeltaEncoder(out[0] or deltas[0], position).body(JSON)
+    assert body is not None
+    assert "entered" not in json.loads(b"{" + body[0])

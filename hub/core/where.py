@@ -29,11 +29,13 @@ per term, on the referenced properties only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from ..errors import WhereError
+from .model import Delta
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,6 +46,7 @@ __all__ = [
     "MAX_NAME",
     "MAX_TERMS",
     "OPERATORS",
+    "ViewDelta",
     "Where",
     "WhereError",
     "parse_where",
@@ -159,6 +162,18 @@ class Where:
             if not _holds(op, value, operand):
                 return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class ViewDelta(Delta):
+    """A delta of a ``where`` subscription's view rather than of the entity
+    (hub/core/session/view.py)."""
+
+    #: The entity starts matching: ``touched`` is its full state (wire: ``entered``).
+    entered: bool = False
+    #: The entity stops matching (``deleted`` is set, so merges treat it as a
+    #: removal; wire: a ``left`` frame).
+    left: bool = False
 
 
 def _depth(value: Any, path: str, level: int = 0) -> None:

@@ -18,9 +18,12 @@ from ..core.cursor import Position, format_cursor
 from ..core.handoff import SnapshotCut, plan_snapshot
 from ..core.session.subscribe import Start, plan_subscription
 from ..core.session.sync import DELIVER, OVERFLOW, CatchUp, SubscriptionSync
-from ..errors import Closed, LogUnavailable, Overloaded
+from ..core.session.view import WhereView
+from ..engine.listing import optional_where
+from ..errors import Closed, LogUnavailable, Overloaded, WhereError
 from ..wire.native import DeltaEncoder, SubPrefix, entity_value
 from ..wire.replies import ErrorReply, Reset, ServerFrame, Snapshot, Subscribed, Synced
+from .where_sync import sync_view
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -32,12 +35,15 @@ if TYPE_CHECKING:
     from ..wire.codec import Codec
     from ..wire.frames import SubscribeFrame
 
-__all__ = ["NativeSubscription", "Output", "Subscriptions"]
+__all__ = ["NativeSubscription", "Output", "Subscriptions", "WhereSubscription"]
 
 logger = logging.getLogger("hub.gateway")
 
 #: Deltas read per round trip while catching up.
 CATCH_UP_BATCH = 1000
+#: Entities a ``where`` subscription's view may hold (its id filter's): past that
+#: the subscription ends with ``too_large`` (docs/protocol.md, Value filters).
+MAX_VIEW_ENTITIES = 10_000
 
 
 class Output(Protocol):
@@ -87,6 +93,56 @@ class NativeSubscription(SubscriptionSync):
         self.output.fail(exc)
 
 
+class WhereSubscription(NativeSubscription):
+    """A subscription with a ``where``: every delta of its id filter goes through its
+    view (hub/core/session/view.py), which says what the client gets."""
+
+    __slots__ = ("on_view_full", "snapshot", "view")
+
+    def __init__(
+        self,
+        output: Output,
+        frame: SubscribeFrame,
+        patterns: Any,
+        read_scope: str,
+        max_held: int,
+        view: WhereView,
+    ) -> None:
+        super().__init__(output, frame, patterns, read_scope, max_held)
+        self.view = view
+        #: The client asked for the matching entities first.
+        self.snapshot = frame.snapshot
+        #: Set by :class:`Subscriptions`: the view outgrew its bound.
+        self.on_view_full: Callable[[WhereSubscription, WhereError], None] = lambda s, e: None
+
+    def on_delta(self, delta: Delta, position: Position, encoder: DeltaEncoder) -> None:
+        if not self.direct:
+            verdict = self.offer(delta, position)
+            if verdict is not DELIVER:
+                if verdict is OVERFLOW:
+                    self.on_overflow(self)
+                return
+        self.deliver(delta, position, encoder)
+
+    def deliver(
+        self, delta: Delta, position: Position, encoder: DeltaEncoder | None = None
+    ) -> None:
+        """A delta of the id filter, live: through the view."""
+        try:
+            out = self.view.apply(delta)
+        except WhereError as exc:
+            self.on_view_full(self, exc)
+            return
+        if out is not None:
+            if out is not delta or encoder is None:
+                encoder = DeltaEncoder(out, position)
+            self.output.queue_delta(self, out, position, encoder)
+
+    def send_view(self, delta: Delta, position: Position) -> None:
+        """A delta the view made (a resume's refresh): to the client as it is."""
+        self.output.queue_delta(self, delta, position, DeltaEncoder(delta, position))
+
+
 class Subscriptions:
     """The subscriptions of one native connection."""
 
@@ -128,13 +184,20 @@ class Subscriptions:
     ) -> None:
         """Register a subscription and start it as its frame asks (``scope``: the
         prefix ``token`` may read under private reads)."""
+        where = optional_where(frame.where)  # (a WhereError is a bad_frame reply)
         plan = plan_subscription(frame, self.by_name, len(self.by_name), self.limit, scope)
         if isinstance(plan, ErrorReply):
             self.output.send(plan)
             return
         if scope and token is not None:
             self.grants[scope] = token
-        sub = NativeSubscription(self.output, frame, plan.patterns, scope, self.max_held)
+        sub: NativeSubscription
+        if where is not None:
+            view = WhereView(where, MAX_VIEW_ENTITIES)
+            sub = WhereSubscription(self.output, frame, plan.patterns, scope, self.max_held, view)
+            sub.on_view_full = self._view_full
+        else:
+            sub = NativeSubscription(self.output, frame, plan.patterns, scope, self.max_held)
         sub.on_overflow = self._overflow
         if plan.start is Start.LIVE and not self.fanout.passed(written):
             # Live "from here": after this connection's own acknowledged writes too
@@ -143,7 +206,7 @@ class Subscriptions:
         self.by_name[sub.name] = sub
         for pattern in sub.patterns:
             self.fanout.native_index.add(sub, pattern)
-        if plan.start is Start.LIVE:
+        if plan.start is Start.LIVE and where is None:
             cursor = format_cursor(self.fanout.cursor())
             self.output.send(Subscribed(frame.ref, sub.name, cursor))
             return
@@ -221,7 +284,9 @@ class Subscriptions:
         async def run() -> None:
             with scope:
                 try:
-                    if cursor is not None:
+                    if isinstance(sub, WhereSubscription):
+                        await self._sync_view(sub, cursor, reset)
+                    elif cursor is not None:
                         problem = await self._check_cursor(cursor)
                         if problem is None:
                             await self._catch_up(sub, cursor)
@@ -229,6 +294,8 @@ class Subscriptions:
                         await self._snapshot(sub, problem)
                     else:
                         await self._snapshot(sub, reset)
+                except WhereError as exc:
+                    self._view_full(sub, exc)
                 except (LogUnavailable, Closed) as exc:
                     logger.warning("subscription %r: %s", sub.name, exc)
                     if not sub.closed:
@@ -237,6 +304,34 @@ class Subscriptions:
                         self.output.send(ErrorReply(None, "unavailable", message, sub=sub.name))
 
         self.spawn(run)
+
+    async def _sync_view(
+        self, sub: WhereSubscription, cursor: dict[int, Position] | None, reset: str | None
+    ) -> None:
+        """Start a ``where`` subscription (hub/transport/where_sync.py)."""
+        if cursor is not None:
+            problem = await self._check_cursor(cursor)
+            if problem is not None:
+                cursor, reset = None, problem
+        snapshot = reset is not None or sub.snapshot
+        trimmed = await sync_view(
+            sub,
+            store=self.store,
+            fanout=self.fanout,
+            output=self.output,
+            page=self.page,
+            cursor=cursor,
+            reset=reset,
+            send_snapshot=snapshot,
+        )
+        if trimmed is not None:
+            self.reset(sub, trimmed)
+
+    def _view_full(self, sub: NativeSubscription, exc: WhereError) -> None:
+        if not sub.closed:
+            self._drop(sub)
+            message = f"subscription {sub.name!r} ended: {exc}"
+            self.output.send(ErrorReply(None, "too_large", message, sub=sub.name))
 
     async def _check_cursor(self, cursor: dict[int, Position]) -> str | None:
         """Why a resume from ``cursor`` is impossible, or None if it is possible."""
@@ -309,5 +404,9 @@ class Subscriptions:
         self.output.send(Snapshot(sub.name, values, done=False))
 
     def _deliver(self, sub: NativeSubscription, deltas: list[tuple[Delta, Position]]) -> None:
+        if isinstance(sub, WhereSubscription):
+            for delta, position in deltas:
+                sub.deliver(delta, position)
+            return
         for delta, position in deltas:
             self.output.queue_delta(sub, delta, position, DeltaEncoder(delta, position))

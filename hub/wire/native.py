@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..core.timefmt import format_ms
+from ..core.where import ViewDelta
 from .codec import JSON, Codec
 from .framing import encode_frame
 from .jsonutil import dumps, loads
@@ -122,7 +123,7 @@ class DeltaEncoder:
         fields: list[tuple[str, Any]]
         if d.deleted:
             fields = [
-                ("type", "deleted"),
+                ("type", "left" if isinstance(d, ViewDelta) and d.left else "deleted"),
                 ("id", d.entity_id),
                 ("base", d.base),
                 ("version", d.version),
@@ -146,6 +147,8 @@ class DeltaEncoder:
             ]
             if d.created:
                 fields.append(("created", True))
+                if isinstance(d, ViewDelta) and d.entered:
+                    fields.append(("entered", True))
             fields.append(("set", _Values(changed)))
             if touches:
                 fields.append(("touched", touched_names))

@@ -6,7 +6,7 @@ delta of those ids). Knowing each entity's state before and after each delta, it
 turns the delta stream of the id filter into the stream of the query:
 
 - a member (matching) entity that still matches: the delta as it is;
-- a member that stops matching: a ``left`` (:class:`ViewDelta` ``left``);
+- a member that stops matching: a ``left`` (:class:`~hub.core.where.ViewDelta`);
 - a non-member that starts matching: its full state, as a delta with ``created``
   and ``entered`` (the properties are exactly ``set``);
 - a member deleted: the deletion; a non-member changed or deleted: nothing.
@@ -22,27 +22,17 @@ a ``where``: narrow it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import WhereError
-from ..model import Delta, Entity
+from ..model import Entity
+from ..where import ViewDelta
 
 if TYPE_CHECKING:
+    from ..model import Delta
     from ..where import Where
 
 __all__ = ["ViewDelta", "WhereView"]
-
-
-@dataclass(frozen=True, slots=True)
-class ViewDelta(Delta):
-    """A delta of the view rather than of the entity."""
-
-    #: The entity starts matching: ``touched`` is its full state (wire: ``entered``).
-    entered: bool = False
-    #: The entity stops matching (``deleted`` is set, so merges treat it as a
-    #: removal; wire: a ``left`` frame).
-    left: bool = False
 
 
 class WhereView:
