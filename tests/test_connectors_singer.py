@@ -66,6 +66,7 @@ def settings(key_prefix: str, data_dir: Path) -> Settings:
         key_prefix,
         connectors={"min_poll_interval": 0.1, "encryption_key": KEY},
         redis={"data_dir": str(data_dir)},
+        gateway={"max_value_bytes": 1024},  # a record's property past it is refused
     )
 
 
@@ -536,3 +537,80 @@ async def test_the_three_lines_of_docs_connectors_md_add_a_tap(
     status = await tap_until(http, "orders", lambda t: t["runs"] >= 1)
     assert status["last_error"] is None and status["interval_secs"] == 300
     assert (await entity(http, "shop/order-1"))["properties"] == {"id": 1, "total": 4.5}
+
+
+# ---------------------------------------------------------------------- mapping and bookmarks
+
+
+def singer_lines(*messages: dict[str, Any]) -> str:
+    """Python lines printing Singer messages."""
+    return "".join(f"print({json.dumps(json.dumps(m))}, flush=True)\n" for m in messages)
+
+
+async def test_mapping_refusals_skipped_streams_and_bookmark_after_applied_records(
+    hub: Hub, http: httpx.AsyncClient, tmp_path: Path, store: Store
+) -> None:
+    schema = {"type": "SCHEMA", "stream": "users", "schema": {}, "key_properties": ["org", "id"]}
+    body = singer_lines(
+        schema,
+        {"type": "RECORD", "stream": "users", "record": {"org": "a", "id": 1, "n": "x"}},
+        {"type": "RECORD", "stream": "users", "record": {"org": "a", "n": "no id"}},
+        {"type": "RECORD", "stream": "users", "record": {"org": "b", "id": 2, "big": "y" * 2000}},
+        {"type": "RECORD", "stream": "logs", "record": {"id": 9}},  # not mapped: skipped
+        {"type": "ACTIVATE_VERSION", "stream": "users", "version": 1},
+        {"type": "STATE", "value": {"users": 1}},
+    )
+    # After its STATE, the tap hangs: the run fails, the bookmark stays saved.
+    tap = script(tmp_path, "tap-users", body + "time.sleep(600)")
+    await register(http, {**fake_tap("users", tap), "streams": {"users": {}}})
+    status = await tap_until(http, "users", lambda t: t["failures"] >= 1)
+    assert status["last_error"] == "the tap wrote nothing for 1 s (idle timeout)"
+    # The default entity id: <namespace>/<stream>/<key values>.
+    assert (await entity(http, "lab/users/a/1"))["properties"] == {"org": "a", "id": 1, "n": "x"}
+    assert (status["records"], status["rejected"]) == (1, 2)
+    assert (await http.get("/api/state/entities/lab%2Fusers%2Fb%2F2")).status_code == 404
+    saved = await store.client.get(store.keys.connector_tap_state("users"))
+    assert json.loads(saved) == {"users": 1}
+
+
+async def test_a_rejected_record_is_named_and_does_not_block_the_bookmark(
+    hub: Hub, http: httpx.AsyncClient, tmp_path: Path, store: Store
+) -> None:
+    body = singer_lines(
+        {"type": "RECORD", "stream": "s", "record": {"id": "ok", "v": 1}},
+        {"type": "RECORD", "stream": "s", "record": {"v": 2}},
+        {"type": "STATE", "value": {"at": 2}},
+    )
+    tap = script(tmp_path, "tap-s", body)
+    await register(http, {**fake_tap("partial", tap), "interval_secs": 60})
+    status = await tap_until(http, "partial", lambda t: t["runs"] >= 1)
+    assert status["last_error"] == (
+        "a record of stream 's': the record has no field 'id' for the entity_id template"
+    )
+    assert (status["records"], status["rejected"], status["state"]) == (1, 1, "error")
+    assert json.loads(await store.client.get(store.keys.connector_tap_state("partial"))) == {
+        "at": 2
+    }
+
+
+async def test_secrets_reach_the_tap_but_not_its_error(
+    hub: Hub, http: httpx.AsyncClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tap = script(
+        tmp_path,
+        "tap-leaky",
+        "import json\n"
+        "config = json.load(open(sys.argv[sys.argv.index('--config') + 1]))\n"
+        "print('login failed for', config['user'], 'with', config['password'], file=sys.stderr)\n"
+        "sys.exit(1)",
+    )
+    body = {
+        **fake_tap("leaky", tap),
+        "config": {"user": "ann"},
+        "secrets": {"password": "hunter22"},
+    }
+    await register(http, body)
+    status = await tap_until(http, "leaky", lambda t: t["failures"] >= 1)
+    assert status["last_error"] == "the tap exited with status 1: login failed for ann with ***"
+    listed = await http.get("/api/connectors/singer")
+    assert "hunter22" not in listed.text and "hunter22" not in caplog.text
