@@ -386,9 +386,15 @@ needs_systemd = pytest.mark.skipif(
 
 
 @needs_systemd
-def test_readme_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
+def test_readme_systemd_analyze_verify_is_silent_and_the_sandbox_scores_3(
+    tmp_path: Path,
+) -> None:
     done = _sh(_readme_block(SYSTEMD_BLOCK), tmp_path)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    # verify printed nothing; security printed only its table, ending with the score.
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "DESCRIPTION"], lines[0]
+    assert "Overall exposure level for flux-hub.service: 3.0 OK" in lines[-1]
 
 
 @needs_systemd

@@ -68,7 +68,7 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("deploy/README.md", "root=$(mktemp -d)"): (
         "tests/test_deploy_configs.py",
-        "runs the script and expects silence; a broken copy of the unit is reported",
+        "runs it: verify silent, the sandbox scores 3.0; a broken copy of the unit is reported",
     ),
     ("docs/api.md", "curl -s localhost:3000/openapi.json | python -m json.tool > openapi.json"): (
         "tests/test_openapi.py",
