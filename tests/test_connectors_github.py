@@ -358,3 +358,27 @@ def test_page_cache_is_bounded() -> None:
         cache.put(f"/p{n}", _Cached(f"e{n}", (), None))
     assert len(cache.pages) == MAX_CACHED_PAGES
     assert cache.get("/p0") is None and cache.get(f"/p{MAX_CACHED_PAGES + 9}") is not None
+
+
+async def test_issues_cut_by_a_rate_limit_are_read_again_from_the_same_since(
+    github: GitHubReplay, client: httpx.AsyncClient
+) -> None:
+    page_2 = ISSUES + "&page=2"
+
+    def limited_on_page_2(seen: Seen, target: str) -> Reply | None:
+        if target == ISSUES:
+            return github.reply("issues", link=f'<{github.api_url}{page_2}>; rel="next"')
+        if target == page_2:
+            return github.reply("rate-limit-403")
+        return None
+
+    github_connector = connector(client, github.api_url)
+    github.override = limited_on_page_2
+    first = await github_connector.fetch(TOKEN)
+    assert github.targets() == [REPOS, REPOS_2, ISSUES, page_2]
+    assert list(by_id(first)) == ENTITIES[:6] and first.not_before == github.reset * 1000
+    github.override = None
+    del github.requests[:]
+    await github_connector.fetch(TOKEN)
+    # Not "since the newest issue of page 1": page 2's older updates would be lost.
+    assert github.targets()[2] == ISSUES

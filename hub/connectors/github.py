@@ -207,13 +207,18 @@ async def _issues(session: GitHubSession, user: _User) -> list[dict[str, Any]]:
     path = _ISSUES
     if user.issues_since is not None:
         path += "&since=" + quote(user.issues_since, safe="")
-    pages, _ = await session.pages(path, lambda issue: str(issue["id"]))
+    pages, complete = await session.pages(path, lambda issue: str(issue["id"]))
     events = []
+    newest = user.issues_since
     for issue in _items(pages):
         events.append(_issue_event(issue))
         updated = issue.get("updated_at")
-        if isinstance(updated, str) and (user.issues_since is None or updated > user.issues_since):
-            user.issues_since = updated
+        if isinstance(updated, str) and (newest is None or updated > newest):
+            newest = updated
+    # Newest first: a list cut by the page bound leaves only older updates behind
+    # (documented), but one cut by a rate limit is read again from the same since.
+    if complete or len(pages) >= session.max_pages:
+        user.issues_since = newest
     return events
 
 
