@@ -47,12 +47,14 @@ if TYPE_CHECKING:
     from ..store.taps import TapStore
     from .crypto import SecretBox
 
-__all__ = ["BATCH_RECORDS", "RunResult", "TapRunner"]
+__all__ = ["BATCH_BYTES", "BATCH_RECORDS", "RunResult", "TapRunner"]
 
 logger = logging.getLogger("hub.connectors")
 
-#: Records published per ingest call (and most held before a ``STATE`` is saved).
+#: Records published per ingest call (and most held before a ``STATE`` is saved)...
 BATCH_RECORDS = 500
+#: ... or fewer, when their lines add up to this many bytes.
+BATCH_BYTES = 8 * 1024 * 1024
 #: Seconds a finished tap's stderr may take to close (for the error message).
 STDERR_GRACE = 1.0
 #: Characters of an error kept in the status (as for every connector).
@@ -218,12 +220,16 @@ class TapRunner:
                 try:
                     await self._read(spec, run, tap)
                     await tap.finish()
-                except Broken as exc:
+                except (Broken, LogUnavailable) as exc:
+                    failure = str(exc) if isinstance(exc, Broken) else f"Redis failed: {exc}"
+                except Exception as exc:  # a bug: the run fails, the hub goes on
+                    logger.exception("tap %s: the run failed", spec.name)
+                    failure = f"{type(exc).__name__}: {exc}"
+                if failure is not None:
                     await tap.kill()
                     with anyio.move_on_after(STDERR_GRACE):
                         await drained.wait()
-                    failure = str(exc)
-                    if "status" not in failure:
+                    if not failure.startswith("the tap exited"):
                         failure += tap.why()
                 tg.cancel_scope.cancel()
         return failure
@@ -232,6 +238,7 @@ class TapRunner:
         """Read the tap's messages to its end, publishing records and saving states."""
         mapper = RecordMapper(spec)
         pending: list[dict[str, Any]] = []
+        held = 0  # bytes of the lines behind ``pending``
         number = 0
         while (line := await tap.next_line()) is not None:
             number += 1
@@ -249,10 +256,12 @@ class TapRunner:
                     continue
                 try:
                     pending.append(mapper.event(stream, record))
+                    held += len(line)
                 except MappingError as exc:
                     run.refuse(f"a record of stream '{stream}': {exc}")
-                if len(pending) >= BATCH_RECORDS:
+                if len(pending) >= BATCH_RECORDS or held >= BATCH_BYTES:
                     await self._publish(pending, run)
+                    held = 0
             elif kind == "SCHEMA":
                 stream = message.get("stream")
                 if isinstance(stream, str):
@@ -261,6 +270,7 @@ class TapRunner:
                     )
             elif kind == "STATE":
                 await self._publish(pending, run)  # the records before it, applied first
+                held = 0
                 if not await self.taps.save_bookmark(spec.name, dumps(message.get("value"))):
                     raise Broken("the tap was deleted while it ran")
             elif kind == "BATCH":

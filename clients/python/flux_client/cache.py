@@ -107,7 +107,9 @@ class EntityCache:
                     update.entity_id, dict(update.changes), update.version, update.last_updated
                 )
                 return
-            if update.base != held.version:
+            # On a `where` subscription, an entity coming back into the view replaces
+            # the copy held whatever its version (docs/protocol.md, Value filters).
+            if update.base != held.version and not (update.created and "where" in self.filter):
                 self._gap(
                     f"{update.entity_id}: held version {held.version}, delta from {update.base}"
                 )
@@ -117,6 +119,8 @@ class EntityCache:
                 held.properties.update(update.changes)
             held.version = update.version
             held.last_updated = update.last_updated
+        elif update.kind == "left":
+            self.entities.pop(update.entity_id, None)
         elif update.kind == "deleted":
             held = self.entities.pop(update.entity_id, None)
             if held is None or update.base != held.version:

@@ -102,12 +102,15 @@ class Subscription:
         snapshot: bool,
         properties: list[str] | None,
         queue_size: int,
+        where: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.sub = sub
         self.filter = filter_
         self.snapshot = snapshot
         self.properties = properties
+        #: The value filter (docs/protocol.md, Value filters), or None.
+        self.where = where
         #: Partition -> last position the subscription is known to be complete up to.
         self.cursor: dict[int, str] = {}
         #: True once the cursor is exact (after ``synced``); a resume needs it.
@@ -159,6 +162,8 @@ class Subscription:
         frame: dict[str, Any] = {"type": "subscribe", "sub": self.sub, "filter": self.filter}
         if self.properties is not None:
             frame["properties"] = self.properties
+        if self.where is not None:
+            frame["where"] = self.where
         if self.synced and self.cursor:
             frame["from"] = ",".join(self.cursor[p] for p in sorted(self.cursor))
         elif self.snapshot:
@@ -188,12 +193,12 @@ class Subscription:
                         entity=entity,
                     )
                 )
-        elif kind in ("delta", "deleted"):
+        elif kind in ("delta", "deleted", "left"):
             position = frame.get("position")
             conflated = bool(frame.get("conflated"))
             await self._queue.put(
                 Update(
-                    "delta" if kind == "delta" else "deleted",
+                    kind,
                     frame["id"],
                     changes=dict(frame.get("set", {})),
                     base=frame["base"],
@@ -506,11 +511,18 @@ class FluxClient:
         namespace: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> tuple[list[Entity], str | None]:
-        """A page of entities in id order, and the cursor of the next page (None: last)."""
+        """A page of entities in id order, and the cursor of the next page (None: last).
+
+        ``where``: only entities whose values match (docs/protocol.md, Value filters);
+        a page may then hold fewer than ``limit`` while the cursor says more may follow.
+        """
         frame: dict[str, Any] = {"type": "list", "prefix": prefix, "limit": limit, "cursor": cursor}
         if namespace is not None:
             frame["namespace"] = namespace
+        if where is not None:
+            frame["where"] = dict(where)
         answer = await self._request(frame, "entities")
         return [Entity.from_frame(e) for e in answer["entities"]], answer.get("next")
 
@@ -549,11 +561,17 @@ class FluxClient:
         globs: Iterable[str] = (),
         properties: Iterable[str] | None = None,
         snapshot: bool = True,
+        where: Mapping[str, Any] | None = None,
     ) -> Subscription:
         """Subscribe to a filter (the union of what is given).
 
         With ``snapshot`` (default) the subscription starts with every matching
         entity's state, then live updates; without, live updates from now on.
+
+        ``where`` narrows it to entities whose property values match
+        (``{"status": "open", "load": {"lt": 5}}``; docs/protocol.md, Value filters):
+        an entity that starts matching arrives as a ``created`` delta with its whole
+        state, one that stops matching as a ``left`` update.
 
         Raises:
             RequestError: the hub refused the filter.
@@ -578,6 +596,7 @@ class FluxClient:
             snapshot=snapshot,
             properties=list(properties) if properties is not None else None,
             queue_size=self.queue_size,
+            where=dict(where) if where is not None else None,
         )
         self._subscriptions[sub] = subscription
         frame = subscription.subscribe_frame()

@@ -46,11 +46,12 @@ class Update:
     - ``delta``: ``changes`` were applied; ``base``/``version`` as in the protocol;
       ``created`` when the entity is new (its properties are exactly ``changes``);
     - ``deleted``: the entity is gone;
+    - ``left``: the entity no longer matches the subscription's ``where``: drop it;
     - ``reset``: forget everything of this subscription (a fresh snapshot follows);
     - ``synced``: the snapshot or catch-up is complete; updates are live from here.
     """
 
-    kind: Literal["snapshot", "delta", "deleted", "reset", "synced"]
+    kind: Literal["snapshot", "delta", "deleted", "left", "reset", "synced"]
     entity_id: str = ""
     changes: dict[str, Any] = field(default_factory=dict)
     base: int = 0
