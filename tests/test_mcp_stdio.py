@@ -239,3 +239,14 @@ async def test_resource_read_and_subscription_notify_on_change(base_url: str) ->
         await other.ok("delete", entity_id="crew/not-yet")
         await agent.wait_update(3)
         assert agent.updates[2:] == ["flux://entity/crew/not-yet"]
+
+
+async def test_mcp_stdio_without_a_hub_answers_each_call_with_unavailable() -> None:
+    async with stdio_agent("http://127.0.0.1:9") as agent:
+        value, is_error = await agent.call("get", entity_id="crew/a")
+        assert is_error and value["error"]["code"] == "unavailable"
+        assert "cannot reach the hub" in value["error"]["message"]
+        value, is_error = await agent.call(
+            "publish", events=[{"entity_id": "crew/a", "properties": {"v": 1}}]
+        )
+        assert is_error and value["error"]["code"] == "unavailable"
