@@ -258,3 +258,82 @@ def test_the_context_alone_builds_the_package(tmp_path: Path) -> None:
     for needed in ["hub/store/reduce.lua", "hub/dashboard/dashboard.js", "flux_client/py.typed"]:
         assert needed in names, f"{needed} not in the wheel"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+#: A shell that makes every file system read-only (in a mount namespace of its own),
+#: then runs its arguments: a container's read-only root, with no writable /tmp even.
+READ_ONLY = (
+    "mount -o remount,bind,ro / "
+    "&& { ! mountpoint -q /dev/shm || mount -o remount,bind,ro /dev/shm; } "
+    '&& exec "$@"'
+)
+
+
+def _read_only_root_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY, "sh", "true"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _read_only_root_available(),
+    reason="needs `unshare --mount` and remounting (root, as CI runs): not available here",
+)
+async def test_on_an_external_redis_the_hub_needs_no_writable_path(
+    redis_url: str, key_prefix: str
+) -> None:
+    """What readOnlyRootFilesystem (deploy/k8s) and read_only (compose) rely on."""
+    import asyncio
+    import signal
+
+    import httpx
+
+    from .processes import free_port
+
+    async def hub(*args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            "unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY, "sh",
+            sys.executable, "-m", "hub.cli", "serve", "--host", "127.0.0.1", *args,
+            env={**os.environ, "FLUX_KEY_PREFIX": key_prefix, "FLUX_LOG_LEVEL": "warning"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    port = free_port()
+    process = await hub("--port", str(port), "--redis", redis_url)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout(10)) as http:
+            deadline = asyncio.get_running_loop().time() + timeout(30)
+            while True:
+                assert process.returncode is None, "the hub stopped on a read-only root"
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, "never ready"
+                await asyncio.sleep(0.1)
+            event = {
+                "stream": "s",
+                "source": "t",
+                "payload": {"entity_id": "ro/a", "properties": {"v": 1}},
+            }
+            assert (await http.post("/api/events", json=event)).status_code == 200
+            entity = (await http.get("/api/state/entities/ro/a")).json()
+            assert entity["properties"] == {"v": 1}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), timeout(20))
+    assert process.returncode == 0, err.decode()[-2000:]
+
+    # The same root refuses the embedded Redis its data directory: the mount is real.
+    embedded = await hub("--port", str(free_port()), "--data-dir", "/var/lib/flux-ro-test")
+    _, err = await asyncio.wait_for(embedded.communicate(), timeout(30))
+    assert embedded.returncode != 0
+    assert "Read-only file system" in err.decode(), err.decode()[-2000:]
