@@ -9,7 +9,10 @@ import anyio
 import httpx
 from pydantic import AnyUrl
 
-from .mcp_agents import stdio_agent
+from hub.store import Keys, Store
+
+from .conftest import make_settings, running_hub
+from .mcp_agents import http_agent, stdio_agent
 
 
 async def test_mcp_stdio_lists_tools_with_schemas_and_resource_template(base_url: str) -> None:
@@ -202,17 +205,39 @@ async def test_wait_for_change_times_out_empty_then_returns_each_change_once(
         assert ids == [f"crew/n{i}" for i in range(5)]
 
 
-async def test_wait_for_change_with_a_cursor_too_old_says_reset(base_url: str) -> None:
+async def test_wait_for_change_with_a_malformed_cursor_is_refused(base_url: str) -> None:
     async with stdio_agent(base_url) as agent:
-        found = await agent.ok(
-            "wait_for_change", filter={"all": True}, cursor="1-0", timeout_seconds=1
-        )
-        # Either the log still reaches back (nothing happened since) or it says reset.
-        assert found["changes"] == [] or found.get("reset")
         refused, is_error = await agent.call(
             "wait_for_change", filter={"all": True}, cursor="not a cursor"
         )
         assert is_error and refused["error"]["code"] == "bad_cursor"
+
+
+async def test_wait_for_change_with_a_cursor_older_than_the_log_says_reset(
+    redis_url: str, key_prefix: str
+) -> None:
+    settings = make_settings(key_prefix, log={"delta_log_maxlen": 1000})
+    async with (
+        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
+        running_hub(settings, store) as hub,
+        http_agent(f"http://127.0.0.1:{hub.port}") as agent,
+    ):
+        crew = {"prefixes": ["crew/"]}
+        stale = (await agent.ok("wait_for_change", filter=crew, timeout_seconds=0))["cursor"]
+        for n in range(30):
+            events = [{"entity_id": f"crew/{n}-{i}", "properties": {"i": i}} for i in range(100)]
+            await agent.ok("publish", events=events)
+        started = anyio.current_time()
+        found = await agent.ok("wait_for_change", filter=crew, cursor=stale, timeout_seconds=30)
+        assert anyio.current_time() - started < 10  # at once, not at the timeout
+        assert found["reset"] is True and "no longer reaches back" in found["reason"]
+        assert found["changes"] == [] and found["timed_out"] is False
+        assert found["cursor"] != stale
+        # From the new cursor, waits go on as before.
+        again = await agent.ok(
+            "wait_for_change", filter=crew, cursor=found["cursor"], timeout_seconds=0.2
+        )
+        assert again["changes"] == [] and again["timed_out"] is True
 
 
 async def test_resource_read_and_subscription_notify_on_change(base_url: str) -> None:

@@ -346,7 +346,7 @@ async def _collect(
                     positions = _parse_cursor(frame["cursor"])
                     if kind == "synced":
                         synced = True
-                        if changes and settle_at is None:
+                        if (changes or reset) and settle_at is None:
                             settle_at = anyio.current_time()  # the catch-up is the answer
                 elif kind == "reset":
                     reset = frame.get("reason", "reset")
