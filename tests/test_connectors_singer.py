@@ -614,3 +614,25 @@ async def test_secrets_reach_the_tap_but_not_its_error(
     assert status["last_error"] == "the tap exited with status 1: login failed for ann with ***"
     listed = await http.get("/api/connectors/singer")
     assert "hunter22" not in listed.text and "hunter22" not in caplog.text
+
+
+async def test_deleting_a_running_tap_kills_it(
+    hub: Hub, http: httpx.AsyncClient, tmp_path: Path, store: Store
+) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    hang = script(
+        tmp_path, "hang", f"open('{pids}/' + str(os.getpid()), 'w').close()\ntime.sleep(600)"
+    )
+    await register(http, fake_tap("doomed", hang, idle_timeout_secs=60))
+    await tap_until(http, "doomed", lambda t: t["state"] == "running")
+    await until(lambda: _count(pids, 1))
+    assert (await http.delete("/api/connectors/singer/doomed")).status_code == 204
+    [pid] = [int(p.name) for p in pids.iterdir()]
+
+    async def dead() -> bool:
+        return not alive(pid)
+
+    await until(dead, 5)
+    # Nothing of it is left in Redis: no status was written after the delete.
+    assert await store.client.exists(store.keys.connector_status("tap:doomed")) == 0
