@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from hub.core.where import (
     WhereError,
     parse_where,
     parse_where_json,
+    where_from_words,
 )
 from hub.errors import BadRequest
 from hub.wire.jsonutil import canonical
@@ -248,3 +250,49 @@ def test_numbers_fall_in_exactly_one_order(value: float, operand: int) -> None:
     assert [below, equal, above].count(True) == 1
     assert parse_where({"n": {"lte": operand}}).matches(entity) is (below or equal)
     assert parse_where({"n": {"gte": operand}}).matches(entity) is (above or equal)
+
+
+# ---------------------------------------------------------------- command-line words
+
+
+def test_where_from_words_reads_the_command_line_syntax() -> None:
+    words = [
+        "status=open",
+        "load<5",
+        "load >= 1",
+        "zone in a, b,3",
+        "owner?",
+        "!gone?",
+        'name="5"',
+        "x!=null",
+        "y>2.5",
+        "z<=z9",
+        '{"w": {"gt": 2}, "v": 1}',
+    ]
+    assert where_from_words(words) == {
+        "status": {"eq": "open"},
+        "load": {"lt": 5, "gte": 1},
+        "zone": {"in": ["a", "b", 3]},
+        "owner": {"exists": True},
+        "gone": {"exists": False},
+        "name": {"eq": "5"},
+        "x": {"ne": None},
+        "y": {"gt": 2.5},
+        "z": {"lte": "z9"},
+        "w": {"gt": 2},
+        "v": {"eq": 1},
+    }
+    assert where_from_words([]) == {}
+
+
+@pytest.mark.parametrize("word", ["=5", "in a", "load", "a b", "?"])
+def test_where_from_words_refuses_a_word_in_no_form(word: str) -> None:
+    with pytest.raises(WhereError, match=f"^--where {re.escape(repr(word))}: expected NAME=VALUE"):
+        where_from_words([word])
+
+
+def test_where_from_words_checks_the_result() -> None:
+    with pytest.raises(WhereError, match=r"^where.load.lt: 'lt' needs a number or a string"):
+        where_from_words(["load<[1]"])
+    with pytest.raises(WhereError, match=r"^where: not JSON"):
+        where_from_words(["{load"])

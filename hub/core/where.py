@@ -29,6 +29,7 @@ per term, on the referenced properties only.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,6 +52,7 @@ __all__ = [
     "WhereError",
     "parse_where",
     "parse_where_json",
+    "where_from_words",
 ]
 
 #: Operators in all, over every property (a bare value counts as one).
@@ -251,3 +253,56 @@ def parse_where_json(text: str | bytes) -> Where:
     except orjson.JSONDecodeError as exc:
         raise WhereError(f"where: not JSON ({exc})") from None
     return parse_where(value)
+
+
+_COMPARISON = re.compile(r"^\s*(?P<name>[^=<>!?\s]+)\s*(?P<op><=|>=|!=|=|<|>)\s*(?P<value>.*?)\s*$")
+_IN = re.compile(r"^\s*(?P<name>\S+)\s+in\s+(?P<values>.*?)\s*$", re.DOTALL)
+_EXISTS = re.compile(r"^\s*(?P<absent>!?)(?P<name>[^\s?]+)\?\s*$")
+_WORD_OPS: Final = {"=": "eq", "!=": "ne", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
+
+
+def _word_value(text: str) -> Any:
+    """A value in the command-line syntax: JSON if it reads as JSON, else the text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def where_from_words(words: list[str]) -> dict[str, Any]:
+    """The JSON form of the command line's ``--where`` words (``flux list``/``watch``).
+
+    Each word is one condition, and all must hold: ``status=open``, ``load<5``
+    (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``), ``zone in a,b``, ``owner?`` (present),
+    ``!owner?`` (absent), or a JSON object in the API's form. A value reads as JSON when
+    it is JSON (``5``, ``true``, ``null``, ``"5"``), else as a string. Several words
+    about one property combine (``load>1 load<5``).
+
+    Raises:
+        WhereError: a word in none of these forms, or a filter over a bound.
+    """
+    conditions: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, op: str, value: Any) -> None:
+        conditions.setdefault(name, {})[op] = value
+
+    for word in words:
+        if word.lstrip().startswith("{"):
+            for name, condition in parse_where_json(word).source.items():
+                ops = condition if isinstance(condition, dict) else {"eq": condition}
+                for op, value in ops.items():
+                    add(name, op, value)
+        elif match := _IN.match(word):
+            values = [_word_value(v.strip()) for v in match["values"].split(",") if v.strip()]
+            add(match["name"], "in", values)
+        elif match := _EXISTS.match(word):
+            add(match["name"], "exists", not match["absent"])
+        elif match := _COMPARISON.match(word):
+            add(match["name"], _WORD_OPS[match["op"]], _word_value(match["value"]))
+        else:
+            raise WhereError(
+                f"--where {word!r}: expected NAME=VALUE, NAME!=VALUE, NAME<N (<=, >, >=), "
+                "'NAME in A,B', NAME? or !NAME?"
+            )
+    parse_where(conditions)
+    return dict(conditions)
