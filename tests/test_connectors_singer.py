@@ -636,3 +636,13 @@ async def test_deleting_a_running_tap_kills_it(
     await until(dead, 5)
     # Nothing of it is left in Redis: no status was written after the delete.
     assert await store.client.exists(store.keys.connector_status("tap:doomed")) == 0
+
+
+async def test_a_last_line_without_its_newline_is_read(
+    hub: Hub, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    record = json.dumps({"type": "RECORD", "stream": "s", "record": {"id": "last"}})
+    tap = script(tmp_path, "tap-terse", f"sys.stdout.write({record!r})")
+    await register(http, {**fake_tap("terse", tap), "interval_secs": 60})
+    status = await tap_until(http, "terse", lambda t: t["runs"] >= 1)
+    assert (status["last_error"], status["records"]) == (None, 1)

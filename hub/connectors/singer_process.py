@@ -196,6 +196,7 @@ class TapProcess:
         self._reader: BufferedByteReceiveStream
         self._dir: str | None = None
         self._number = 0
+        self._ended = False
 
     async def __aenter__(self) -> TapProcess:
         self._dir = tempfile.mkdtemp(prefix="flux-tap-")  # 0700
@@ -243,6 +244,8 @@ class TapProcess:
         Raises:
             Broken: the line is too long, or the tap was silent past the idle timeout.
         """
+        if self._ended:
+            return None
         self._number += 1
         try:
             with anyio.fail_after(self.idle_timeout):
@@ -256,7 +259,9 @@ class TapProcess:
                 f"line {self._number} of the tap's output is longer than {MAX_LINE_BYTES} bytes"
             ) from None
         except (anyio.IncompleteRead, anyio.EndOfStream):
-            return None
+            # The end; a last line without its newline is a line all the same.
+            self._ended = True
+            return self._reader.buffer or None
 
     async def finish(self) -> None:
         """Wait for the tap to exit (it closed its stdout).
