@@ -293,3 +293,66 @@ async def test_mcp_list_where_keeps_matching_values(base_url: str) -> None:
         refused, is_error = await agent.call("list", where={"p": {"lt": [1]}})
         assert is_error and refused["error"]["status"] == 400
         assert refused["error"]["message"].startswith("where.p")
+
+
+async def test_mcp_wait_for_change_with_where_sees_entries_and_lefts(base_url: str) -> None:
+    crew = {"namespaces": ["crew"]}
+    open_tasks = {"state": "open"}
+    async with http_agent(base_url) as agent, http_agent(base_url) as other:
+        await other.ok(
+            "publish",
+            events=[
+                {"entity_id": "crew/t1", "properties": {"state": "open", "n": 1}},
+                {"entity_id": "crew/t2", "properties": {"state": "done"}},
+            ],
+        )
+        start = await agent.ok("wait_for_change", filter=crew, where=open_tasks, timeout_seconds=0)
+        await other.ok(
+            "publish",
+            events=[
+                {"entity_id": "crew/t2", "properties": {"state": "open"}},  # enters
+                {"entity_id": "crew/t1", "properties": {"n": 2}},  # a member changes
+                {"entity_id": "crew/t1", "properties": {"state": "claimed"}},  # leaves
+                {"entity_id": "crew/t3", "properties": {"state": "done"}},  # never matches
+            ],
+        )
+        # From a cursor, a where subscription's catch-up gives each touched entity's
+        # outcome: it entered (with its whole state) or left (also one that never
+        # matched, crew/t3: a left for an entity one does not hold means nothing).
+        seen: list[dict[str, Any]] = []
+        cursor = start["cursor"]
+        with anyio.fail_after(timeout(20)):
+            while len(seen) < 3:
+                found = await agent.ok(
+                    "wait_for_change",
+                    filter=crew,
+                    where=open_tasks,
+                    cursor=cursor,
+                    timeout_seconds=5,
+                )
+                seen += found["changes"]
+                cursor = found["cursor"]
+        assert sorted((c["id"], c["kind"], c.get("set")) for c in seen) == [
+            ("crew/t1", "left", None),
+            ("crew/t2", "entered", {"state": "open"}),
+            ("crew/t3", "left", None),
+        ]
+        # A wait in progress sees each change as it happens.
+        async with anyio.create_task_group() as tg:
+
+            async def later() -> None:
+                await anyio.sleep(0.3)
+                await other.ok("publish", events=[{"entity_id": "crew/t2", "properties": {"n": 5}}])
+
+            tg.start_soon(later)
+            live = await agent.ok(
+                "wait_for_change", filter=crew, where=open_tasks, cursor=cursor, timeout_seconds=10
+            )
+        assert [(c["id"], c["kind"], c["set"]) for c in live["changes"]] == [
+            ("crew/t2", "updated", {"n": 5})
+        ]
+        refused, is_error = await agent.call(
+            "wait_for_change", filter=crew, where={"n": {"lt": [1]}}, timeout_seconds=0
+        )
+        assert is_error and refused["error"]["code"] == "bad_frame"
+        assert "where.n" in refused["error"]["message"]

@@ -351,7 +351,7 @@ async def _collect(
                 elif kind == "reset":
                     reset = frame.get("reason", "reset")
                     changes.clear()
-                elif kind in ("delta", "deleted") and not reset:
+                elif kind in ("delta", "deleted", "left") and not reset:
                     changes.append(_change(frame))
                     position = frame.get("position")
                     if position and not frame.get("conflated"):
@@ -370,14 +370,16 @@ async def _collect(
 
 def _change(frame: dict[str, Any]) -> dict[str, Any]:
     """A delta frame as a tool reports it."""
-    if frame["type"] == "deleted":
-        kind = "deleted"
+    if frame["type"] in ("deleted", "left"):
+        kind = frame["type"]
+    elif frame.get("entered"):
+        kind = "entered"  # started matching a where: ``set`` is its whole state
     elif frame.get("created"):
         kind = "created"
     else:
         kind = "updated"
     change: dict[str, Any] = {"id": frame["id"], "kind": kind}
-    if kind != "deleted":
+    if kind not in ("deleted", "left"):
         change["set"] = frame.get("set", {})
     change.update(
         base=frame.get("base"),
@@ -386,8 +388,6 @@ def _change(frame: dict[str, Any]) -> dict[str, Any]:
     )
     if frame.get("reason"):
         change["reason"] = frame["reason"]
-    if frame.get("left"):
-        change["left"] = True
     return change
 
 

@@ -206,7 +206,10 @@ TOOLS: list[dict[str, Any]] = [
         "since cursor, waiting up to timeout_seconds for the first one, and the cursor to pass "
         "to the next call. Nothing is missed or repeated between calls that pass the returned "
         "cursor. Without a cursor it waits for changes from now. Each change has id, kind "
-        "(created, updated, deleted), set (the properties that changed), version.\n"
+        "(created, updated, deleted; with where also entered: it now matches, set is its whole "
+        "state, and left: it does not match now; changes made before the call come as each "
+        "entity's outcome, and a left may name one you never saw match: ignore it), set (the "
+        "properties that changed), version.\n"
         "Pattern: r = wait_for_change({filter, timeout_seconds: 0}) to get a cursor; read what "
         "you need with get/list; then loop: r = wait_for_change({filter, cursor: r.cursor}). "
         "timed_out true means nothing changed. reset true means the cursor was too old: read "
@@ -228,6 +231,7 @@ TOOLS: list[dict[str, Any]] = [
                     "maximum": MAX_WAIT_SECONDS,
                     "default": 25,
                 },
+                "where": _WHERE,
                 "max_changes": {
                     "type": "integer",
                     "minimum": 1,
@@ -283,6 +287,7 @@ async def call_tool(backend: Backend, name: str, args: dict[str, Any]) -> tuple[
             args.get("cursor"),
             float(args.get("timeout_seconds", 25)),
             int(args.get("max_changes", 100)),
+            args.get("where"),
         )
         return found.as_dict(), False
     raise ToolError(f"unknown tool {name!r}", code="not_found")
