@@ -259,7 +259,12 @@ async def world(
     settings = make_settings(
         key_prefix,
         gateway={"auth_enabled": True, "admin_token": ADMIN, "private_reads": mode == "private"},
-        connectors={"encryption_key": ENCRYPTION_KEY, "poll_timeout": 0.1},
+        # The stored github token is polled: at a port nothing listens on, not GitHub.
+        connectors={
+            "encryption_key": ENCRYPTION_KEY,
+            "poll_timeout": 0.1,
+            "github_api_url": f"http://127.0.0.1:{free_port()}",
+        },
     )
     seen: list[tuple[str, str]] = []
 
