@@ -18,11 +18,17 @@ from pathlib import Path
 
 from . import __version__
 from .config import Settings
-from .errors import HubError
+from .errors import HubError, WhereError
 
 __all__ = ["main"]
 
 DEFAULT_URL = "http://localhost:3000"
+#: The ``--where`` help of ``list`` and ``watch`` (hub/core/where.py where_from_words).
+WHERE_HELP = (
+    "only entities whose values match: status=open, load<5 (=, !=, <, <=, >, >=), "
+    "'zone in a,b', owner? (present), !owner? (absent), or a JSON object; "
+    "repeat for more (all must hold)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("--prefix", help="ids starting with this")
     scope.add_argument("--namespace", help="ids in this namespace")
+    p.add_argument("--where", action="append", default=[], metavar="COND", help=WHERE_HELP)
     verb("delete", "delete one entity").add_argument("entity_id", metavar="ENTITY_ID")
     verb(
         "batch-delete", 'delete by {"namespace": …}, {"prefix": …} or {"entity_ids": [...]}'
@@ -151,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("patterns", metavar="FILTER", nargs="*")
     p.add_argument("--namespace", action="append", default=[], help="add a namespace")
+    p.add_argument("--where", action="append", default=[], metavar="COND", help=WHERE_HELP)
     verb(
         "mcp",
         "serve MCP (Model Context Protocol) on stdin/stdout for an agent, acting on the hub "
@@ -184,7 +192,11 @@ def _client(args: argparse.Namespace) -> int:
     if args.command == "watch":
         from .watch import filter_of, watch
 
-        spec = filter_of(args.patterns, args.namespace)
+        try:
+            spec = filter_of(args.patterns, args.namespace, args.where)
+        except WhereError as exc:
+            print(f"flux watch: {exc}", file=sys.stderr)
+            return 2
         try:
             asyncio.run(watch(url, token, spec, tty=tty and not args.json))
         except KeyboardInterrupt:

@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import httpx
 
+from .core.where import WhereError, where_from_words
+
 __all__ = ["CommandError", "Context", "run_verb"]
 
 #: Columns of property values shown in tables before they are cut.
@@ -126,6 +128,11 @@ def _list(ctx: Context, args: Any) -> None:
         params["prefix"] = args.prefix
     if args.namespace is not None:
         params["namespace"] = args.namespace
+    if args.where:
+        try:
+            params["where"] = json.dumps(where_from_words(args.where))
+        except WhereError as exc:
+            raise CommandError(str(exc), 2) from None
     entities = _call(ctx, "GET", "/api/state/entities", params=params)
     if ctx.json_output:
         _show(ctx, entities)

@@ -6,7 +6,9 @@ JSON line instead. It follows reconnections by itself (the SDK resumes).
 
 FILTER arguments: ``*`` everything; ``crew/`` (ending in ``/``) a prefix; one with
 ``*``, ``?`` or ``[`` a glob; anything else an exact id. ``--namespace`` adds a
-namespace.
+namespace; ``--where`` narrows to entities whose values match (``status=open``,
+``load<5``: hub/core/where.py ``where_from_words``), and one that stops matching
+leaves the table.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, TextIO
 from flux_client import EntityCache, FluxClient, Update
 
 from .commands import cell
+from .core.where import where_from_words
 
 __all__ = ["filter_of", "watch"]
 
@@ -27,8 +30,14 @@ FRAMES_PER_SECOND = 10
 _CLEAR = "\x1b[H\x1b[2J"
 
 
-def filter_of(patterns: list[str], namespaces: list[str]) -> dict[str, Any]:
-    """The SDK subscribe arguments of FILTER words."""
+def filter_of(
+    patterns: list[str], namespaces: list[str], where: list[str] | None = None
+) -> dict[str, Any]:
+    """The SDK subscribe arguments of FILTER words (and ``--where`` words).
+
+    Raises:
+        WhereError: a ``--where`` word that does not parse.
+    """
     spec: dict[str, Any] = {"ids": [], "prefixes": [], "globs": [], "namespaces": list(namespaces)}
     for pattern in patterns:
         if pattern == "*":
@@ -41,6 +50,8 @@ def filter_of(patterns: list[str], namespaces: list[str]) -> dict[str, Any]:
             spec["ids"].append(pattern)
     if not patterns and not namespaces:
         spec["all"] = True
+    if where:
+        spec["where"] = where_from_words(where)
     return {k: v for k, v in spec.items() if v}
 
 
@@ -86,6 +97,6 @@ def _update_json(update: Update) -> dict[str, Any]:
         value["version"] = update.entity.version
     elif update.kind == "delta":
         value.update(changes=update.changes, version=update.version, created=update.created)
-    elif update.kind == "deleted":
+    elif update.kind in ("deleted", "left"):
         value["version"] = update.version
     return value
