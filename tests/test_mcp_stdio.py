@@ -13,6 +13,7 @@ from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub
 from .mcp_agents import http_agent, stdio_agent
+from .processes import free_port
 
 
 async def test_mcp_stdio_lists_tools_with_schemas_and_resource_template(base_url: str) -> None:
@@ -275,3 +276,41 @@ async def test_mcp_stdio_without_a_hub_answers_each_call_with_unavailable() -> N
             "publish", events=[{"entity_id": "crew/a", "properties": {"v": 1}}]
         )
         assert is_error and value["error"]["code"] == "unavailable"
+
+
+async def test_resource_subscription_resumes_after_the_hub_restarts(
+    redis_url: str, key_prefix: str
+) -> None:
+    # A change made while the agent's hub was away is notified once it is back: the
+    # watcher reconnects and resumes each subscription from its cursor.
+    port = free_port()
+    settings = make_settings(key_prefix, gateway={"port": port})
+    base_url = f"http://127.0.0.1:{port}"
+    uri = AnyUrl("flux://entity/crew/watched")
+    async with await Store.connect(redis_url, Keys(key_prefix), settings.log) as store:
+        async with stdio_agent(base_url) as agent:
+            async with running_hub(settings, store):
+                await agent.ok(
+                    "publish", events=[{"entity_id": "crew/watched", "properties": {"v": 1}}]
+                )
+                await agent.session.subscribe_resource(uri)
+                await agent.ok(
+                    "publish", events=[{"entity_id": "crew/watched", "properties": {"v": 2}}]
+                )
+                await agent.wait_update(1)
+            # While the agent's hub is down, another hub on the same Redis takes a change.
+            other = make_settings(key_prefix)
+            async with running_hub(other, store) as hub:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}") as http:
+                    event = {
+                        "stream": "s",
+                        "source": "t",
+                        "payload": {"entity_id": "crew/watched", "properties": {"v": 3}},
+                    }
+                    assert (await http.post("/api/events", json=event)).status_code == 200
+            assert agent.updates == ["flux://entity/crew/watched"]
+            async with running_hub(settings, store):
+                await agent.wait_update(2)
+                assert agent.updates == ["flux://entity/crew/watched"] * 2
+                read = await agent.session.read_resource(uri)
+                assert '"v": 3' in read.contents[0].text  # type: ignore[union-attr]
