@@ -550,6 +550,16 @@ async def _real_server_frames(ws_url: str, base_url: str) -> dict[str, list[dict
             await client.request({"type": "unsubscribe", "ref": 3, "sub": "tasks"}, "unsubscribed")
         )
         keep(await client.request({"type": "get", "ref": 9}, "error"))
+        # A where subscription: an entry and a left (Value filters).
+        where = {"state": "open", "load": {"lt": 5}}
+        await client.publish(event("crew/task-9", state="done", load=2, zone="a"))
+        subscribe = {"type": "subscribe", "sub": "open-tasks", "filter": {"namespaces": ["crew"]}}
+        await client.send({**subscribe, "where": where, "snapshot": True})
+        await client.recv_type("synced")
+        await client.publish(event("crew/task-9", state="open"))
+        keep(await client.recv_type("delta"))  # entered
+        await client.publish(event("crew/task-9", load=7))
+        keep(await client.recv_type("left"))
     finally:
         await client.close()
     return frames
