@@ -32,8 +32,10 @@ from .api.metrics import MetricsApi
 from .api.namespaces import NamespacesApi
 from .api.openapi import OpenApiDocument
 from .api.openapi_ops import CORE_OPERATIONS, CORE_SCHEMAS
+from .api.openapi_stream import STREAM_OPERATIONS
 from .api.state import StateApi
 from .api.static import StaticFiles
+from .api.stream import StreamApi
 from .connectors import ConnectorsExtension
 from .engine.directory import DirectoryKeeper
 from .engine.expiry import ExpirySweeper
@@ -48,6 +50,7 @@ from .store import Registry
 from .store.expiry import LeaseTable
 from .transport.native_ws import NativeContext
 from .transport.server import Gateway
+from .transport.sse import SseStreams
 from .wire.envelope import EventLimits
 
 if TYPE_CHECKING:
@@ -158,6 +161,12 @@ class Hub:
             tenancy=self.tenancy,
             spawn=self.spawn,
         )
+        #: ``GET /api/stream``: subscriptions as Server-Sent Events (docs/sse.md).
+        self.streams = SseStreams(
+            native,
+            heartbeat=settings.fanout.sse_heartbeat_interval,
+            retry_ms=settings.fanout.sse_retry_ms,
+        )
         self.api = HttpApi(self.runtime, self._routes())
         self.gateway = Gateway(
             gateway,
@@ -170,6 +179,7 @@ class Hub:
             native=native,
             clock=clock,
             spawn=self.spawn,
+            streams=self.streams,
         )
 
     def _routes(self) -> list[Route]:
@@ -190,7 +200,7 @@ class Hub:
             self.tenancy,
             worker=gateway.worker,
         )
-        operations = dict(CORE_OPERATIONS)
+        operations = {**CORE_OPERATIONS, **STREAM_OPERATIONS}
         schemas = dict(CORE_SCHEMAS)
         for extension in self.extensions:
             extra_operations, extra_schemas = extension.openapi()
@@ -203,6 +213,7 @@ class Hub:
         routes = [
             *events.routes(),
             *state.routes(),
+            *StreamApi(self.streams, self.tenancy).routes(),
             *admin.routes(),
             *namespaces.routes(),
             *metrics.routes(),

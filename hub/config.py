@@ -174,6 +174,10 @@ class FanoutSettings(_Frozen):
     snapshot_page: int = Field(default=500, ge=1, le=10_000)
     #: Seconds between checkpoint frames to live native subscriptions.
     checkpoint_interval: float = Field(default=10.0, gt=0)
+    #: Seconds between heartbeat comments on ``GET /api/stream`` (Server-Sent Events).
+    sse_heartbeat_interval: float = Field(default=15.0, gt=0)
+    #: The reconnection delay, in ms, ``GET /api/stream`` advises (``retry:``).
+    sse_retry_ms: int = Field(default=2000, ge=0, le=3_600_000)
     #: Delta-log entries read per XREAD.
     read_count: int = Field(default=1000, ge=1)
     #: Seconds between compat ``metrics_update`` messages (Flux: 2).
@@ -369,6 +373,8 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_MAX_HELD_DELTAS": ("fanout", "max_held_deltas", int),
     "FLUX_SNAPSHOT_PAGE": ("fanout", "snapshot_page", int),
     "FLUX_CHECKPOINT_INTERVAL": ("fanout", "checkpoint_interval", float),
+    "FLUX_SSE_HEARTBEAT_SECONDS": ("fanout", "sse_heartbeat_interval", float),
+    "FLUX_SSE_RETRY_MS": ("fanout", "sse_retry_ms", int),
     "FLUX_METRICS_INTERVAL": ("fanout", "metrics_interval", float),
     "FLUX_RATE_LIMIT_ENABLED": ("runtime", "rate_limit_enabled", _bool),
     "FLUX_RATE_LIMIT_PER_NAMESPACE_PER_MINUTE": (

@@ -95,6 +95,7 @@ MESSAGES = {
     "not-found": "Entity not found",
     "admin-only": "Admin token required",
     "unauthorized": "Unauthorized",
+    "no-match": "the filter matches nothing under '{ns}', which is all this token may read",
     "conn-no-token": "Invalid token: Authorization token not provided",
     "conn-bad-scheme": "Invalid token: Invalid authorization token format",
     "no-oauth": (
@@ -736,6 +737,42 @@ def rest_get(
     return run
 
 
+def sse_stream(query: str, via: str = "header") -> Runner:
+    """``GET /api/stream``: its status, then what its snapshot showed (the token as a
+    header, or as ``?token=``, as EventSource sends it)."""
+
+    async def run(w: World, cred: str) -> str:
+        headers = w.headers(cred) if via == "header" else {}
+        token = w.query_token(cred) if via == "query" else None
+        if token is not None:
+            query_ = f"{query}&token={quote(token, safe='')}"
+        else:
+            query_ = query
+        ids: list[str] = []
+        # A client of its own: the world's reads every body whole, and a stream has no end.
+        async with (
+            httpx.AsyncClient(base_url=str(w.http.base_url), timeout=timeout(10)) as http,
+            http.stream("GET", f"/api/stream?{query_}", headers=headers) as reply,
+        ):
+            w.record("headers", str(reply.headers))
+            if reply.status_code != 200:
+                await reply.aread()
+                w.record("GET /api/stream", reply.text)
+                return outcome(reply)
+            async for line in reply.aiter_lines():
+                w.record("event stream", line)
+                if line.startswith("data: "):
+                    frame = json.loads(line.removeprefix("data: "))
+                    if frame["type"] == "snapshot":
+                        ids += [e["id"] for e in frame["entities"]]
+                    elif frame["type"] == "synced":
+                        break
+        seen = namespaces(ids, ("alpha", "beta", "flux-core")) + confined(w, cred, ids)
+        return f"200 {seen}"
+
+    return run
+
+
 # --- namespaces, admin
 
 
@@ -963,6 +1000,24 @@ ROWS: list[Row] = [
         rest_get("/api/state/entities?prefix=beta/&limit=1000", listed),
         same("200 beta"),
         private_read("200 beta", "200 none", "200 beta"),
+    ),
+    Row(
+        "`GET /api/stream?all=true`",
+        sse_stream("all=true"),
+        same(f"200 {EVERYONE}"),
+        private_read("200 beta", "200 alpha", f"200 {EVERYONE}"),
+    ),
+    Row(
+        "`GET /api/stream?all=true&token=`",
+        sse_stream("all=true", via="query"),
+        same(f"200 {EVERYONE}"),
+        private_read("200 beta", "200 alpha", f"200 {EVERYONE}"),
+    ),
+    Row(
+        "`GET /api/stream?namespaces=alpha`",
+        sse_stream("namespaces=alpha"),
+        same("200 alpha"),
+        private_read("403 no-match", "200 alpha"),
     ),
     # ------------------------------------------------------------------ namespaces, admin
     Row("`POST /api/namespaces`", namespace_register, admin_only("401 admin-only", "200")),
@@ -1207,8 +1262,11 @@ async def _redis_values(store: Store, key: str) -> str:
 
 
 #: Loggers left out of the log check: the test's own WebSocket client (it logs the
-#: headers it sends), and websockets' protocol inside the hub (its own test, below).
+#: headers it sends), its own HTTP client (it logs the URLs it requests, ``?token=``
+#: of an event stream included), and websockets' protocol inside the hub (its own
+#: test, below).
 CLIENT_LOGGER = "websockets.client"
+HTTP_CLIENT_LOGGER = "httpx"
 PROTOCOL_LOGGER = "hub.ws.protocol"
 
 
@@ -1236,7 +1294,7 @@ async def test_no_token_in_the_hubs_log_lines(world: World, log_records: LogReco
     lines = [
         (name, text)
         for name, text in log_records.lines
-        if name not in (CLIENT_LOGGER, PROTOCOL_LOGGER)
+        if name not in (CLIENT_LOGGER, HTTP_CLIENT_LOGGER, PROTOCOL_LOGGER)
     ]
     assert any(name.startswith("hub.") for name, _ in lines)
     for secret in clear + hashed:

@@ -77,6 +77,14 @@ class HttpHandler(Protocol):
         ...
 
 
+class Streams(Protocol):
+    """Subscriptions served outside WebSockets (``hub.transport.sse.SseStreams``)."""
+
+    def reset_all(self, reason: str) -> None:
+        """The hub missed deltas: every subscription starts over."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayStatistics:
     """Open connections and what they hold, for ``/metrics``."""
@@ -110,6 +118,7 @@ class Gateway:
         native: NativeContext,
         clock: Callable[[], float],
         spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        streams: Streams | None = None,
     ) -> None:
         self.settings = gateway
         self.fanout_settings = fanout_settings
@@ -135,6 +144,8 @@ class Gateway:
         self._per_client: dict[str, int] = {}
         self.websockets: set[WebSocket] = set()
         self.native_sessions: set[NativeSession] = set()
+        #: Event streams (``GET /api/stream``): reset with the native sessions on a gap.
+        self.streams = streams
         #: Under private reads, the admitted compat sessions' namespace watches.
         self._compat_watches: dict[CompatSession, Callable[[], None]] = {}
         self._server: asyncio.Server | None = None
@@ -289,6 +300,8 @@ class Gateway:
         """Deltas were trimmed before this hub read them: nobody may miss them silently."""
         for session in list(self.native_sessions):
             session.reset_all("the hub fell behind the delta log and missed updates")
+        if self.streams is not None:
+            self.streams.reset_all("the hub fell behind the delta log and missed updates")
         gap = Overloaded("the hub fell behind and missed updates; reconnect and re-read the state")
         for compat in list(self.fanout.compat_sessions):
             compat.ws.close(close_code_for(gap), str(gap))
