@@ -227,6 +227,7 @@ def test_service_pdb_hpa_and_ingress_point_at_the_hubs(base: list[dict[str, Any]
         p["name"] for p in service["spec"]["ports"]
     }
     notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/limit-connections"] == "1000"
     for timeout_name in ("proxy-read-timeout", "proxy-send-timeout"):
         # Far above the hub's 20 s ping interval (and ingress-nginx's 60 s default).
         assert int(notes[f"nginx.ingress.kubernetes.io/{timeout_name}"]) >= 600
@@ -264,6 +265,15 @@ def test_the_hub_accepts_the_pods_environment(overlay: str) -> None:
     url = settings.redis.url
     assert url is not None
     assert ("cluster" in url) is (overlay == "redis-cluster")
+    _per_address_limits_are_the_proxys(settings)
+
+
+def _per_address_limits_are_the_proxys(settings: Settings) -> None:
+    """Behind a proxy every client has its address: the hub's per-address limits would
+    cap the whole hub, so they are the per-hub ones (the proxy bounds real addresses)."""
+    gateway = settings.gateway
+    assert gateway.max_connections_per_client == gateway.max_connections
+    assert gateway.max_unfinished_heads_per_client == gateway.max_unfinished_heads
 
 
 # ---------------------------------------------------------------- compose
@@ -297,7 +307,8 @@ def test_compose_gates_nginx_on_every_hub_and_every_hub_on_redis() -> None:
         assert "/readyz" in " ".join(hub["healthcheck"]["test"])
         assert hub["read_only"] is True and hub["cap_drop"] == ["ALL"]
         assert _known(list(hub["environment"])) == []
-        Settings.from_env({k: str(v) for k, v in hub["environment"].items()})
+        settings = Settings.from_env({k: str(v) for k, v in hub["environment"].items()})
+        _per_address_limits_are_the_proxys(settings)
     nginx_conf = (ROOT / "deploy/docker/nginx-compose.conf").read_text(encoding="utf-8")
     assert upstream_servers(nginx_conf) == [f"{hub}:3000" for hub in hubs]
 
@@ -360,6 +371,16 @@ def test_nginx_t_rejects_a_broken_file() -> None:
     with prefix_dir(conf.replace("proxy_buffering off;", "proxy_buffering of;")) as prefix:
         done = nginx_test(prefix)
     assert done.returncode != 0 and "proxy_buffering" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "shipped", ["deploy/nginx/flux-hub.conf", "deploy/docker/nginx-compose.conf"]
+)
+def test_nginx_bounds_each_client_address(shipped: str) -> None:
+    conf = (ROOT / shipped).read_text(encoding="utf-8")
+    assert "limit_conn_zone $binary_remote_addr zone=flux_per_client:10m;" in conf
+    assert re.search(r"^\s+limit_conn flux_per_client 1000;$", conf, re.M)
+    assert re.search(r"^\s+limit_conn_status 429;$", conf, re.M)
 
 
 def test_the_two_nginx_configs_differ_only_in_their_upstream_servers() -> None:
