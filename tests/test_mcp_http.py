@@ -3,6 +3,7 @@ client; tokens and namespaces as on REST (Public mode, private reads); the bound
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -356,3 +357,16 @@ async def test_mcp_wait_for_change_with_where_sees_entries_and_lefts(base_url: s
         )
         assert is_error and refused["error"]["code"] == "bad_frame"
         assert "where.n" in refused["error"]["message"]
+
+
+async def test_mcp_http_session_end_logs_no_error(
+    base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client's DELETE ends the session while its event stream is open: the SDK
+    # meets a closed stream there, which is the normal end, not an error to log.
+    with caplog.at_level(logging.INFO):
+        async with http_agent(base_url) as agent:
+            await agent.session.subscribe_resource(AnyUrl("flux://entity/crew/x"))
+        await anyio.sleep(0.5)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -26,6 +26,7 @@ session (:mod:`.watch`).
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -66,6 +67,21 @@ MAX_WAITS = 64
 MAX_INPROCESS_BODY = 16 * 1024 * 1024
 
 _ALL_INTERFACES = frozenset({"0.0.0.0", ""})
+
+
+class _ClosedStreamIsNotAnError(logging.Filter):
+    """The SDK (1.30) logs, with a traceback at ERROR, the ``ClosedResourceError`` its
+    session's event-stream writer meets when the session ends (a client's ``DELETE``,
+    an idle session closed): the normal end of every HTTP session, not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        closed = record.exc_info is not None and isinstance(
+            record.exc_info[1], anyio.ClosedResourceError
+        )
+        return not (closed and record.getMessage() == "Error in standalone SSE writer")
+
+
+logging.getLogger("mcp.server.streamable_http").addFilter(_ClosedStreamIsNotAnError())
 
 
 class InProcessTransport(httpx.AsyncBaseTransport):
