@@ -470,15 +470,20 @@ class Cursor {
  *   conflated?: boolean, touched?: string[]}} DeltaFrame
  * @typedef {{type: 'deleted', sub: string, id: string, base: number, version: number,
  *   lastUpdated: string, position: string, conflated?: boolean}} DeletedFrame
+ * @typedef {{type: 'left', sub: string, id: string, base: number, version: number,
+ *   lastUpdated: string, position: string, conflated?: boolean}} LeftFrame
+ *   (a `where` subscription: the entity no longer matches; docs/protocol.md)
  * @typedef {{type: 'reset', sub: string, reason: string}} ResetFrame
  * @typedef {{type: 'synced', sub: string, cursor: string}} SyncedFrame
- * @typedef {SnapshotFrame|DeltaFrame|DeletedFrame|ResetFrame|SyncedFrame} SubscriptionFrame
+ * @typedef {SnapshotFrame|DeltaFrame|DeletedFrame|LeftFrame|ResetFrame|SyncedFrame} SubscriptionFrame
  *   What a subscription hands to its consumers. A `reset` (from the hub, or made by
  *   the client when it must read the snapshot again after a reconnect) means: drop
  *   everything this subscription gave you; a fresh snapshot follows.
  *
  * @typedef {{snapshot?: boolean, properties?: string[], touches?: boolean,
- *   name?: string, maxQueued?: number}} SubscribeOptions
+ *   where?: Record<string, any>, name?: string, maxQueued?: number}} SubscribeOptions
+ *   `where`: only entities whose values match (docs/protocol.md, Value filters): one
+ *   that starts matching arrives as a `created` delta, one that stops as `left`.
  */
 
 /**
@@ -604,6 +609,7 @@ export class Subscription {
     const frame = { type: 'subscribe', sub: this.name, filter: this.filter };
     if (this.options.properties) frame.properties = this.options.properties;
     if (this.options.touches) frame.touches = true;
+    if (this.options.where) frame.where = this.options.where;
     const cursor = this._cursor.text();
     if (cursor !== null) {
       frame.from = cursor;
@@ -643,10 +649,11 @@ export class Subscription {
         return;
       case 'delta':
       case 'deleted':
+      case 'left':
         // A conflated delta's position is not a point to resume from (deltas merged
         // into it may lie before it); the checkpoint that follows is.
         if (!frame.conflated && typeof frame.position === 'string') this._cursor.advance(frame.position);
-        this._emit(/** @type {DeltaFrame|DeletedFrame} */ (frame));
+        this._emit(/** @type {DeltaFrame|DeletedFrame|LeftFrame} */ (frame));
         return;
       case 'reset':
         this._cursor.clear();
@@ -855,7 +862,9 @@ export class EntityCache {
           held = { id: frame.id, properties: { ...frame.set }, version: frame.version, lastUpdated: frame.lastUpdated };
           entities.set(frame.id, held);
         } else {
-          if (this._gap(frame.base, held)) this.gaps += 1;
+          // On a `where` subscription an entry replaces what is held, whatever its base.
+          const entry = frame.created && this.subscription.options.where;
+          if (!entry && this._gap(frame.base, held)) this.gaps += 1;
           held.properties = frame.created ? { ...frame.set } : { ...held.properties, ...frame.set };
           held.version = frame.version;
           held.lastUpdated = frame.lastUpdated;
@@ -870,6 +879,10 @@ export class EntityCache {
         this._notify({ type: 'entity', id: frame.id, entity: null, frame });
         return;
       }
+      case 'left':
+        // (After a resume, a `left` may name an entity not held: nothing to drop.)
+        if (entities.delete(frame.id)) this._notify({ type: 'entity', id: frame.id, entity: null, frame });
+        return;
       default:
     }
   }
@@ -1284,7 +1297,8 @@ export class FluxClient {
   /**
    * Entities in id order (`GET /api/state/entities`): all matching ones, or one page
    * when `limit` is given (see {@link FluxClient#listPage} for the next cursor).
-   * @param {{prefix?: string, namespace?: string, limit?: number, cursor?: string}} [query]
+   * @param {{prefix?: string, namespace?: string, limit?: number, cursor?: string,
+   *   where?: Record<string, any>}} [query] `where`: a value filter (docs/protocol.md)
    * @returns {Promise<Entity[]>}
    */
   async list(query = {}) {
@@ -1293,11 +1307,16 @@ export class FluxClient {
 
   /**
    * One page of entities and the cursor of the next (null on the last page).
-   * @param {{prefix?: string, namespace?: string, limit?: number, cursor?: string}} [query]
+   * @param {{prefix?: string, namespace?: string, limit?: number, cursor?: string,
+   *   where?: Record<string, any>}} [query] with a `where`, a page may hold fewer than
+   *   `limit` entities while `next` says more may follow
    * @returns {Promise<{entities: Entity[], next: string|null}>}
    */
   async listPage(query = {}) {
-    const { data, headers } = await this._http('GET', '/api/state/entities', query);
+    /** @type {Record<string, any>} */
+    const params = { ...query };
+    if (query.where !== undefined) params.where = JSON.stringify(query.where);
+    const { data, headers } = await this._http('GET', '/api/state/entities', params);
     return { entities: data, next: headers.get('x-next-cursor') };
   }
 
