@@ -41,6 +41,17 @@ _AUTH_TYPE: JsonObject = {
     ],
 }
 
+#: A Singer tap's entry adds these (docs/connectors.md, "Singer taps").
+_TAP_FIELDS: dict[str, JsonObject] = {
+    "kind": {"type": "string", "enum": ["singer"], "description": "Singer taps only."},
+    "tap": {"type": "string", "description": "The tap's executable name."},
+    "state": {
+        "type": "string",
+        "enum": ["pending", "installing", "running", "ok", "error"],
+        "description": "What the tap is doing, or how its last run went.",
+    },
+}
+
 CONNECTOR_SCHEMAS: dict[str, JsonObject] = {
     "ConnectorList": {
         "type": "object",
@@ -51,10 +62,13 @@ CONNECTOR_SCHEMAS: dict[str, JsonObject] = {
                 "items": {
                     "type": "object",
                     "required": ["name", "enabled", "status"],
+                    "description": "The catalogue, then the Singer taps, each with the "
+                    "fields of `Connector` (docs/connectors.md).",
                     "properties": {
                         "name": {"type": "string"},
                         "enabled": {"type": "boolean"},
                         "status": _STATUS,
+                        **_TAP_FIELDS,
                     },
                 },
             }
@@ -114,6 +128,7 @@ CONNECTOR_SCHEMAS: dict[str, JsonObject] = {
                 "description": "Present (false) only for a connector that is not available.",
             },
             "reason": {"type": "string", "description": "Why it is not available."},
+            **_TAP_FIELDS,
         },
     },
     "TokenRequest": {
@@ -356,8 +371,8 @@ CONNECTOR_OPERATIONS: dict[tuple[str, str], JsonObject] = {
                     404: _UNKNOWN,
                     413: None,
                     422: "No `token` string.",
+                    409: _NOT_AVAILABLE,
                     500: f"{_NO_KEY}, or `Failed to store credentials`.",
-                    501: _NOT_AVAILABLE,
                     503: None,
                 }
             ),
@@ -402,11 +417,11 @@ CONNECTOR_OPERATIONS: dict[tuple[str, str], JsonObject] = {
             **errors(
                 {
                     401: _USER_401,
+                    409: _NOT_AVAILABLE,
                     404: f"{_UNKNOWN[:-1]}, the connector has no OAuth, or "
                     "`FLUX_ENCRYPTION_KEY` is not set.",
                     500: "`OAuth not configured for connector '<name>'. Set "
                     "FLUX_OAUTH_<NAME>_CLIENT_ID and FLUX_OAUTH_<NAME>_CLIENT_SECRET …`.",
-                    501: _NOT_AVAILABLE,
                     503: None,
                 }
             ),
