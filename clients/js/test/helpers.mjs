@@ -70,8 +70,10 @@ export const SKIP_SPARE = process.env.FLUX_TEST_SERVE
  * same port (what a client sees when its hub restarts).
  */
 export class SpareHub {
-  constructor(port) {
+  /** @param {number} port @param {Record<string, string>} [env] more environment */
+  constructor(port, env = {}) {
     this.port = port;
+    this.extraEnv = env;
     this.url = `http://127.0.0.1:${port}`;
     this.proc = null;
     this.output = '';
@@ -79,7 +81,7 @@ export class SpareHub {
 
   async start() {
     const argv = JSON.parse(process.env.FLUX_TEST_SERVE).map((a) => a.replace('{port}', String(this.port)));
-    const env = { ...process.env, ...JSON.parse(process.env.FLUX_TEST_SERVE_ENV ?? '{}') };
+    const env = { ...process.env, ...JSON.parse(process.env.FLUX_TEST_SERVE_ENV ?? '{}'), ...this.extraEnv };
     this.proc = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (chunk) => {
       this.output = (this.output + chunk.toString()).slice(-20_000);
