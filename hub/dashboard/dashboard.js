@@ -8,7 +8,8 @@
  * Flux-compatible `metrics_update` message, on a second, compat WebSocket narrowed to
  * one entity so that it carries nothing else. Everything is served by the hub itself.
  *
- * Options in the page's fragment: `#filter=crew/` (the filter box's text) and
+ * Options in the page's fragment: `#filter=crew/` (the filter box's text),
+ * `#where=status=open load<5` (the value filter box's text) and
  * `#token=…` (a namespace token, for hubs with private reads; the fragment never
  * reaches the server's logs).
  */
@@ -91,10 +92,59 @@ const filterBox = /** @type {HTMLInputElement} */ ($('filter'));
 filterBox.value = hash.get('filter') ?? '';
 /** @type {any} */
 let filterTimer = null;
-filterBox.addEventListener('input', () => {
-  clearTimeout(filterTimer);
-  filterTimer = setTimeout(() => follow(filterBox.value.trim()), 250);
-});
+const whereBox = /** @type {HTMLInputElement} */ ($('where'));
+whereBox.value = hash.get('where') ?? '';
+for (const box of [filterBox, whereBox]) {
+  box.addEventListener('input', () => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => follow(filterBox.value.trim()), 250);
+  });
+}
+
+/**
+ * A value of the value filter: JSON when it reads as JSON (`5`, `true`, `"5"`), else
+ * the text. @param {string} text
+ */
+function wordValue(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+const WORD_OPS = /** @type {Record<string, string>} */ ({ '=': 'eq', '!=': 'ne', '<': 'lt', '<=': 'lte', '>': 'gt', '>=': 'gte' });
+
+/**
+ * The `where` of the value filter box (docs/protocol.md, Value filters), in the
+ * command line's words separated by spaces — `status=open load<5 zone in a,b owner?
+ * !gone?` — or a JSON object; null when empty.
+ * @param {string} text
+ * @returns {Record<string, any>|null}
+ * @throws {Error} a word in none of these forms
+ */
+function whereOf(text) {
+  if (text === '') return null;
+  if (text.startsWith('{')) return JSON.parse(text);
+  /** @type {Record<string, Record<string, any>>} */
+  const where = {};
+  const add = (/** @type {string} */ name, /** @type {string} */ op, /** @type {any} */ value) => {
+    where[name] = { ...where[name], [op]: value };
+  };
+  for (const word of text.replace(/(\S+)\s+in\s+(\S+)/g, '$1\u0000in\u0000$2').split(/\s+/)) {
+    let m;
+    if ((m = /^([^\u0000]+)\u0000in\u0000(.*)$/.exec(word))) {
+      add(m[1], 'in', m[2].split(',').filter((v) => v).map(wordValue));
+    } else if ((m = /^(!?)([^\s?]+)\?$/.exec(word))) {
+      add(m[2], 'exists', !m[1]);
+    } else if ((m = /^([^=<>!?]+)(<=|>=|!=|=|<|>)(.*)$/.exec(word))) {
+      add(m[1], WORD_OPS[m[2]], wordValue(m[3]));
+    } else {
+      throw new Error(`${JSON.stringify(word)}: expected name=value, name!=value, name<5 (<=, >, >=), "name in a,b", name? or !name?`);
+    }
+  }
+  return where;
+}
 
 /**
  * The subscription filter of the box's text: a glob when it has `*` or `?`, else an
@@ -113,13 +163,27 @@ function follow(text) {
   const params = new URLSearchParams(location.hash.slice(1));
   if (text) params.set('filter', text);
   else params.delete('filter');
+  const whereText = whereBox.value.trim();
+  if (whereText) params.set('where', whereText);
+  else params.delete('where');
+  let where = null;
+  try {
+    where = whereOf(whereText);
+    whereBox.setCustomValidity('');
+    whereBox.title = '';
+  } catch (error) {
+    // Not a filter (yet): say why, and keep following what was followed.
+    whereBox.setCustomValidity(String(/** @type {Error} */ (error).message));
+    whereBox.title = whereBox.validationMessage;
+    return;
+  }
   const fragment = params.toString();
   history.replaceState(null, '', fragment ? `#${fragment}` : location.pathname + location.search);
 
   if (cache) cache.close();
   rows.clear();
   $('entities').querySelector('tbody')?.replaceChildren();
-  const next = client.cache(filterOf(text));
+  const next = client.cache(filterOf(text), where ? { where } : {});
   cache = next;
   next.onChange((change) => {
     if (cache !== next) return;
