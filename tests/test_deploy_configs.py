@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from hub.config import Settings
+from hub.transport.server import SHUTDOWN_GRACE
 
 from .conftest import timeout
 from .doc_blocks import ROOT, doc_blocks
@@ -191,7 +192,11 @@ def test_the_deployment_probes_drains_and_is_locked_down(base: list[dict[str, An
     assert hub["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert hub["startupProbe"]["httpGet"]["path"] == "/healthz"
     sleep = hub["lifecycle"]["preStop"]["exec"]["command"]
-    assert sleep[0] == "sleep" and 0 < int(sleep[1]) < pod["terminationGracePeriodSeconds"]
+    assert sleep[0] == "sleep" and int(sleep[1]) > 0
+    drain = Settings.from_env(_pod_env(base)).gateway.shutdown_drain_seconds
+    assert drain > 0
+    # Then the hub's own close: connections get SHUTDOWN_GRACE seconds to finish.
+    assert int(sleep[1]) + drain + SHUTDOWN_GRACE < pod["terminationGracePeriodSeconds"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's USER
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
