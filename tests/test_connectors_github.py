@@ -382,3 +382,23 @@ async def test_issues_cut_by_a_rate_limit_are_read_again_from_the_same_since(
     await github_connector.fetch(TOKEN)
     # Not "since the newest issue of page 1": page 2's older updates would be lost.
     assert github.targets()[2] == ISSUES
+
+
+@pytest.mark.parametrize("token", ["ghp_…", "ghp x", "ghp\nx", "", "  "])
+async def test_a_token_that_cannot_be_sent_is_reported_without_quoting_it(
+    github: GitHubReplay, client: httpx.AsyncClient, token: str
+) -> None:
+    result = await connector(client, github.api_url).fetch(Credentials(token))
+    assert github.requests == [] and result.events == []
+    assert result.error == (
+        "the stored GitHub token cannot be sent: it must be printable ASCII without spaces"
+        " (a personal access token or an OAuth token); store it again"
+    )
+
+
+async def test_a_pasted_token_s_surrounding_whitespace_is_dropped(
+    github: GitHubReplay, client: httpx.AsyncClient
+) -> None:
+    result = await connector(client, github.api_url).fetch(Credentials(f" {TOKEN.access_token}\n"))
+    assert result.error is None
+    assert github.requests[0].headers["authorization"] == f"Bearer {TOKEN.access_token}"

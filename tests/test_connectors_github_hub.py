@@ -217,10 +217,10 @@ async def test_unavailable_connector_says_so_takes_no_token_and_is_never_polled(
     assert detail["reason"] == reason and detail["enabled"] is False
     for method, path in [("POST", "token"), ("GET", "oauth/start")]:
         reply = await http.request(method, f"/api/connectors/{name}/{path}", json={"token": "t"})
-        assert reply.status_code == 501, (method, path)
+        assert reply.status_code == 409, (method, path)
         assert reply.json() == {
             "error": f"{reason}; no credentials were stored",
-            "code": "not_implemented",
+            "code": "conflict",
         }
     # Credentials an older hub stored stay unpolled, and can be deleted.
     ext = _extension(hub)

@@ -151,10 +151,10 @@ class ConnectorRoutes:
             raise BadRequest(f"Connector '{name}' not found", 404)
 
     def _require_available(self, name: str) -> None:
-        """A connector the hub cannot fetch from takes no credentials: 501."""
+        """A connector the hub cannot fetch from takes no credentials: 409."""
         reason = unavailable_reason(self.ext.catalogue[name])
         if reason is not None:
-            raise BadRequest(f"{reason}; no credentials were stored", 501)
+            raise BadRequest(f"{reason}; no credentials were stored", 409)
 
     # ------------------------------------------------------------------ §1.10 status
 

@@ -7,8 +7,8 @@ so instead of pretending (docs/connectors.md, "Not available"):
 
 - ``GET /api/connectors`` and ``GET /api/connectors/:name`` report the status
   ``not_available`` (and ``available: false`` with the reason in the detail);
-- storing a token or starting an OAuth flow for them is refused (501, with the
-  reason), so no credential is kept for a connector that would never use it;
+- storing a token or starting an OAuth flow for them is refused (409 Conflict, with
+  the reason), so no credential is kept for a connector that would never use it;
 - the scheduler never polls them (credentials stored by an older hub stay until
   deleted, unpolled).
 """

@@ -246,7 +246,8 @@ class ConnectorsExtension:
         except (Broken, NotImplementedError) as exc:
             fetched = FetchResult([], str(exc) or type(exc).__name__)
         except Exception as exc:
-            logger.warning("connector %s failed: %r", connector.name, exc)
+            # Not the message: it may quote a secret (a header value, say).
+            logger.warning("connector %s failed: %s", connector.name, type(exc).__name__)
             fetched = FetchResult([], f"{type(exc).__name__}: {exc}")
         if not isinstance(fetched, FetchResult):
             fetched = FetchResult(fetched)

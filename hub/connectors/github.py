@@ -139,11 +139,15 @@ class GitHubConnector:
         """
         if credentials is None:
             return FetchResult([], "no GitHub token stored")
-        user = self._user(credentials.access_token)
+        token = credentials.access_token.strip()
+        if not _usable(token):
+            # Never quoted: it goes in a header, and errors are shown and logged.
+            return FetchResult([], _UNUSABLE)
+        user = self._user(token)
         session = GitHubSession(
             self.client,
             api_url=self.api_url,
-            token=credentials.access_token,
+            token=token,
             cache=user.cache,
             timeout=self.timeout,
             max_pages=self.max_pages,
@@ -182,6 +186,16 @@ class GitHubConnector:
                 self._users.popitem(last=False)
         self._users.move_to_end(key)
         return found
+
+
+_UNUSABLE = (
+    "the stored GitHub token cannot be sent: it must be printable ASCII without spaces"
+    " (a personal access token or an OAuth token); store it again"
+)
+
+
+def _usable(token: str) -> bool:
+    return bool(token) and token.isascii() and token.isprintable() and " " not in token
 
 
 def _figures(session: GitHubSession) -> dict[str, int]:
