@@ -127,6 +127,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="apply only if the entity is at version N (0: must not exist); else exit 1",
     )
+    p.add_argument(
+        "--ttl",
+        type=float,
+        metavar="SECONDS",
+        help="a lease: the hub deletes the entity unless an event with a ttl refreshes it "
+        "in time (0 removes the lease; docs/semantics.md#leases)",
+    )
+    p = verb(
+        "heartbeat",
+        "keep an entity alive: publish it with a ttl every few seconds until stopped "
+        "(Ctrl-C, SIGTERM, --count), then delete it (docs/presence.md)",
+    )
+    p.add_argument("entity_id", metavar="ENTITY_ID")
+    p.add_argument("properties", metavar="PROPERTIES_JSON", nargs="?", default="{}")
+    p.add_argument("--ttl", type=float, required=True, metavar="SECONDS", help="lease of each beat")
+    p.add_argument("--every", type=float, metavar="SECONDS", help="between beats (default ttl/3)")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N beats")
+    p.add_argument("--keep", action="store_true", help="at the end, leave it to expire")
+    p.add_argument("--stream", default="presence", help="the events' stream (default presence)")
+    p.add_argument("--source", default="flux-cli", help="the events' source (default flux-cli)")
     verb("get", "show one entity").add_argument("entity_id", metavar="ENTITY_ID")
     p = verb("list", "list entities")
     scope = p.add_mutually_exclusive_group()

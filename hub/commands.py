@@ -11,7 +11,9 @@ Exit status: 0 success, 1 the hub refused or could not be reached, 2 bad argumen
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -105,7 +107,61 @@ def _publish(ctx: Context, args: Any) -> None:
     }
     if args.if_version is not None:
         event["if_version"] = args.if_version
+    if args.ttl is not None:
+        event["ttl"] = args.ttl
     _show(ctx, _call(ctx, "POST", "/api/events", json=event))
+
+
+def _heartbeat(ctx: Context, args: Any) -> None:
+    """Publish with a ttl every ``--every`` s until stopped, then delete (docs/presence.md).
+
+    A failed beat is reported on stderr and the next one tries again: a heartbeat
+    outlives a hub restart. Only a refusal of the first beat (bad input) ends it.
+    """
+    properties = _json_arg(args.properties, "PROPERTIES_JSON")
+    every = args.ttl / 3 if args.every is None else args.every
+    if not 0 < every < args.ttl:
+        raise CommandError(f"--every must be more than 0 and less than --ttl ({args.ttl})", 2)
+    event = {
+        "stream": args.stream,
+        "source": args.source,
+        "ttl": args.ttl,
+        "payload": {"entity_id": args.entity_id, "properties": properties},
+    }
+    # SIGTERM stops it like Ctrl-C (a handler can only be set from the main thread).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    beats = 0
+    try:
+        next_beat = time.monotonic()
+        while args.count is None or beats < args.count:
+            time.sleep(max(0.0, next_beat - time.monotonic()))
+            next_beat = max(next_beat + every, time.monotonic())
+            try:
+                reply = _call(ctx, "POST", "/api/events", json=event)
+            except CommandError as exc:
+                if not beats:
+                    raise
+                sys.stderr.write(f"flux heartbeat: beat failed, retrying: {exc}\n")
+                continue
+            beats += 1
+            if ctx.json_output:
+                print(json.dumps({"beat": beats, **reply}), file=ctx.out, flush=True)
+            else:
+                print(f"{args.entity_id}: beat {beats}, alive for {args.ttl:g} s", file=ctx.out)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    if not args.keep and beats:
+        _call(ctx, "DELETE", _entity_path(args.entity_id))
+        if not ctx.json_output:
+            print(f"{args.entity_id}: stopped and deleted", file=ctx.out)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _get(ctx: Context, args: Any) -> None:
@@ -218,6 +274,7 @@ def _namespace(ctx: Context, args: Any) -> None:
 
 _VERBS = {
     "publish": _publish,
+    "heartbeat": _heartbeat,
     "get": _get,
     "list": _list,
     "delete": _delete,

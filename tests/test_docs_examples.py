@@ -60,7 +60,7 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("deploy/README.md", "yamllint --strict ."): (
         "tests/test_deploy_configs.py",
-        "runs the three commands from the repository root (and shows each tool a broken copy)",
+        "runs the four commands from the repository root (and shows each tool a broken copy)",
     ),
     ("deploy/README.md", 'nginx -t -p "$(mktemp -d)" -c "$PWD/deploy/nginx/standalone.conf"'): (
         "tests/test_deploy_configs.py",
@@ -105,6 +105,28 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_js_client.py",
         "runs what `npm test` runs (node --test test/) against a hub, with FLUX_TEST_URL",
     ),
+    (
+        "docs/presence.md",
+        "curl -s localhost:3000/api/events -H 'content-type: application/json' -d '{",
+    ): (
+        "tests/test_presence.py",
+        "runs the beat, then checks the entity's lease",
+    ),
+    (
+        "docs/presence.md",
+        'flux publish presence agent-7 crew/agent-7 \'{"status": "online"}\' --ttl 10   # one beat',
+    ): (
+        "tests/test_presence.py",
+        "runs both lines: the lease, then the heartbeat until Ctrl-C deletes the entity",
+    ),
+    ("docs/presence.md", "import asyncio"): (
+        "tests/test_presence.py",
+        "runs the agent (to its end: entity deleted) and the observer (a death, a departure)",
+    ),
+    ("docs/presence.md", "from flux_client import SyncFluxClient"): (
+        "tests/test_presence.py",
+        "runs it and checks the entity's history: online, busy, deleted",
+    ),
     ("docs/mcp.md", "{"): (
         "tests/test_mcp_docs.py",
         "uses both MCP client configurations as written, with the SDK's stdio and HTTP clients",
@@ -113,6 +135,22 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "docs/mcp.md",
         "# claim.py NAME: claims one open crew task with compare-and-set, waiting for one if none.",
     ): ("tests/test_mcp_docs.py", "runs two claim.py agents racing for two tasks"),
+    ("docs/sse.md", "curl -N 'localhost:3000/api/stream?namespaces=crew'"): (
+        "tests/test_sse_docs.py",
+        "runs it with real curl and compares what it prints with the next block",
+    ),
+    ("docs/sse.md", "retry: 2000"): (
+        "tests/test_sse_docs.py",
+        "compares what the first curl command prints (a claim made meanwhile) with it",
+    ),
+    ("docs/sse.md", 'curl -N -H "Last-Event-ID: $LAST_ID" \'localhost:3000/api/stream?namespaces=crew\''): (
+        "tests/test_sse_docs.py",
+        "runs it with the id the first command printed: the next change only, no snapshot",
+    ),
+    ("docs/sse.md", "<!doctype html>"): (
+        "tests/test_sse_docs.py",
+        "opens the page in Chromium: live, resumed after the hub closes it and after a restart",
+    ),
 }
 
 #: Blocks that are not commands to run, and why.

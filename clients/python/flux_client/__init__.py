@@ -11,6 +11,7 @@ from .cache import EntityCache
 from .client import FluxClient, Subscription, make_event
 from .errors import ClientClosed, ConflictError, FluxError, GapError, PublishError, RequestError
 from .model import Ack, Entity, Update
+from .presence import Heartbeat, SyncHeartbeat
 from .sync import SyncFluxClient
 
 __all__ = [
@@ -22,10 +23,12 @@ __all__ = [
     "FluxClient",
     "FluxError",
     "GapError",
+    "Heartbeat",
     "PublishError",
     "RequestError",
     "Subscription",
     "SyncFluxClient",
+    "SyncHeartbeat",
     "Update",
     "make_event",
 ]

@@ -35,6 +35,7 @@ from websockets.typing import Subprotocol
 
 from .errors import ClientClosed, ConflictError, PublishError, RequestError
 from .model import Ack, Entity, Update
+from .presence import Heartbeat
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
@@ -60,8 +61,10 @@ def make_event(
     event_id: str | None = None,
     if_version: int | None = None,
     timestamp: int | None = None,
+    ttl: float | None = None,
 ) -> dict[str, Any]:
-    """A Flux event envelope, with a fresh ``eventId`` unless one is given."""
+    """A Flux event envelope, with a fresh ``eventId`` unless one is given (``ttl``: a
+    lease in seconds, docs/semantics.md "Leases"; 0 removes one)."""
     event: dict[str, Any] = {
         "eventId": event_id or str(uuid.uuid4()),
         "stream": stream,
@@ -72,6 +75,8 @@ def make_event(
         event["timestamp"] = timestamp
     if if_version is not None:
         event["if_version"] = if_version
+    if ttl is not None:
+        event["ttl"] = ttl
     return event
 
 
@@ -207,6 +212,7 @@ class Subscription:
                     last_updated=frame.get("lastUpdated", ""),
                     position=position,
                     conflated=conflated,
+                    reason=frame.get("reason", ""),
                 )
             )
             if position and not conflated and self.synced:
@@ -432,8 +438,13 @@ class FluxClient:
         source: str | None = None,
         event_id: str | None = None,
         if_version: int | None = None,
+        ttl: float | None = None,
     ) -> Ack:
         """Publish one event; returns once the hub applied it (or had before).
+
+        ``ttl``: the entity is deleted (``reason: "expired"``) unless an event with a
+        ``ttl`` refreshes it within that many seconds; 0 removes the lease; None leaves
+        it as it is. For presence, see :meth:`heartbeat`.
 
         Raises:
             ConflictError: ``if_version`` did not match.
@@ -446,6 +457,7 @@ class FluxClient:
             source=source or self.source,
             event_id=event_id,
             if_version=if_version,
+            ttl=ttl,
         )
         result = (await self.publish_many([event], raise_on_error=True))[0]
         assert isinstance(result, Ack)
@@ -497,6 +509,29 @@ class FluxClient:
         """Delete an entity (a Flux tombstone event, deduplicated like any publish)."""
         return await self.publish(
             entity_id, {"__deleted__": True}, stream="flux.events.deletions", event_id=event_id
+        )
+
+    def heartbeat(
+        self,
+        entity_id: str,
+        properties: Mapping[str, Any],
+        *,
+        ttl: float,
+        every: float | None = None,
+        delete_on_exit: bool = True,
+        stream: str = "presence",
+    ) -> Heartbeat:
+        """Keep an entity alive while an ``async with`` block runs: published with
+        ``ttl`` at once and every ``every`` seconds (``ttl / 3``), deleted at the end
+        (or left to expire, with ``delete_on_exit=False``). See :class:`Heartbeat`."""
+        return Heartbeat(
+            self,
+            entity_id,
+            properties,
+            ttl=ttl,
+            every=every,
+            delete_on_exit=delete_on_exit,
+            stream=stream,
         )
 
     async def get(self, *entity_ids: str) -> dict[str, Entity]:

@@ -45,7 +45,8 @@ class Update:
       ``changes`` its properties, all of them (to this subscriber they are all new);
     - ``delta``: ``changes`` were applied; ``base``/``version`` as in the protocol;
       ``created`` when the entity is new (its properties are exactly ``changes``);
-    - ``deleted``: the entity is gone;
+    - ``deleted``: the entity is gone; ``reason`` is ``"expired"`` when its lease ran
+      out (a ``ttl`` not refreshed in time), "" when an event deleted it;
     - ``left``: the entity no longer matches the subscription's ``where``: drop it;
     - ``reset``: forget everything of this subscription (a fresh snapshot follows);
     - ``synced``: the snapshot or catch-up is complete; updates are live from here.
@@ -61,3 +62,4 @@ class Update:
     position: str | None = None
     entity: Entity | None = None
     conflated: bool = False
+    reason: str = ""

@@ -7,6 +7,7 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .client import FluxClient, Subscription
+from .presence import SyncHeartbeat
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterable, Iterator, Mapping
@@ -59,6 +60,13 @@ class SyncFluxClient:
         self, events: Iterable[Mapping[str, Any]], **options: Any
     ) -> list[Ack | PublishError]:
         return self._call(self._client.publish_many(list(events), **options))
+
+    def heartbeat(
+        self, entity_id: str, properties: Mapping[str, Any], **options: Any
+    ) -> SyncHeartbeat:
+        """Keep an entity alive while a ``with`` block runs (see
+        :meth:`FluxClient.heartbeat`: ``ttl=``, ``every=``, ``delete_on_exit=``)."""
+        return SyncHeartbeat(self._client.heartbeat(entity_id, properties, **options), self._call)
 
     def delete(self, entity_id: str) -> Ack:
         return self._call(self._client.delete(entity_id))
