@@ -101,6 +101,14 @@ def test_yamllint_rejects_a_broken_file(tmp_path: Path) -> None:
     assert done.returncode != 0 and "syntax error" in done.stdout
 
 
+def test_hadolint_rejects_a_broken_dockerfile(tmp_path: Path) -> None:
+    dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text(encoding="utf-8")
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(dockerfile.replace("FROM python:3.11-slim", "FROM python"), "utf-8")
+    done = _run("hadolint", broken)
+    assert done.returncode != 0 and "DL3006" in done.stdout  # an untagged image
+
+
 def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
 
