@@ -225,6 +225,8 @@ def test_service_pdb_hpa_and_ingress_point_at_the_hubs(base: list[dict[str, Any]
     service = _one(base, "Service")
     assert service["spec"]["selector"] == labels
     assert _one(base, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == labels
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == labels
     hpa = _one(base, "HorizontalPodAutoscaler")["spec"]
     assert hpa["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
