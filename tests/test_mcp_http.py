@@ -20,7 +20,7 @@ from .conftest import make_settings, running_hub, timeout
 from .mcp_agents import http_agent, stdio_agent
 
 ADMIN = "mcp-admin-token"
-INIT = {
+INIT: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
@@ -370,3 +370,22 @@ async def test_mcp_http_session_end_logs_no_error(
         await anyio.sleep(0.5)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_mcp_http_bounds_sessions_and_bodies(hub: Hub, base_url: str) -> None:
+    hub.mcp.manager.max_sessions = 2  # the live bound, lowered for the test
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout(10)) as http:
+        sessions = []
+        for _ in range(2):
+            opened = await http.post("/mcp", json=INIT, headers=ACCEPT)
+            assert opened.status_code == 200
+            sessions.append(opened.headers["mcp-session-id"])
+        refused = await http.post("/mcp", json=INIT, headers=ACCEPT)
+        assert refused.status_code == 503 and refused.json()["code"] == "unavailable"
+        # One ends: room for another.
+        await http.delete("/mcp", headers={**ACCEPT, "mcp-session-id": sessions[0]})
+        assert (await http.post("/mcp", json=INIT, headers=ACCEPT)).status_code == 200
+
+        big = {**INIT, "params": {**INIT["params"], "pad": "x" * (2 * 1024 * 1024)}}
+        too_large = await http.post("/mcp", json=big, headers=ACCEPT)
+        assert too_large.status_code == 413 and too_large.json()["code"] == "payload_too_large"
