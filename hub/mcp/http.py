@@ -16,8 +16,9 @@ what it reaches on REST and the native protocol, with the same errors, and a ses
 carries no authority of its own.
 
 **Bounds** (docs/mcp.md): :data:`MAX_SESSIONS` sessions (503 past it), closed after
-:data:`SESSION_IDLE_SECONDS` without a request; request bodies up to the hub's
-``FLUX_MAX_BODY_BYTES`` (413; the SDK checks it again); :data:`MAX_WAITS`
+:data:`SESSION_IDLE_SECONDS` without a request; request bodies up to the route's body
+limit (``body_size_limit_single_bytes``, 413 from the HTTP layer; the SDK checks
+``FLUX_MAX_BODY_BYTES`` again); :data:`MAX_WAITS`
 ``wait_for_change`` calls in progress on the hub (each holds a loopback connection;
 one more is refused at once, the caller retries); 100 resource subscriptions per
 session (:mod:`.watch`).
