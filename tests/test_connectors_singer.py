@@ -542,6 +542,12 @@ async def test_the_three_lines_of_docs_connectors_md_add_a_tap(
 # ---------------------------------------------------------------------- mapping and bookmarks
 
 
+async def bookmark_of(store: Store, name: str) -> Any:
+    saved = await store.client.get(store.keys.connector_tap_state(name))
+    assert isinstance(saved, bytes), saved
+    return json.loads(saved)
+
+
 def singer_lines(*messages: dict[str, Any]) -> str:
     """Python lines printing Singer messages."""
     return "".join(f"print({json.dumps(json.dumps(m))}, flush=True)\n" for m in messages)
@@ -569,8 +575,7 @@ async def test_mapping_refusals_skipped_streams_and_bookmark_after_applied_recor
     assert (await entity(http, "lab/users/a/1"))["properties"] == {"org": "a", "id": 1, "n": "x"}
     assert (status["records"], status["rejected"]) == (1, 2)
     assert (await http.get("/api/state/entities/lab%2Fusers%2Fb%2F2")).status_code == 404
-    saved = await store.client.get(store.keys.connector_tap_state("users"))
-    assert json.loads(saved) == {"users": 1}
+    assert await bookmark_of(store, "users") == {"users": 1}
 
 
 async def test_a_rejected_record_is_named_and_does_not_block_the_bookmark(
@@ -588,9 +593,7 @@ async def test_a_rejected_record_is_named_and_does_not_block_the_bookmark(
         "a record of stream 's': the record has no field 'id' for the entity_id template"
     )
     assert (status["records"], status["rejected"], status["state"]) == (1, 1, "error")
-    assert json.loads(await store.client.get(store.keys.connector_tap_state("partial"))) == {
-        "at": 2
-    }
+    assert await bookmark_of(store, "partial") == {"at": 2}
 
 
 async def test_secrets_reach_the_tap_but_not_its_error(
