@@ -133,7 +133,7 @@ SUB = "bench"
 SUBSCRIBE = orjson.dumps({"type": "subscribe", "sub": SUB, "filter": {"prefixes": ["bench/"]}})
 HUB_DELTA = b'{"sub":"%b","type":"delta",' % SUB.encode()
 #: Other frames a live subscription may get (every FLUX_CHECKPOINT_INTERVAL).
-HUB_OTHERS = (b'{"type":"checkpoint",',)
+HUB_OTHERS: tuple[bytes, ...] = (b'{"type":"checkpoint",',)
 BARE_FRAME = b'{"type":"state_update",'
 
 _MP = multiprocessing.get_context("fork")
@@ -1154,11 +1154,27 @@ def _parser() -> argparse.ArgumentParser:
         help="deliveries a producer may be ahead of its subscribers (500-5,000 events)",
     )
     parser.add_argument("--json-out", type=Path, help="also append the JSON lines to this file")
+    parser.add_argument(
+        "--where",
+        help="hub subscribers subscribe with this value filter (JSON; docs/protocol.md): "
+        'e.g. \'{"seq": {"gte": 0}}\', which every event matches, to measure its cost',
+    )
     return parser
+
+
+def use_where(text: str) -> None:
+    """Make every hub subscriber subscribe with a ``where`` (``--where``): a live
+    ``where`` subscription also gets ``synced`` (docs/protocol.md, Value filters)."""
+    global SUBSCRIBE, HUB_OTHERS
+    frame = {"type": "subscribe", "sub": SUB, "filter": {"prefixes": ["bench/"]}}
+    SUBSCRIBE = orjson.dumps({**frame, "where": orjson.loads(text)})
+    HUB_OTHERS = (*HUB_OTHERS, b'{"type":"synced",')
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.where is not None:
+        use_where(args.where)
     options = Options(
         args.warmup,
         args.duration,
