@@ -70,6 +70,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_deploy_configs.py",
         "runs it: verify silent, the sandbox scores 3.0; a broken copy of the unit is reported",
     ),
+    ("docs/scaling.md", "FLUX_SHUTDOWN_DRAIN_SECONDS=5 flux serve --workers auto"): (
+        "tests/test_workers.py",
+        "runs it as written: one worker per core serve, 503 while draining, a second SIGTERM",
+    ),
     ("docs/api.md", "curl -s localhost:3000/openapi.json | python -m json.tool > openapi.json"): (
         "tests/test_openapi.py",
         "runs the sh blocks of docs/api.md against a live hub",

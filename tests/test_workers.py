@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from hub.errors import ConfigError
 from hub.supervisor import MAX_CRASHES, parse_workers, shares
 
 from .conftest import timeout
+from .doc_blocks import doc_blocks
 from .native_client import rest_state
 from .processes import free_port
 
@@ -320,3 +322,45 @@ def test_a_crash_loop_is_reported_and_ends_the_supervisor(tmp_path: Path) -> Non
     assert re.search(rf"exited with status 1: {MAX_CRASHES} exits within 60 s, a crash loop", log)
     assert "starting it again in 0.5 s" in log and "starting it again in 1.0 s" in log
     assert "cannot reach Redis" in log  # the workers' own log says why
+
+
+@pytest.mark.slow
+async def test_the_workers_example_of_docs_scaling_md(tmp_path: Path) -> None:
+    """docs/scaling.md's command, run as written (its port and data directory from
+    the environment): one worker per core, a drain that a second SIGTERM cuts short."""
+    (block,) = [
+        b
+        for b in doc_blocks()
+        if b.path == "docs/scaling.md" and "flux serve --workers" in b.first_line
+    ]
+    words = shlex.split(block.text)
+    assignments = {}
+    while "=" in words[0]:
+        name, _, value = words.pop(0).partition("=")
+        assignments[name] = value
+    assert words[:2] == ["flux", "serve"]
+    workers = Workers(tmp_path, parse_workers("auto", "auto"))
+    workers.args = [str(Path(sys.executable).parent / "flux"), *words[1:]]
+    workers.env.update(
+        assignments, PORT=str(workers.port), FLUX_HOST="127.0.0.1", FLUX_DATA_DIR=str(tmp_path)
+    )
+    workers.start()
+    try:
+        await workers.serving()
+        assert workers.process is not None
+        workers.process.send_signal(signal.SIGTERM)
+        async with httpx.AsyncClient(timeout=timeout(5)) as http:
+            while (await http.get(f"{workers.url}/readyz")).status_code == 200:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            reply = await http.get(f"{workers.url}/readyz")
+        assert reply.status_code == 503
+        assert reply.json()["error"] == "not ready: shutting down (docs/scaling.md)"
+        await asyncio.sleep(0.5)  # the workers drain meanwhile
+        assert workers.process.poll() is None  # draining for 5 s
+        workers.process.send_signal(signal.SIGTERM)  # again: stop now
+        began = time.monotonic()
+        assert workers.process.wait(timeout(30)) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        workers.stop()
+    assert workers.log.count("received: shutting down now") == workers.count
