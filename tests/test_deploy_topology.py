@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -115,10 +115,44 @@ async def test_three_hubs_behind_the_shipped_nginx_survive_a_kill_and_a_stop(
             ROOT / "deploy/nginx/standalone.conf"
         ).read_bytes()
         async with run_nginx(prefix, listen) as nginx:
+            await _an_event_stream_is_not_held_back(f"http://127.0.0.1:{listen}")
             await _lose_the_subscribers_hub_twice(f"http://127.0.0.1:{listen}", hubs)
             assert nginx.returncode is None
         log = (prefix / "error.log").read_text(errors="replace")
         assert "[emerg]" not in log and "[alert]" not in log, log
+
+
+async def _an_event_stream_is_not_held_back(url: str) -> None:
+    """GET /api/stream through nginx: a change arrives at once.
+
+    The hub asks nginx not to buffer the stream (``X-Accel-Buffering: no``), so this
+    holds even with ``proxy_buffering on`` (tried); the shipped config turns it off
+    for every response anyway (a proxy that ignores that header would hold events).
+    """
+    async with httpx.AsyncClient(base_url=url, timeout=timeout(10)) as http:
+        params = {"prefixes": "sse/", "snapshot": "false"}
+        async with http.stream("GET", "/api/stream", params=params) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+
+            async def line_where(predicate: Callable[[str], bool]) -> str:
+                async for line in lines:
+                    if predicate(line):
+                        return line
+                raise AssertionError("the stream ended")
+
+            await asyncio.wait_for(line_where(lambda x: x == "event: subscribed"), timeout(10))
+            event = {
+                "stream": "s",
+                "source": "t",
+                "payload": {"entity_id": "sse/a", "properties": {"n": 1}},
+            }
+            assert (await http.post("/api/events", json=event)).status_code == 200
+            started = asyncio.get_running_loop().time()
+            data = await asyncio.wait_for(line_where(lambda x: '"type":"delta"' in x), 5)
+            assert '"id":"sse/a"' in data, data
+            assert asyncio.get_running_loop().time() - started < 2
 
 
 async def _lose_the_subscribers_hub_twice(url: str, hubs: list[HubProcess]) -> None:
