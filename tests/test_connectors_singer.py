@@ -7,8 +7,9 @@ that crashes, hangs or writes garbage gets a clear status and a backed-off retry
 never a stuck scheduler or a hub crash — and is killed on timeout and at shutdown.
 
 ``tap-jsonl`` is installed once per machine, by the hub's own installer, into
-``.pytest_cache/flux-taps/`` (keyed by the requirement); each test's hub finds it
-there as already installed (its ``<data_dir>/taps`` links to that folder).
+``.pytest_cache/flux-taps/`` (tests/taps.py, which ``.ci/run`` runs first); each
+test's hub finds it there as already installed (its ``<data_dir>/taps`` links to that
+folder).
 """
 
 from __future__ import annotations
@@ -38,18 +39,15 @@ from .browser import DevTools
 from .conftest import make_settings, running_hub, timeout
 from .doc_blocks import doc_blocks
 from .local_http import until
+from .taps import TAP_JSONL, install
 
-ROOT = Path(__file__).resolve().parent.parent
-TAP_JSONL = "tap-jsonl==0.3.1"
-CACHE = ROOT / ".pytest_cache" / "flux-taps"
 KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 @pytest.fixture(scope="session")
 async def taps_cache() -> Path:
-    """The folder holding tap-jsonl's virtualenv, installed on first use (~10 s)."""
-    await install_tap(CACHE, TAP_JSONL)
-    return CACHE
+    """The folder holding tap-jsonl's virtualenv, installed on first use (~15 s)."""
+    return await install()
 
 
 @pytest.fixture
