@@ -27,6 +27,7 @@ from hub.connectors import ConnectorsExtension
 from hub.connectors.github import GitHubConnector
 from hub.core.timefmt import format_ms
 from hub.store import Store
+from hub.store.connectors import credential_job
 
 from .conftest import make_settings, running_hub, timeout
 from .doc_blocks import doc_blocks, json_values
@@ -230,10 +231,13 @@ async def test_unavailable_connector_says_so_takes_no_token_and_is_never_polled(
         name, "default", sealed, now_ms=ext.now_ms(), max_credentials=10
     )
     ext.scheduler.wake()
-    await asyncio.sleep(0.5)
-    assert not [job for job in ext.scheduler.running if job.startswith(f"cred:{name}:")]
+    await asyncio.sleep(0.5)  # five ticks
+    job = credential_job(name, "default")
+    assert job in await ext.store.job_ids() and job not in ext.scheduler.running
+    status = (await ext.store.statuses([job]))[0]
+    assert (status.last_poll, status.polls) == (None, 0)
     detail = (await http.get(f"/api/connectors/{name}")).json()
-    assert detail["status"] == "not_available" and "last_poll" not in detail
+    assert detail["status"] == "not_available"
     assert (await http.delete(f"/api/connectors/{name}/token")).status_code == 200
 
 
