@@ -9,8 +9,13 @@ with nothing missed, and its unacknowledged publishes land exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
 import signal
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -159,3 +164,33 @@ async def test_sigint_and_a_second_signal_skip_the_drain(redis_url: str, key_pre
         assert time.monotonic() - began < 20
     finally:
         await hub.stop()
+
+
+async def test_a_lone_hub_stops_its_embedded_redis_last(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    args = [sys.executable, "-m", "hub.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--data-dir", str(tmp_path / "data"), "--log-level", "info"]
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + timeout(60)
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if await _ready(f"http://127.0.0.1:{port}") == 200:
+                    break
+            assert time.monotonic() < deadline and process.returncode is None, "no start"
+            await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout(30)) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = log_path.read_text()
+    redis_pid = int(re.findall(r"embedded Redis started: pid (\d+)", text)[0])
+    order = ["SIGTERM received: shutting down", "hub.gateway: stopped", "embedded Redis stopped"]
+    places = [text.index(line) for line in order]
+    assert places == sorted(places), text
+    with pytest.raises(ProcessLookupError):
+        os.kill(redis_pid, 0)

@@ -351,11 +351,14 @@ CORE_OPERATIONS: dict[tuple[str, str], JsonObject] = {
     ("/readyz", "GET"): operation(
         "readyz",
         "Readiness",
-        "Redis answers and the reduce script is loaded: the hub can serve.",
+        "Redis answers, the reduce script is loaded and the hub is not shutting down: "
+        "it can serve. From a SIGTERM on, 503 while the hub still serves for "
+        "`FLUX_SHUTDOWN_DRAIN_SECONDS` (docs/scaling.md), so that load balancers stop "
+        "routing to it first.",
         tag="health",
         responses={
             200: reply('Ready: `{"status": "ready"}`.', ref("Status")),
-            **errors({503: "Not ready."}),
+            **errors({503: "Not ready: Redis does not answer, or shutting down."}),
         },
     ),
     ("/api/namespaces", "POST"): operation(
