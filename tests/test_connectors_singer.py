@@ -647,3 +647,14 @@ async def test_a_last_line_without_its_newline_is_read(
     await register(http, {**fake_tap("terse", tap), "interval_secs": 60})
     status = await tap_until(http, "terse", lambda t: t["runs"] >= 1)
     assert (status["last_error"], status["records"]) == (None, 1)
+
+
+async def test_a_line_past_the_bound_fails_the_run(
+    hub: Hub, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    record = json.dumps({"type": "RECORD", "stream": "s", "record": {"id": "first"}})
+    tap = script(tmp_path, "tap-long", f"print({record!r}, flush=True)\nprint('x' * (5 << 20))")
+    await register(http, {**fake_tap("long", tap), "interval_secs": 60})
+    status = await tap_until(http, "long", lambda t: t["runs"] >= 1)
+    assert status["last_error"] == "line 2 of the tap's output is longer than 4194304 bytes"
+    assert status["records"] == 1  # what came before is applied

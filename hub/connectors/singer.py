@@ -240,42 +240,48 @@ class TapRunner:
         pending: list[dict[str, Any]] = []
         held = 0  # bytes of the lines behind ``pending``
         number = 0
-        while (line := await tap.next_line()) is not None:
-            number += 1
-            if not line.strip():
-                continue
-            message = _message(line, number)
-            kind = message["type"]
-            if kind == "RECORD":
-                stream, record = message.get("stream"), message.get("record")
-                if not isinstance(stream, str) or not isinstance(record, dict):
-                    raise Broken(
-                        f"line {number} of the tap's output: a RECORD needs stream and record"
-                    )
-                if not mapper.wanted(stream):
+        try:
+            while (line := await tap.next_line()) is not None:
+                number += 1
+                if not line.strip():
                     continue
-                try:
-                    pending.append(mapper.event(stream, record))
-                    held += len(line)
-                except MappingError as exc:
-                    run.refuse(f"a record of stream '{stream}': {exc}")
-                if len(pending) >= BATCH_RECORDS or held >= BATCH_BYTES:
-                    await self._publish(pending, run)
+                message = _message(line, number)
+                kind = message["type"]
+                if kind == "RECORD":
+                    stream, record = message.get("stream"), message.get("record")
+                    if not isinstance(stream, str) or not isinstance(record, dict):
+                        raise Broken(
+                            f"line {number} of the tap's output: a RECORD needs stream and record"
+                        )
+                    if not mapper.wanted(stream):
+                        continue
+                    try:
+                        pending.append(mapper.event(stream, record))
+                        held += len(line)
+                    except MappingError as exc:
+                        run.refuse(f"a record of stream '{stream}': {exc}")
+                    if len(pending) >= BATCH_RECORDS or held >= BATCH_BYTES:
+                        await self._publish(pending, run)
+                        held = 0
+                elif kind == "SCHEMA":
+                    stream = message.get("stream")
+                    if isinstance(stream, str):
+                        mapper.schema(
+                            stream,
+                            message.get("key_properties"),
+                            message.get("bookmark_properties"),
+                        )
+                elif kind == "STATE":
+                    await self._publish(pending, run)  # the records before it, applied first
                     held = 0
-            elif kind == "SCHEMA":
-                stream = message.get("stream")
-                if isinstance(stream, str):
-                    mapper.schema(
-                        stream, message.get("key_properties"), message.get("bookmark_properties")
-                    )
-            elif kind == "STATE":
-                await self._publish(pending, run)  # the records before it, applied first
-                held = 0
-                if not await self.taps.save_bookmark(spec.name, dumps(message.get("value"))):
-                    raise Broken("the tap was deleted while it ran")
-            elif kind == "BATCH":
-                raise Broken("the tap sent a BATCH message: turn its batch mode off")
-            # ACTIVATE_VERSION and message types of later Singer versions: ignored.
+                    if not await self.taps.save_bookmark(spec.name, dumps(message.get("value"))):
+                        raise Broken("the tap was deleted while it ran")
+                elif kind == "BATCH":
+                    raise Broken("the tap sent a BATCH message: turn its batch mode off")
+                # ACTIVATE_VERSION and message types of later Singer versions: ignored.
+        except Broken:
+            await self._publish(pending, run)  # what was read well before the failure
+            raise
         await self._publish(pending, run)
 
     async def _publish(self, pending: list[dict[str, Any]], run: _Run) -> None:
