@@ -658,3 +658,33 @@ async def test_a_line_past_the_bound_fails_the_run(
     status = await tap_until(http, "long", lambda t: t["runs"] >= 1)
     assert status["last_error"] == "line 2 of the tap's output is longer than 4194304 bytes"
     assert status["records"] == 1  # what came before is applied
+
+
+async def test_two_hubs_never_run_one_tap_at_once(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    # Each run lasts 1 s, longer than a lease (5 ticks of 0.1 s): the holder renews it.
+    tap = script(
+        tmp_path,
+        "tap-slow",
+        f"log = open('{log}', 'a')\n"
+        "log.write(f'start {time.time()}\\n'); log.flush()\n"
+        "time.sleep(1)\n"
+        'print(\'{"type": "STATE", "value": {}}\', flush=True)\n'
+        "log.write(f'end {time.time()}\\n'); log.flush()",
+    )
+    async with (
+        running_hub(settings, store) as a,
+        running_hub(settings, store) as b,
+        _client(a) as http,
+        _client(b) as other,
+    ):
+        await register(
+            http, {**fake_tap("slow", tap), "interval_secs": 0.2, "idle_timeout_secs": 5}
+        )
+        await tap_until(other, "slow", lambda t: t["runs"] >= 3, wait=30)
+    events = [line.split() for line in log.read_text().splitlines()]
+    kinds = [kind for kind, _ in events]
+    # start, end, start, end...: never two runs at once, whichever hub ran them.
+    assert kinds[: len(kinds) // 2 * 2] == ["start", "end"] * (len(kinds) // 2), kinds
