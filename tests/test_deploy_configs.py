@@ -203,8 +203,12 @@ def test_the_deployment_probes_drains_and_is_locked_down(base: list[dict[str, An
     assert sleep[0] == "sleep" and int(sleep[1]) > 0
     drain = Settings.from_env(_pod_env(base)).gateway.shutdown_drain_seconds
     assert drain > 0
-    # Then the hub's own close: connections get SHUTDOWN_GRACE seconds to finish.
-    assert int(sleep[1]) + drain + SHUTDOWN_GRACE < pod["terminationGracePeriodSeconds"]
+    # Then the hub's close: in-flight work, then the WebSockets, SHUTDOWN_GRACE each.
+    close = 2 * SHUTDOWN_GRACE
+    assert int(sleep[1]) + drain + close < pod["terminationGracePeriodSeconds"]
+    # Readiness notices the drain's 503 before the drain ends.
+    readiness = hub["readinessProbe"]
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] < drain
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's USER
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
