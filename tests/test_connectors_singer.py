@@ -20,6 +20,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import stat
 import sys
 from collections.abc import Callable
@@ -688,3 +689,16 @@ async def test_two_hubs_never_run_one_tap_at_once(
     kinds = [kind for kind, _ in events]
     # start, end, start, end...: never two runs at once, whichever hub ran them.
     assert kinds[: len(kinds) // 2 * 2] == ["start", "end"] * (len(kinds) // 2), kinds
+
+
+async def test_a_failed_install_is_the_taps_status(
+    hub: Hub, http: httpx.AsyncClient, tmp_path: Path, taps_cache: Path
+) -> None:
+    missing = str(tmp_path / "no-such-package")
+    await register(http, jsonl_tap(tmp_path, name="uninstallable", pip=missing, interval_secs=60))
+    status = await tap_until(http, "uninstallable", lambda t: t["failures"] >= 1, wait=60)
+    assert status["last_error"].startswith(f"pip install {missing} failed (exit status 1): ")
+    assert status["state"] == "error"
+    # The half-made virtualenv (no .installed marker: it would be redone) is not kept
+    # in the shared cache.
+    shutil.rmtree(venv_dir(taps_cache, missing))
