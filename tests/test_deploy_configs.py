@@ -328,6 +328,9 @@ def test_compose_gates_nginx_on_every_hub_and_every_hub_on_redis() -> None:
         assert _known(list(hub["environment"])) == []
         settings = Settings.from_env({k: str(v) for k, v in hub["environment"].items()})
         _per_address_limits_are_the_proxys(settings)
+    # With auth off, the published port is on loopback only (docs/security.md).
+    assert not any(Settings.from_env(services[h]["environment"]).gateway.auth_enabled for h in hubs)
+    assert services["nginx"]["ports"] == ["127.0.0.1:8080:8080"]
     nginx_conf = (ROOT / "deploy/docker/nginx-compose.conf").read_text(encoding="utf-8")
     assert upstream_servers(nginx_conf) == [f"{hub}:3000" for hub in hubs]
 
