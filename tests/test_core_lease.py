@@ -1,15 +1,23 @@
-"""hub/core/lease.py: ttl validation, deadlines and the lease table, without a loop."""
+"""hub/core/lease.py: ttl validation, deadlines and the lease table; the ttl on the wire
+(envelope, deleted frames). No loop, no Redis."""
 
 from __future__ import annotations
 
+import json
 import math
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hub.core.cursor import Position
 from hub.core.lease import EXPIRED, MAX_TTL_SECONDS, Leases, deadline_ms, parse_ttl
+from hub.core.model import Delta
 from hub.errors import InvalidEvent
+from hub.wire.codec import JSON, MSGPACK, Codec
+from hub.wire.envelope import Envelope, parse_event
+from hub.wire.native import DeltaEncoder, SubPrefix, delta_frame
 
 T0 = 1_796_000_000_000
 
@@ -134,3 +142,46 @@ def test_sweeps_expire_each_due_entity_once_and_never_one_not_due(
         swept += batch
     assert sorted(swept) == sorted(due)
     assert all(d > at for d in leases.deadlines.values())
+
+
+# ---------------------------------------------------------------------- the wire
+
+
+def _parse(raw: dict[str, object]) -> Envelope:
+    return parse_event(raw, now_ms=T0, new_id=lambda: "id-1")
+
+
+def _event(**extra: object) -> dict[str, object]:
+    return {"stream": "s", "source": "a", "payload": {"entity_id": "e", "properties": {"x": 1}}, **extra}  # fmt: skip
+
+
+def test_envelope_carries_the_ttl_to_the_reducer_and_keeps_it_in_the_stored_event() -> None:
+    envelope = _parse(_event(ttl=2.5))
+    assert envelope.change.ttl_ms == 2_500
+    assert json.loads(envelope.stored)["ttl"] == 2.5
+
+
+def test_envelope_without_ttl_or_with_null_leaves_the_lease_alone() -> None:
+    for raw in (_event(), _event(ttl=None)):
+        envelope = _parse(raw)
+        assert envelope.change.ttl_ms is None
+        assert "ttl" not in json.loads(envelope.stored)
+
+
+def test_envelope_refuses_a_bad_ttl_naming_the_field() -> None:
+    with pytest.raises(InvalidEvent, match=r"^ttl must be a number of seconds"):
+        _parse(_event(ttl="10"))
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+def test_deleted_frame_names_the_reason_of_an_expiry_only(codec: Codec) -> None:
+    at = Position(0, T0, 0)
+    prefix = SubPrefix.of(codec, "s")
+    for reason in ("expired", ""):
+        delta = Delta("e/1", 5, 6, T0, deleted=True, reason=reason)
+        body = DeltaEncoder(delta, at).body(codec)
+        assert body is not None
+        frame = delta_frame(codec, prefix, body)
+        value = json.loads(frame) if codec.text else msgpack.unpackb(frame)
+        assert value.get("reason") == (reason or None)
+        assert list(value)[:5] == ["sub", "type", "id", "base", "version"]

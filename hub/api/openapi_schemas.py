@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
+from ..core.lease import MAX_TTL_SECONDS
 from ..engine.runtime import BOUNDS, RuntimeValues
 from ..wire.envelope import STREAM_PATTERN
 from ..wire.names import RESERVED_NAMESPACE
@@ -109,6 +110,15 @@ CORE_SCHEMAS: dict[str, JsonObject] = {
                 "minimum": 0,
                 "description": "Apply only if the entity is at this version (0: it must not "
                 "exist); otherwise 409. A hub extension.",
+            },
+            "ttl": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "maximum": MAX_TTL_SECONDS,
+                "description": "A lease, in seconds (30 days at most): the hub deletes the "
+                "entity (reason `expired`) unless an event with a `ttl` refreshes it in "
+                "time. 0 removes the lease; absent or null leaves it as it is "
+                "(docs/semantics.md#leases). A hub extension.",
             },
         },
     },
