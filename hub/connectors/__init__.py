@@ -8,6 +8,9 @@ describes the endpoints, the generic poller, what persists and the limits.
 - :mod:`.builtin`: Flux's catalogue: github (:mod:`.github`), and gmail, linkedin,
   calendar listed as not available;
 - :mod:`.poller`: the generic HTTP poller;
+- :mod:`.singer`: Singer taps — a run (:mod:`.singer_process`: install and child
+  process; :mod:`.singer_spec`: configuration and record mapping; :mod:`.singer_api`:
+  routes and status entries);
 - :mod:`.scheduler`: one hub per job, through Redis leases;
 - :mod:`.api`, :mod:`.oauth`: the routes;
 - :mod:`.crypto`: AES-256-GCM for stored secrets.
