@@ -51,8 +51,22 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def connector(client: httpx.AsyncClient, api_url: str, **kw: Any) -> GitHubConnector:
-    return GitHubConnector(client, api_url=api_url, timeout=timeout(5), clock=time.time, **kw)
+class Clock:
+    """Wall time that a test moves on (X-Poll-Interval is 60 s in the recordings)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def connector(
+    client: httpx.AsyncClient, api_url: str, clock: Clock | None = None, **kw: Any
+) -> GitHubConnector:
+    return GitHubConnector(
+        client, api_url=api_url, timeout=timeout(5), clock=clock or Clock(), **kw
+    )
 
 
 def by_id(result: FetchResult) -> dict[str, dict[str, Any]]:
@@ -144,9 +158,11 @@ async def test_poll_reads_repositories_issues_pulls_and_notifications_across_pag
 async def test_second_poll_is_conditional_and_publishes_the_same_event_ids(
     github: GitHubReplay, client: httpx.AsyncClient
 ) -> None:
-    github_connector = connector(client, github.api_url)
+    clock = Clock()
+    github_connector = connector(client, github.api_url, clock)
     first = await github_connector.fetch(TOKEN)
     del github.requests[:]
+    clock.now += 300
     second = await github_connector.fetch(TOKEN)
     assert second.error is None
     assert second.figures["requests"] == 4 and second.figures["not_modified"] == 3
@@ -279,8 +295,10 @@ async def test_a_refused_section_is_reported_and_the_others_are_read(
 async def test_notification_that_was_read_gets_unread_false(
     github: GitHubReplay, client: httpx.AsyncClient
 ) -> None:
-    github_connector = connector(client, github.api_url)
+    clock = Clock()
+    github_connector = connector(client, github.api_url, clock)
     await github_connector.fetch(TOKEN)
+    clock.now += 300
     recorded = fixture("notifications")
     unread_only_one = recorded["body"][:1]
 
@@ -402,3 +420,18 @@ async def test_a_pasted_token_s_surrounding_whitespace_is_dropped(
     result = await connector(client, github.api_url).fetch(Credentials(f" {TOKEN.access_token}\n"))
     assert result.error is None
     assert github.requests[0].headers["authorization"] == f"Bearer {TOKEN.access_token}"
+
+
+async def test_notifications_wait_for_github_s_poll_interval(
+    github: GitHubReplay, client: httpx.AsyncClient
+) -> None:
+    assert fixture("notifications")["headers"]["x-poll-interval"] == "60"
+    clock = Clock()
+    github_connector = connector(client, github.api_url, clock)
+    await github_connector.fetch(TOKEN)
+    for seconds in (30, 29.9, 0.2):
+        clock.now += seconds
+        del github.requests[:]
+        await github_connector.fetch(TOKEN)
+        asked = NOTIFICATIONS in github.targets()
+        assert asked == (seconds == 0.2), seconds  # 60.1 s after the first

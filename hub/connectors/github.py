@@ -13,7 +13,8 @@ this order:
    ``github/issue/<owner>/<repo>/<number>`` and ``github/pull/<owner>/<repo>/<number>``;
 3. ``GET /notifications?per_page=50``: the unread notifications →
    ``github/notification/<thread id>``; a notification that leaves the unread list
-   gets ``unread: false``.
+   gets ``unread: false``. Not asked again before GitHub's ``X-Poll-Interval`` (60 s
+   usually, longer under load) has passed.
 
 Entity ids are Flux's (FLUX_COMPAT.md §6), pull requests apart; properties are listed
 in docs/connectors.md. Events: stream ``connectors``, source ``github``, and an
@@ -63,6 +64,8 @@ GITHUB_STREAM = "connectors"
 GITHUB_SOURCE = "github"
 #: Pages of each list read per poll (100 repositories or issues, 50 notifications a page).
 MAX_PAGES = 10
+#: Longest ``X-Poll-Interval`` honoured, in seconds (a larger one is taken as this).
+MAX_POLL_INTERVAL_ASKED = 3600
 #: Users whose ETags and cursors one hub keeps (least recently polled dropped first).
 MAX_USERS = 10_000
 
@@ -91,6 +94,8 @@ class _User:
     issues_since: str | None = None
     #: Unread notification id -> its ``updated_at``; None before a complete listing.
     unread: dict[str, str] | None = None
+    #: No notifications request before this wall time (GitHub's ``X-Poll-Interval``).
+    notifications_after: float = 0.0
 
 
 class GitHubConnector:
@@ -237,7 +242,13 @@ async def _issues(session: GitHubSession, user: _User) -> list[dict[str, Any]]:
 
 
 async def _notifications(session: GitHubSession, user: _User) -> list[dict[str, Any]]:
+    now = session.clock()
+    if now < user.notifications_after:
+        return []  # GitHub asked for a longer interval (X-Poll-Interval)
     pages, complete = await session.pages(_NOTIFICATIONS, lambda thread: str(thread["id"]))
+    asked = pages[0].poll_interval if pages else None
+    if asked is not None:
+        user.notifications_after = now + min(asked, MAX_POLL_INTERVAL_ASKED)
     before = user.unread or {}
     events = []
     unread: dict[str, str] = {}

@@ -9,6 +9,8 @@ One :class:`GitHubSession` per poll of one user's token. It
 - makes conditional requests: each page's ``ETag`` is kept (in :class:`PageCache`,
   per user, bounded) and sent back as ``If-None-Match``; a ``304 Not Modified`` costs
   no quota, and the page's items are known unchanged;
+- reports ``X-Poll-Interval`` (:attr:`Page.poll_interval`), which the connector
+  honours for the notifications;
 - honours the rate limits (docs.github.com, "Rate limits for the REST API"):
   ``403``/``429`` with ``Retry-After`` → wait that long; ``403``/``429`` with
   ``X-RateLimit-Remaining: 0`` → wait until ``X-RateLimit-Reset``; a ``429`` with
@@ -81,6 +83,9 @@ class Page:
     #: The keys of the page's items (kept with the ETag, so a 304 still names them).
     keys: tuple[str, ...]
     next_url: str | None
+    #: ``X-Poll-Interval``: seconds GitHub asks a client to wait before asking again
+    #: (sent with notifications).
+    poll_interval: int | None = None
 
 
 @dataclass(slots=True)
@@ -195,7 +200,7 @@ class GitHubSession:
         if status == 304 and cached is not None:
             self.not_modified += 1
             self._stop_if_used_up()
-            return Page(None, cached.keys, cached.next_url)
+            return Page(None, cached.keys, cached.next_url, _poll_interval(response_headers))
         if status == 401:
             raise BadToken(
                 f"GitHub refused the token (HTTP 401: {_message(body)}): store a new one"
@@ -227,7 +232,7 @@ class GitHubSession:
         if etag:
             self.cache.put(url, _Cached(etag, keys, next_url))
         self._stop_if_used_up()
-        return Page(items, keys, next_url)
+        return Page(items, keys, next_url, _poll_interval(response_headers))
 
     async def _get(
         self, url: str, headers: dict[str, str]
@@ -301,6 +306,10 @@ def _int(value: str | None) -> int | None:
         return None
     value = value.strip()
     return int(value) if value.isdigit() else None
+
+
+def _poll_interval(headers: httpx.Headers) -> int | None:
+    return _int(headers.get("x-poll-interval"))
 
 
 def _next_link(header: str) -> str | None:
