@@ -702,3 +702,22 @@ async def test_a_failed_install_is_the_taps_status(
     # The half-made virtualenv (no .installed marker: it would be redone) is not kept
     # in the shared cache.
     shutil.rmtree(venv_dir(taps_cache, missing))
+
+
+async def test_an_unwritable_data_directory_is_the_taps_status(
+    store: Store, key_prefix: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "broken-data"
+    data.mkdir()
+    (data / "taps").write_text("a file where the taps' folder should be")
+    settings = make_settings(
+        key_prefix,
+        connectors={"min_poll_interval": 0.1},
+        redis={"data_dir": str(data)},
+    )
+    async with running_hub(settings, store) as hub, _client(hub) as http:
+        await register(http, jsonl_tap(tmp_path, name="nowhere", interval_secs=0.2))
+        status = await tap_until(http, "nowhere", lambda t: t["consecutive_failures"] >= 2)
+        assert status["last_error"].startswith("File exists: "), status
+        # Backed off like any failure, not retried every tick.
+        assert _ms(status["next_run"]) - _ms(status["last_run"]) >= 800 - 50

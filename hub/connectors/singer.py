@@ -135,6 +135,13 @@ class TapRunner:
         run = _Run()
         try:
             error = await self._run(spec, run)
+        except LogUnavailable as exc:
+            error = f"Redis failed: {exc}"
+        except OSError as exc:  # the data directory or /tmp: unwritable, full...
+            error = f"{exc.strerror or type(exc).__name__}: {exc.filename or exc}"
+        except Exception as exc:  # a bug: this run fails, the scheduler goes on
+            logger.exception("tap %s: the run failed", name)
+            error = f"{type(exc).__name__}: {exc}"
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(STDERR_GRACE):
                 try:
