@@ -29,6 +29,7 @@ per term, on the referenced properties only.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -39,7 +40,7 @@ from ..errors import WhereError
 from .model import Delta
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "MAX_DEPTH",
@@ -128,7 +129,7 @@ def _holds(op: str, value: Any, operand: Any) -> bool:
 class Where:
     """A parsed value filter (build it with :func:`parse_where`)."""
 
-    __slots__ = ("fields", "source", "terms")
+    __slots__ = ("_tests", "fields", "source", "terms")
 
     def __init__(self, terms: tuple[tuple[str, str, Any], ...], source: dict[str, Any]) -> None:
         #: (property, operator, operand), in the order given.
@@ -138,6 +139,8 @@ class Where:
         self.fields: frozenset[str] = frozenset(name for name, _, _ in terms)
         #: The JSON form it was parsed from.
         self.source = source
+        #: Per term, a test of the canonical JSON value (None: absent).
+        self._tests = tuple((name, _encoded_test(op, operand)) for name, op, operand in terms)
 
     def __repr__(self) -> str:
         return f"Where({self.source!r})"
@@ -156,14 +159,60 @@ class Where:
         return True
 
     def matches_encoded(self, properties: Mapping[str, bytes]) -> bool:
-        """:meth:`matches` for canonical JSON values (as the core keeps them): only
-        the properties the filter reads are decoded."""
-        for name, op, operand in self.terms:
-            raw = properties.get(name)
-            value = _ABSENT if raw is None else orjson.loads(raw)
-            if not _holds(op, value, operand):
+        """:meth:`matches` for canonical JSON values (as the core keeps them): strings,
+        booleans and null compare as bytes; only numbers, arrays and objects that
+        are not byte-equal are decoded."""
+        for name, test in self._tests:
+            if not test(properties.get(name)):
                 return False
         return True
+
+
+_ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+}
+
+
+def _encoded_test(op: str, operand: Any) -> Callable[[bytes | None], bool]:
+    """One term as a test of a canonical JSON value (None: the property is absent)."""
+    if op == "exists":
+        return (lambda raw: raw is not None) if operand else (lambda raw: raw is None)
+    if op in _ORDER:
+        order = _ORDER[op]
+        if _is_number(operand):
+            return lambda raw: raw is not None and _compare_raw(order, raw, operand, _is_number)
+        return lambda raw: raw is not None and _compare_raw(order, raw, operand, _is_str)
+    values = operand if op == "in" else (operand,)
+    # Byte-equal canonical JSON is equal; numbers, arrays and objects may also be equal
+    # when not byte-equal (1 and 1.0): only those are decoded and compared.
+    exact = frozenset(orjson.dumps(v, option=orjson.OPT_SORT_KEYS) for v in values)
+    loose = tuple(v for v in values if _is_number(v) or isinstance(v, list | dict))
+
+    def member(raw: bytes) -> bool:
+        if raw in exact:
+            return True
+        if not loose:
+            return False
+        value = orjson.loads(raw)
+        return any(same(value, v) for v in loose)
+
+    if op == "ne":
+        return lambda raw: raw is None or not member(raw)
+    return lambda raw: raw is not None and member(raw)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _compare_raw(
+    order: Callable[[Any, Any], bool], raw: bytes, operand: Any, kind: Callable[[object], bool]
+) -> bool:
+    value = orjson.loads(raw)
+    return kind(value) and bool(order(value, operand))
 
 
 @dataclass(frozen=True, slots=True)
