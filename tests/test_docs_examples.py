@@ -147,7 +147,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_sse_docs.py",
         "compares what the first curl command prints (a claim made meanwhile) with it",
     ),
-    ("docs/sse.md", 'curl -N -H "Last-Event-ID: $LAST_ID" \'localhost:3000/api/stream?namespaces=crew\''): (
+    (
+        "docs/sse.md",
+        "curl -N -H \"Last-Event-ID: $LAST_ID\" 'localhost:3000/api/stream?namespaces=crew'",
+    ): (
         "tests/test_sse_docs.py",
         "runs it with the id the first command printed: the next change only, no snapshot",
     ),

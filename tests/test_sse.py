@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import socket
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -208,9 +209,11 @@ async def test_resume_after_a_hub_restart(store: Store, key_prefix: str) -> None
     async with running_hub(make_settings(key_prefix), store) as hub:
         base_url = f"http://127.0.0.1:{hub.port}"
         async with client(base_url) as http, open_stream(http, "namespaces=plant") as reader:
+            await follow(reader, replica, "synced")
             await publish(http, event("plant/a", t=1))
             await follow(reader, replica, "delta")
             last = reader.last_event_id
+            assert last
     # Written while no hub serves this reader (through another hub on the same Redis).
     async with running_hub(make_settings(key_prefix), store) as hub:
         base_url = f"http://127.0.0.1:{hub.port}"
@@ -344,3 +347,89 @@ async def test_private_reads_need_a_token_header_or_query(store: Store, key_pref
 async def publish_as(http: httpx.AsyncClient, headers: dict[str, str], *events: Any) -> None:
     reply = await http.post("/api/events/batch", json={"events": list(events)}, headers=headers)
     assert reply.status_code == 200, reply.text
+
+
+async def test_a_where_stream_shows_what_matches_at_every_position(
+    base_url: str, http: httpx.AsyncClient
+) -> None:
+    """Entering (a created delta with the whole state), leaving (``left``), and a
+    resume that ends with exactly what matches."""
+    await publish(http, event("crew/a", state="open", n=1), event("crew/b", state="done", n=1))
+    query = "namespaces=crew&where=" + quote('{"state": "open"}')
+    view: dict[str, dict[str, Any]] = {}
+
+    def apply(found: Any) -> None:
+        frame = found.data
+        if frame["type"] == "snapshot":
+            view.update({e["id"]: e["properties"] for e in frame["entities"]})
+        elif frame["type"] == "delta":
+            view[frame["id"]] = (
+                frame["set"] if frame.get("created") else {**view[frame["id"]], **frame["set"]}
+            )
+        elif frame["type"] in ("deleted", "left"):
+            view.pop(frame["id"], None)
+
+    async def until_view(reader: SseReader) -> None:
+        listed = await http.get("/api/state/entities", params={"prefix": "crew/"})
+        want = {
+            e["id"]: e["properties"] for e in listed.json() if e["properties"]["state"] == "open"
+        }
+        async with asyncio.timeout(timeout(10)):
+            while view != want:
+                apply(await reader.next())
+
+    async with open_stream(http, query) as reader:
+        await until_view(reader)
+        assert set(view) == {"crew/a"}
+        await publish(http, event("crew/b", state="open"), event("crew/a", state="done"))
+        while (found := await asyncio.wait_for(reader.next(), timeout(10))).event != "left":
+            apply(found)
+        assert found.data["id"] == "crew/a" and found.id  # a position: it has an id
+        apply(found)
+        await until_view(reader)
+        assert view == {"crew/b": {"state": "open", "n": 1}}  # entered with its whole state
+        last = reader.last_event_id
+    await publish(http, event("crew/a", state="open", n=2), event("crew/b", state="closed"))
+    async with open_stream(http, query, {"Last-Event-ID": last}) as reader:
+        await until_view(reader)
+        assert view == {"crew/a": {"state": "open", "n": 2}}
+        await reader.until("synced")
+
+
+async def test_a_where_that_does_not_parse_is_a_400(http: httpx.AsyncClient) -> None:
+    reply = await http.get("/api/stream?all=true&where=" + quote('{"load": {"lt": [1]}}'))
+    assert reply.status_code == 400, reply.text
+    assert "where.load.lt" in reply.json()["error"]
+
+
+async def test_browsers_may_send_last_event_id_across_origins(http: httpx.AsyncClient) -> None:
+    reply = await http.options(
+        "/api/stream",
+        headers={
+            "origin": "http://page.example",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "last-event-id",
+        },
+    )
+    assert reply.status_code in (200, 204)
+    allowed = {h.strip() for h in reply.headers["access-control-allow-headers"].split(",")}
+    assert "last-event-id" in allowed
+
+
+async def test_a_stream_ends_when_its_namespace_is_deleted(store: Store, key_prefix: str) -> None:
+    admin = {"Authorization": "Bearer admin-secret"}
+    gateway = {"auth_enabled": True, "admin_token": "admin-secret", "private_reads": True}
+    async with running_hub(make_settings(key_prefix, gateway=gateway), store) as hub:
+        async with client(f"http://127.0.0.1:{hub.port}") as http:
+            reply = await http.post("/api/namespaces", json={"name": "gone"}, headers=admin)
+            token = reply.json()["token"]
+            async with open_stream(http, f"all=true&token={token}") as reader:
+                await reader.until("synced")
+                reply = await http.delete("/api/namespaces/gone", headers=admin)
+                assert reply.status_code in (200, 204), reply.text
+                error = await asyncio.wait_for(reader.until("error"), timeout(10))
+                assert error.data["code"] == "unauthorized"
+                close = await asyncio.wait_for(reader.until("close"), timeout(10))
+                assert close.data["code"] == "unauthorized"
+                with pytest.raises(EOFError):
+                    await reader.next()

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ..core.cursor import parse_cursor
 from ..core.session.subscribe import plan_subscription
 from ..engine.auth import read_bearer
+from ..engine.listing import optional_where
 from ..engine.tenancy import AuthFailure
 from ..errors import BadRequest
 from ..transport.http import Response
@@ -145,6 +146,7 @@ class StreamApi:
         """Check the request, then stream (hub/transport/sse.py)."""
         last_event_id = request.headers.get("last-event-id") or None
         frame = subscribe_frame(request.query_string, last_event_id)
+        optional_where(frame.where)  # a WhereError is a 400 naming the part
         scope, token = await self._scope(request)
         plan = plan_subscription(frame, (), 0, 1, scope)
         if isinstance(plan, ErrorReply):

@@ -66,7 +66,7 @@ _CORS = (
 )
 _PREFLIGHT = (
     b"access-control-allow-methods: GET, POST, PUT, DELETE, OPTIONS\r\n"
-    b"access-control-allow-headers: authorization, content-type\r\n"
+    b"access-control-allow-headers: authorization, content-type, last-event-id\r\n"
     b"access-control-max-age: 600\r\n"
 )
 

@@ -159,7 +159,6 @@ class SseSession:
             self.streams.conflated_closed += self.outbox.conflated
             self.subscriptions.close()
             self.outbox.clear()
-            self._out = []
             self._last_words(body)
 
     async def _tick(self) -> None:
@@ -180,7 +179,9 @@ class SseSession:
                 self._schedule_flush()
 
     def _last_words(self, body: BodyWriter) -> None:
-        """The final ``close`` event, naming why (unless the reader left)."""
+        """What is queued (unless the reader is too far behind for more), then the
+        final ``close`` event naming why (unless the reader left)."""
+        out, self._out = self._out, []
         if not body.open:
             return
         if self.closing is not None:
@@ -194,7 +195,9 @@ class SseSession:
             else:
                 code = "closed"
         data = JSON.encode({"type": "close", "code": code, "reason": reason})
-        body.write(sse_event("close", data))
+        if self._behind():
+            out = []
+        body.write(b"".join([*out, sse_event("close", data)]))
 
     def _end(self, code: str, reason: str) -> None:
         if self.closing is None:
@@ -232,7 +235,7 @@ class SseSession:
         if outbox.direct:
             body = encoder.body(JSON, sub.properties, sub.touches)
             if body is not None:
-                self._delta(sub, delta, body, self.ids.delta(position))
+                self._delta(sub, body, self.ids.delta(position))
         elif outbox.admit(sub, sub.name, delta, position) is OVERLOADED:
             limit = outbox.max_pending
             self.fail(
@@ -281,7 +284,7 @@ class SseSession:
             encoder = DeltaEncoder(delta, position)
             body = encoder.body(JSON, sub.properties, sub.touches, conflated=True)
             if body is not None:
-                self._delta(sub, delta, body, None)  # merged: no exact position
+                self._delta(sub, body, None)  # merged: no exact position
             touched[sub.name] = sub
         if touched:
             cursor = format_cursor(self.streams.context.fanout.cursor())
@@ -292,10 +295,10 @@ class SseSession:
     # ------------------------------------------------------------------ writing
 
     def _delta(
-        self, sub: NativeSubscription, delta: Delta, body: tuple[bytes, int], event_id: str | None
+        self, sub: NativeSubscription, body: tuple[bytes, int], event_id: str | None
     ) -> None:
         data = delta_frame(JSON, sub.prefix, body)
-        self._out.append(sse_event("deleted" if delta.deleted else "delta", data, event_id))
+        self._out.append(sse_event(_frame_type(body[0]), data, event_id))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -312,5 +315,20 @@ class SseSession:
     def flush(self) -> None:
         self._flush_scheduled = False
         out, self._out = self._out, []
-        if out and self.body is not None and not self.body.stopped:
+        if out and self.body is not None and not self._behind():
             self.body.write(b"".join(out))
+
+    def _behind(self) -> bool:
+        """The stream ends because its reader is too far behind: nothing more but
+        the ``close`` goes out (the reader resumes from its last id)."""
+        body = self.body
+        return (self.closing is not None and self.closing[0] == "slow_consumer") or (
+            body is not None and (body.stop_reason or "").startswith("slow consumer")
+        )
+
+
+def _frame_type(body: bytes) -> str:
+    """The ``type`` of an encoded JSON delta body (``delta``, ``deleted``, ``left``):
+    the encoder writes it first."""
+    assert body.startswith(b'"type":"')
+    return body[8 : body.index(b'"', 8)].decode()
