@@ -364,3 +364,32 @@ async def test_oauth_flow_token_is_the_one_the_hub_polls_with(
         api_calls = [s for s in github.requests if s.target != "/login/oauth/access_token"]
         assert len(api_calls) == 4
         assert all(s.headers["authorization"] == f"Bearer {oauth_token}" for s in api_calls)
+
+
+async def test_public_mode_entity_ids_with_more_slashes_are_written(
+    store: Store, key_prefix: str, github: GitHubReplay
+) -> None:
+    # Flux's Public mode refuses ids with more than one `/`, its own GitHub
+    # connector's among them (FLUX_COMPAT.md, line on entity ids); the hub takes them.
+    settings = make_settings(
+        key_prefix,
+        gateway={"auth_enabled": True},
+        connectors={**FAST, "github_api_url": github.api_url},
+    )
+    alice = {"authorization": "Bearer alice-token"}
+    async with (
+        running_hub(settings, store) as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}", timeout=timeout(10)) as http,
+    ):
+        reply = await http.post(
+            "/api/connectors/github/token", json={"token": TOKEN.access_token}, headers=alice
+        )
+        assert reply.status_code == 200
+
+        async def published() -> bool:
+            listing = await http.get("/api/state/entities", params={"prefix": "github/"})
+            return len(listing.json()) == len(ENTITIES)
+
+        await until(published)
+        detail = (await http.get("/api/connectors/github", headers=alice)).json()
+        assert detail["records"] == len(ENTITIES) and "last_error" not in detail
