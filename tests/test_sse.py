@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hub.store import Keys, Store
 
@@ -433,3 +434,24 @@ async def test_a_stream_ends_when_its_namespace_is_deleted(store: Store, key_pre
                 assert close.data["code"] == "unauthorized"
                 with pytest.raises(EOFError):
                     await reader.next()
+
+
+async def test_metrics_count_event_streams(http: httpx.AsyncClient, base_url: str) -> None:
+    def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    async with client(base_url) as other, open_stream(other, "all=true") as reader:
+        await reader.until("synced")
+        shown = samples((await http.get("/metrics")).text)
+        assert shown[("flux_connections", (("kind", "sse"),))] == 1
+        assert shown[("flux_subscriptions", (("protocol", "sse"),))] == 1
+        # The scraping connection is the one plain HTTP connection.
+        assert shown[("flux_connections", (("kind", "http"),))] == 1
+    async with asyncio.timeout(timeout(5)):
+        sse = ("flux_connections", (("kind", "sse"),))
+        while samples((await http.get("/metrics")).text)[sse]:  # noqa: ASYNC110 - polls the hub
+            await asyncio.sleep(0.05)

@@ -110,6 +110,7 @@ class _Collector(Collector):
         connections.add_metric(["http"], gateway.http)
         connections.add_metric(["compat"], gateway.compat)
         connections.add_metric(["native"], gateway.native)
+        connections.add_metric(["sse"], gateway.sse)
         yield connections
 
         subscriptions = GaugeMetricFamily(
@@ -117,6 +118,7 @@ class _Collector(Collector):
         )
         subscriptions.add_metric(["native"], gateway.native_subscriptions)
         subscriptions.add_metric(["compat"], fanout.compat_sessions)
+        subscriptions.add_metric(["sse"], gateway.sse)
         yield subscriptions
 
         depth = GaugeMetricFamily("flux_queue_depth", "Items waiting, by queue.", labels=["queue"])

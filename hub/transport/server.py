@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ..store import Store
     from .http import Request, Response
     from .native_ws import NativeContext
+    from .sse import SseStatistics
 
 __all__ = ["WS_PATH", "Gateway", "GatewayStatistics", "HttpHandler", "request_token"]
 
@@ -84,6 +85,8 @@ class Streams(Protocol):
         """The hub missed deltas: every subscription starts over."""
         ...
 
+    def statistics(self) -> SseStatistics: ...
+
 
 @dataclass(frozen=True, slots=True)
 class GatewayStatistics:
@@ -100,6 +103,8 @@ class GatewayStatistics:
     conflations: int
     send_buffer_max: int
     send_buffer_sum: int
+    #: Open event streams (``GET /api/stream``), each one connection and one subscription.
+    sse: int = 0
 
 
 class Gateway:
@@ -410,18 +415,25 @@ class Gateway:
         sizes = [ws.transport.get_write_buffer_size() for ws in self.websockets if ws.open]
         native = len(self.native_sessions)
         websockets = len(self.websockets)
+        streams = self.streams.statistics() if self.streams is not None else None
+        sse = streams.streams if streams is not None else 0
         return GatewayStatistics(
-            http=len(self.connections) - websockets,
+            http=len(self.connections) - websockets - sse,
             compat=websockets - native,
             native=native,
             frames_sent=frames,
             native_subscriptions=sum(s.subscriptions for s in sessions),
             native_requests_queued=sum(s.requests_queued for s in sessions),
-            held_deltas=sum(s.held_deltas for s in sessions),
-            conflated_pending=sum(s.conflated_pending for s in sessions),
-            conflations=self.metrics.conflations_closed + sum(s.conflated for s in sessions),
+            held_deltas=sum(s.held_deltas for s in sessions)
+            + (streams.held_deltas if streams is not None else 0),
+            conflated_pending=sum(s.conflated_pending for s in sessions)
+            + (streams.conflated_pending if streams is not None else 0),
+            conflations=self.metrics.conflations_closed
+            + sum(s.conflated for s in sessions)
+            + (streams.conflated if streams is not None else 0),
             send_buffer_max=max(sizes, default=0),
             send_buffer_sum=sum(sizes),
+            sse=sse,
         )
 
 

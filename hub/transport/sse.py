@@ -57,6 +57,7 @@ class SseStatistics:
     """The open event streams of one hub, for ``/metrics``."""
 
     streams: int
+    held_deltas: int
     conflated_pending: int
     conflated: int
 
@@ -91,6 +92,7 @@ class SseStreams:
         sessions = list(self.sessions)
         return SseStatistics(
             streams=len(sessions),
+            held_deltas=sum(s.subscriptions.held() for s in sessions),
             conflated_pending=sum(len(s.outbox.pending) for s in sessions),
             conflated=self.conflated_closed + sum(s.outbox.conflated for s in sessions),
         )
