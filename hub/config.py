@@ -63,6 +63,15 @@ class RedisSettings(_Frozen):
     key_prefix: str = Field(default="flux", pattern=r"^[A-Za-z0-9_.:-]+$")
     #: Number of partitions (Redis Cluster hash tags) the logs and state are split in.
     partitions: int = Field(default=1, ge=1, le=1024)
+    #: Replicas that must confirm each write (Redis WAIT) before it is acknowledged;
+    #: 0: acknowledge once the master applied it (docs/scaling.md, "Redis Cluster").
+    wait_replicas: int = Field(default=0, ge=0, le=16)
+    #: How long a write waits for those replicas before it is answered 503.
+    wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+
+    def wait(self) -> tuple[int, int] | None:
+        """``(replicas, timeout_ms)`` for the store's WAIT, or None without one."""
+        return (self.wait_replicas, self.wait_timeout_ms) if self.wait_replicas else None
 
 
 class LogSettings(_Frozen):
@@ -335,6 +344,8 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_REDIS_START_TIMEOUT": ("redis", "start_timeout", float),
     "FLUX_KEY_PREFIX": ("redis", "key_prefix", str),
     "FLUX_PARTITIONS": ("redis", "partitions", int),
+    "FLUX_REDIS_WAIT_REPLICAS": ("redis", "wait_replicas", int),
+    "FLUX_REDIS_WAIT_TIMEOUT_MS": ("redis", "wait_timeout_ms", int),
     "FLUX_EVENT_LOG_MAXLEN": ("log", "event_log_maxlen", int),
     "FLUX_DELTA_LOG_MAXLEN": ("log", "delta_log_maxlen", int),
     "FLUX_DELTA_LOG_MAX_AGE_SECONDS": ("log", "delta_log_max_age_seconds", int),

@@ -30,7 +30,7 @@ async def serve(
     keys = Keys(settings.redis.key_prefix, settings.redis.partitions)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
-            await Store.connect(redis_url, keys, settings.log) as store,
+            await Store.connect(redis_url, keys, settings.log, wait=settings.redis.wait()) as store,
             Hub(settings, store) as hub,
         ):
             freeze_startup_heap()

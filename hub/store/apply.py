@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from ..config import LogSettings
     from .batches import Submission
+    from .cluster import ClusterChannels
     from .keys import Keys
     from .ordered import ScriptCall, ScriptChannel
 
@@ -29,7 +30,10 @@ class PendingApply:
     """Events sent to Redis by :meth:`Store.send_apply`; :meth:`result` waits for them."""
 
     def __init__(
-        self, channel: ScriptChannel, count: int, calls: list[tuple[int, list[int], ScriptCall]]
+        self,
+        channel: ScriptChannel | ClusterChannels,
+        count: int,
+        calls: list[tuple[int, list[int], ScriptCall]],
     ) -> None:
         self._channel = channel
         self._count = count

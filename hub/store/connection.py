@@ -12,7 +12,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-__all__ = ["REDIS_FAILURES", "make_client", "redact", "version_tuple"]
+__all__ = ["REDIS_FAILURES", "make_client", "packing_class", "redact", "version_tuple"]
 
 #: What a lost or failing Redis raises; callers turn it into :class:`LogUnavailable`.
 REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
@@ -54,14 +54,18 @@ def make_client(
         health_check_interval=0,
     )
     client = aioredis.Redis(connection_pool=pool)
-    base = pool.connection_class
     # from_url picks the class by scheme (TCP, TLS, unix): wrap whichever it chose.
+    pool.connection_class = packing_class(pool.connection_class)
+    return client
+
+
+def packing_class(base: type) -> type:
+    """``base`` (a connection class) packing its commands with hiredis."""
     packing = _PACKING_CLASSES.get(base)
     if packing is None:
         packing = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
         _PACKING_CLASSES[base] = packing
-    pool.connection_class = packing
-    return client
+    return packing
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

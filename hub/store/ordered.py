@@ -21,6 +21,11 @@ Failures:
   in the instant between two of them could a later call have run first; that is
   logged.
 
+With ``wait`` (``FLUX_REDIS_WAIT_REPLICAS``), each call is followed on the connection by
+``WAIT <replicas> <timeout>``: its reply is given only once that many replicas hold the
+write, and a call they did not confirm in time fails with :class:`LogUnavailable` (it
+was applied on the master: a retry with the same ``eventId`` answers it as a duplicate).
+
 Bound: the caller keeps at most a few calls in flight (the ingest: ``INGEST_DEPTH``).
 """
 
@@ -46,6 +51,8 @@ __all__ = ["ScriptCall", "ScriptChannel"]
 logger = logging.getLogger("hub.store")
 
 _PENDING = object()
+#: :meth:`ScriptChannel._read_wait`'s answer when the connection failed.
+_LOST = object()
 
 #: Seconds a (re)connection may take, at most: Redis answers one in microseconds
 #: when it runs at all.
@@ -59,6 +66,10 @@ class ScriptCall:
     packed: list[bytes]
     #: A SCRIPT LOAD the channel sent for itself: nobody waits for it.
     internal: bool = False
+    #: Followed by a WAIT whose reply is read after the script's.
+    waits: bool = False
+    #: The channel it was written to (a cluster has one per master).
+    via: ScriptChannel | None = None
     reply: Any = _PENDING
     error: BaseException | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,12 +87,20 @@ class ScriptChannel:
         source: the script, loaded at each (re)connection and after ``NOSCRIPT``.
         sha: its SHA1, as ``SCRIPT LOAD`` answers.
         read_timeout: seconds to wait for a reply before giving up on the connection.
+        wait: ``(replicas, timeout_ms)``: confirm each call's replication with WAIT.
     """
 
     def __init__(
-        self, connection: AbstractConnection, source: str, sha: str, read_timeout: float
+        self,
+        connection: AbstractConnection,
+        source: str,
+        sha: str,
+        read_timeout: float,
+        wait: tuple[int, int] | None = None,
     ) -> None:
         self._connection = connection
+        self.wait = wait
+        self._wait = connection.pack_command("WAIT", *wait) if wait else []
         self._load = connection.pack_command("SCRIPT", "LOAD", source)
         self.sha = sha
         self.read_timeout = read_timeout
@@ -108,9 +127,8 @@ class ScriptChannel:
         Raises:
             LogUnavailable: the connection could not be made or written to.
         """
-        call = ScriptCall(
-            self._connection.pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
-        )
+        packed = self._connection.pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        call = ScriptCall(packed + self._wait, waits=bool(self._wait), via=self)
         async with self._writing:
             await self._write([call])
         return call
@@ -195,10 +213,7 @@ class ScriptChannel:
             await self._recover_from_noscript()
             return
         except redis_errors.ResponseError as exc:
-            self._settle_oldest(
-                call, error=LogUnavailable(f"Redis refused the reduce script: {exc}")
-            )
-            return
+            reply = LogUnavailable(f"Redis refused the reduce script: {exc}")
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             if self._in_flight and self._in_flight[0] is call:
                 self._fail_all(_lost(exc))
@@ -208,7 +223,42 @@ class ScriptChannel:
                 await self._connection.disconnect(nowait=True)
                 self._fail_all(self._silent())
             return
-        self._settle_oldest(call, reply)
+        error = await self._read_wait(call)
+        if error is _LOST:
+            return
+        if isinstance(reply, LogUnavailable):
+            self._settle_oldest(call, error=reply)
+        elif isinstance(error, LogUnavailable):
+            self._settle_oldest(call, error=error)
+        else:
+            self._settle_oldest(call, reply)
+
+    async def _read_wait(self, call: ScriptCall) -> object:
+        """Read the reply of the WAIT after ``call``, if it has one: None when the
+        replicas confirmed it (or no WAIT), a :class:`LogUnavailable` when they did
+        not in time, or ``_LOST`` when the connection failed (all calls failed)."""
+        if not call.waits:
+            return None
+        assert self.wait is not None
+        try:
+            acked = await self._connection.read_response(timeout=self.read_timeout)
+        except redis_errors.ResponseError as exc:
+            return LogUnavailable(f"Redis refused WAIT: {exc}")
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            self._fail_all(_lost(exc))
+            return _LOST
+        if acked is None:
+            await self._connection.disconnect(nowait=True)
+            self._fail_all(self._silent())
+            return _LOST
+        replicas, timeout_ms = self.wait
+        if int(acked) < replicas:
+            return LogUnavailable(
+                f"applied, but only {int(acked)} of the {replicas} replicas asked for "
+                f"(FLUX_REDIS_WAIT_REPLICAS) confirmed it within {timeout_ms} ms: not "
+                f"acknowledged; retrying with the same eventId is safe"
+            )
+        return None
 
     def _settle_oldest(
         self, call: ScriptCall, reply: Any = None, error: BaseException | None = None
@@ -224,19 +274,24 @@ class ScriptChannel:
         """The oldest call got NOSCRIPT: send it, and every later call that gets it
         too, again in order, before anything new is written."""
         async with self._writing:
-            retry = [self._in_flight.popleft()]
+            first = self._in_flight.popleft()
+            retry = [first]
+            if await self._read_wait(first) is _LOST:
+                first.settle(error=self._silent())
+                return
             overtaken = False
             while self._in_flight:
                 call = self._in_flight[0]
                 try:
                     reply = await self._connection.read_response(timeout=self.read_timeout)
                 except redis_errors.NoScriptError:
+                    if await self._read_wait(call) is _LOST:
+                        self._fail_all(self._silent(), also=retry)
+                        return
                     retry.append(self._in_flight.popleft())
                     continue
                 except redis_errors.ResponseError as exc:
-                    self._in_flight.popleft()
-                    call.settle(error=LogUnavailable(f"Redis refused the reduce script: {exc}"))
-                    continue
+                    reply = LogUnavailable(f"Redis refused the reduce script: {exc}")
                 except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                     self._fail_all(_lost(exc), also=retry)
                     return
@@ -244,7 +299,17 @@ class ScriptChannel:
                     await self._connection.disconnect(nowait=True)
                     self._fail_all(self._silent(), also=retry)
                     return
+                error = await self._read_wait(call)
+                if error is _LOST:
+                    self._fail_all(self._silent(), also=[call, *retry])
+                    return
                 self._in_flight.popleft()
+                if isinstance(reply, LogUnavailable):
+                    call.settle(error=reply)
+                    continue
+                if isinstance(error, LogUnavailable):
+                    call.settle(error=error)
+                    continue
                 overtaken = overtaken or not call.internal
                 call.settle(reply)
             if overtaken:

@@ -6,7 +6,8 @@ returns, every hub process serves the new state (read-your-writes).
 
 Connections: one pool for commands, and one dedicated connection per partition for
 the blocking delta-log reads (:meth:`Store.read_deltas`), so a tail never waits behind
-a publish or the other way round.
+a publish or the other way round. On a Redis Cluster, the same per master
+(hub/store/cluster.py).
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from redis import exceptions as redis_errors
 from ..errors import ConfigError, LogUnavailable
 from .apply import PendingApply, reduce_call
 from .batches import Applied, DeltaBatch, LogHead, NamespaceTotals, SnapshotPage, Totals
+from .cluster import ClusterChannels, cluster_enabled, forget, make_cluster_client, refresh
+from .cluster import tail_connection as cluster_tail
 from .connection import REDIS_FAILURES, make_client, redact, version_tuple
 from .decode import SEQ, decode_delta_fields, decode_entity, decode_snapshot
 from .ordered import ScriptChannel
+from .tails import TAIL_NAME, Tails
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.connection import AbstractConnection
 
     from ..config import LogSettings
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
     from .batches import Submission
     from .keys import Keys
 
-__all__ = ["MIN_REDIS_VERSION", "PendingApply", "Store"]
+__all__ = ["MIN_REDIS_VERSION", "TAIL_NAME", "PendingApply", "Store"]
 
 logger = logging.getLogger("hub.store")
 
@@ -49,8 +54,6 @@ _SNAPSHOT_SOURCE = resources.files(__package__).joinpath("snapshot.lua").read_te
 REPLY_TIMEOUT = 30.0
 #: The reduce-script connection's name in ``CLIENT LIST``.
 CHANNEL_NAME = "flux-hub:reduce"
-#: The delta-log reading connections' names (one per partition, suffixed ``-<p>``).
-TAIL_NAME = "flux-hub:tail"
 
 # Take a free lease, or renew one we hold. KEYS: lease; ARGV: holder, ttl (ms).
 _LEASE = """
@@ -74,38 +77,54 @@ class Store:
     """
 
     def __init__(
-        self, url: str, keys: Keys, log: LogSettings, *, reply_timeout: float = REPLY_TIMEOUT
+        self,
+        url: str,
+        keys: Keys,
+        log: LogSettings,
+        *,
+        reply_timeout: float = REPLY_TIMEOUT,
+        wait: tuple[int, int] | None = None,
     ) -> None:
         self.url = url
         self.keys = keys
         self.log = log
+        #: ``(replicas, timeout_ms)``: WAIT after each reduce call before its result.
+        self.wait = wait
         #: Seconds to wait for any reply but a blocking read's before failing the call.
         self.reply_timeout = reply_timeout
         self._client: aioredis.Redis = make_client(
             url, max_connections=64, socket_timeout=reply_timeout
         )
-        #: Per partition, idle connections for reading the delta log (XREAD BLOCK):
-        #: one per concurrent reader (one per hub sharing this store, in tests).
-        self._tails: dict[int, list[AbstractConnection]] = {}
+        #: The same client as ``_client`` when ``url`` is a Redis Cluster node.
+        self._cluster: RedisCluster | None = None
+        #: The delta-log reads (XREAD BLOCK), on connections of their own.
+        self._tails = Tails(keys, self._dedicated_connection, self._tail_failed)
         self._sha = ""
         self._snapshot_sha = ""
         self._lease = self._client.register_script(_LEASE)
         # The reduce script's calls: pipelined on a connection of their own.
-        self._channel: ScriptChannel | None = None
+        self._channel: ScriptChannel | ClusterChannels | None = None
 
     @classmethod
     async def connect(
-        cls, url: str, keys: Keys, log: LogSettings, *, reply_timeout: float = REPLY_TIMEOUT
+        cls,
+        url: str,
+        keys: Keys,
+        log: LogSettings,
+        *,
+        reply_timeout: float = REPLY_TIMEOUT,
+        wait: tuple[int, int] | None = None,
     ) -> Store:
         """Connect, check the server's version and load the reduce script.
 
-        ``reply_timeout`` bounds the wait for a reply (the fault tests shorten it).
+        ``reply_timeout`` bounds the wait for a reply (the fault tests shorten it);
+        ``wait`` is ``(replicas, timeout_ms)`` for a WAIT after each reduce call.
 
         Raises:
             LogUnavailable: Redis does not answer.
             ConfigError: the server is older than Redis 6.2.
         """
-        store = cls(url, keys, log, reply_timeout=reply_timeout)
+        store = cls(url, keys, log, reply_timeout=reply_timeout, wait=wait)
         try:
             await store._start()
         except BaseException:
@@ -121,23 +140,50 @@ class Store:
                 raise ConfigError(
                     f"Redis {version} at {redact(self.url)} is too old: the hub needs 6.2 or newer"
                 )
+            if await cluster_enabled(self._client):
+                await self._client.aclose(close_connection_pool=True)
+                self._cluster = make_cluster_client(self.url, socket_timeout=self.reply_timeout)
+                # (It offers the commands the other modules use, routed by key slot.)
+                self._client = cast("aioredis.Redis", self._cluster)
+                await self._cluster.initialize()
+                self._lease = self._client.register_script(_LEASE)
             self._sha = await self._client.script_load(_REDUCE_SOURCE)
             self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from exc
         # No socket timeout on writes (redis-py would start a task per write for it);
         # replies have the channel's own.
-        connection = self._dedicated_connection(CHANNEL_NAME)
-        self._channel = ScriptChannel(connection, _REDUCE_SOURCE, self._sha, self.reply_timeout)
+        if self._cluster is not None:
+            self._channel = ClusterChannels(
+                self._cluster,
+                _REDUCE_SOURCE,
+                self._sha,
+                self.reply_timeout,
+                CHANNEL_NAME,
+                self.wait,
+            )
+        else:
+            connection = self._dedicated_connection(CHANNEL_NAME)
+            self._channel = ScriptChannel(
+                connection, _REDUCE_SOURCE, self._sha, self.reply_timeout, self.wait
+            )
         await self._channel.open()
 
-    def _dedicated_connection(self, name: str) -> AbstractConnection:
+    def _dedicated_connection(self, name: str, key: str = "") -> AbstractConnection:
         """A connection of its own (not from the pool), without a socket timeout, named
-        ``name`` in ``CLIENT LIST``; it connects when first used."""
+        ``name`` in ``CLIENT LIST``; it connects when first used. On a cluster: to the
+        master that owns ``key`` now."""
+        if self._cluster is not None:
+            return cluster_tail(self._cluster, key, name)
         pool = self._client.connection_pool
         return pool.connection_class(
             **{**pool.connection_kwargs, "socket_timeout": None, "client_name": name}
         )
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the store is on a Redis Cluster."""
+        return self._cluster is not None
 
     @property
     def client(self) -> aioredis.Redis:
@@ -152,13 +198,14 @@ class Store:
 
     async def aclose(self) -> None:
         """Close every connection."""
-        for idle in self._tails.values():
-            for tail in idle:
-                await tail.disconnect()
-        self._tails.clear()
+        await self._tails.aclose()
         if self._channel is not None:
             await self._channel.aclose()
-        await self._client.aclose(close_connection_pool=True)
+        if self._cluster is not None:
+            forget(self._cluster)
+            await self._cluster.aclose()
+        else:
+            await self._client.aclose(close_connection_pool=True)
 
     # ------------------------------------------------------------------ writes
 
@@ -283,33 +330,14 @@ class Store:
     ) -> DeltaBatch:
         """Like :meth:`read_deltas`, undecoded: the fan-out decodes only when someone
         listens (:meth:`DeltaBatch.deltas`)."""
-        idle = self._tails.setdefault(p, [])
-        if idle:
-            tail = idle.pop()
-        else:
-            # A bare connection, not a client: a client's pool, retry and reply
-            # callbacks cost ~20 us per read, paid for every delta at low rates.
-            # (No socket timeout: it would have to outlast the BLOCK time.)
-            tail = self._dedicated_connection(f"{TAIL_NAME}-{p}")
-        command: list[str | int] = ["XREAD", "COUNT", count]
-        if block_ms is not None:
-            command += ["BLOCK", block_ms]
-        command += ["STREAMS", self.keys.delta_log(p), after]
-        try:
-            # (It connects again by itself after a failure.)
-            await tail.send_packed_command(tail.pack_command(*command), check_health=False)
-            reply = cast("dict[bytes, Any] | list[list[Any]] | None", await tail.read_response())
-        except REDIS_FAILURES as exc:
-            await tail.disconnect(nowait=True)
-            raise LogUnavailable(f"Redis failed while tailing the delta log: {exc}") from exc
-        finally:
-            # (Interrupted, it disconnected itself; it connects again when next used.)
-            idle.append(tail)
-        if not reply:
-            return DeltaBatch(p, [])
-        # A map {stream: entries} (RESP3, or redis-py's RESP2 parser) or [[stream, entries]].
-        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        return DeltaBatch(p, [(entry[0], entry[1]) for entry in entries])
+        return await self._tails.read(p, after, count, block_ms)
+
+    async def _tail_failed(self) -> bool:
+        """After a failed delta-log read: keep its connection, unless on a cluster."""
+        if self._cluster is None:
+            return True
+        await refresh(self._cluster)
+        return False
 
     async def snapshot_range(
         self, p: int, prefix: str, after: str | None, limit: int

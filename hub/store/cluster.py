@@ -1,0 +1,203 @@
+"""Redis Cluster: the store's connections routed to the master that owns each slot.
+
+When ``--redis`` points at a cluster node (``INFO cluster`` says ``cluster_enabled:1``),
+:class:`~hub.store.store.Store` swaps its command pool for redis-py's
+:class:`~redis.asyncio.cluster.RedisCluster` (which routes each command and pipeline
+by key slot, follows ``MOVED``/``ASK`` and refreshes its slot map after a failover),
+and keeps the two fast paths of one Redis, per master:
+
+- :class:`ClusterChannels`: the reduce script's calls pipelined on one
+  :class:`~hub.store.ordered.ScriptChannel` per master. Every key of one call carries
+  the partition's hash tag, so a call goes whole to the master of that slot; calls of
+  one partition keep their order (one connection, in order); across partitions there
+  is no order (docs/semantics.md).
+- :func:`tail_connection`: a bare connection per partition to its master for the
+  blocking delta-log reads.
+
+After a failure (a lost connection, ``MOVED`` after a failover or a resharding,
+``CLUSTERDOWN`` while a replica takes over) the slot map is read again
+(:func:`refresh`) and the next call goes to whichever master owns the slot then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from ..errors import LogUnavailable
+from .connection import packing_class
+from .ordered import ScriptCall, ScriptChannel
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode
+    from redis.asyncio.connection import AbstractConnection
+
+__all__ = [
+    "ClusterChannels",
+    "cluster_enabled",
+    "make_cluster_client",
+    "refresh",
+    "tail_connection",
+]
+
+#: Seconds between two reads of the slot map that failures ask for (a burst of
+#: failed calls during a failover reads it once).
+REFRESH_INTERVAL = 0.25
+
+_last_refresh: dict[int, float] = {}
+_refresh_locks: dict[int, asyncio.Lock] = {}
+
+
+async def cluster_enabled(client: aioredis.Redis) -> bool:
+    """Whether the server ``client`` talks to is a Redis Cluster node."""
+    info = await client.info("cluster")
+    return bool(int(info.get("cluster_enabled", 0) or 0))
+
+
+def make_cluster_client(url: str, *, socket_timeout: float | None) -> RedisCluster:
+    """A cluster client seeded by the node at ``url`` (it discovers the others)."""
+    return RedisCluster.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(5.0, socket_timeout or 5.0),
+        # Enough retries (each after a slot-map refresh), backing off up to 0.5 s, to
+        # outlast a failover of a few seconds (cluster-node-timeout plus the election).
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 12),
+        health_check_interval=0,
+    )
+
+
+async def refresh(cluster: RedisCluster, *, force: bool = False) -> None:
+    """Read the slot map again (at most every ``REFRESH_INTERVAL`` s unless ``force``).
+
+    A failure is not raised: the map stays as it was, and the next call that fails
+    asks again.
+    """
+    key = id(cluster)
+    lock = _refresh_locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        now = time.monotonic()
+        if not force and now - _last_refresh.get(key, 0.0) < REFRESH_INTERVAL:
+            return
+        _last_refresh[key] = now
+        try:
+            await cluster.nodes_manager.initialize()
+        except Exception:  # any: the next failure asks again
+            return
+
+
+def forget(cluster: RedisCluster) -> None:
+    """Drop what :func:`refresh` kept for a closed client."""
+    _last_refresh.pop(id(cluster), None)
+    _refresh_locks.pop(id(cluster), None)
+
+
+def _master(cluster: RedisCluster, key: str) -> ClusterNode:
+    node = cluster.get_node_from_key(key)
+    if node is None:
+        raise LogUnavailable(f"no Redis Cluster master serves the slot of {key!r} now")
+    return node
+
+
+def node_connection(node: ClusterNode, name: str) -> AbstractConnection:
+    """A connection of its own to ``node`` (hiredis packing, no socket timeout),
+    named ``name`` in ``CLIENT LIST``; it connects when first used."""
+    kwargs: dict[str, Any] = {
+        **node.connection_kwargs,
+        "host": node.host,
+        "port": node.port,
+        "socket_timeout": None,
+        "client_name": name,
+    }
+    connection: AbstractConnection = packing_class(node.connection_class)(**kwargs)
+    return connection
+
+
+def tail_connection(cluster: RedisCluster, key: str, name: str) -> AbstractConnection:
+    """A connection to the master that owns ``key`` now, for blocking reads of it."""
+    return node_connection(_master(cluster, key), name)
+
+
+class ClusterChannels:
+    """The reduce script's calls, pipelined on one :class:`ScriptChannel` per master.
+
+    The same ``send``/``reply`` as one channel: :class:`~hub.store.apply.PendingApply`
+    does not know which it has.
+    """
+
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        source: str,
+        sha: str,
+        read_timeout: float,
+        name: str,
+        wait: tuple[int, int] | None = None,
+    ) -> None:
+        self._cluster = cluster
+        self._source = source
+        self.sha = sha
+        self.read_timeout = read_timeout
+        self._name = name
+        self._wait = wait
+        self._channels: dict[str, ScriptChannel] = {}
+
+    def _channel(self, node: ClusterNode) -> ScriptChannel:
+        channel = self._channels.get(node.name)
+        if channel is None:
+            connection = node_connection(node, self._name)
+            channel = ScriptChannel(
+                connection, self._source, self.sha, self.read_timeout, self._wait
+            )
+            self._channels[node.name] = channel
+        return channel
+
+    async def open(self) -> None:
+        """Connect to every master and load the script there."""
+        for node in self._cluster.get_primaries():
+            await self._channel(node).open()
+
+    async def send(self, keys: list[str], args: list[Any]) -> ScriptCall:
+        """Write one call to the master of ``keys[0]``'s slot (all keys share it).
+
+        A connection that cannot be made (the master is down) reads the slot map
+        again and tries once more, on the new master if a replica took over.
+
+        Raises:
+            LogUnavailable: no master of the slot could be written to.
+        """
+        for attempt in (1, 2):
+            node = _master(self._cluster, keys[0])
+            try:
+                return await self._channel(node).send(keys, args)
+            except LogUnavailable:
+                await self._drop(node.name)
+                await refresh(self._cluster, force=attempt == 1)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def reply(self, call: ScriptCall) -> list[bytes]:
+        """The reply of ``call``; a failure reads the slot map again for the next."""
+        assert call.via is not None
+        try:
+            return await call.via.reply(call)
+        except LogUnavailable:
+            await refresh(self._cluster)
+            raise
+
+    async def _drop(self, name: str) -> None:
+        channel = self._channels.pop(name, None)
+        if channel is not None:
+            await channel.aclose()
+
+    async def aclose(self) -> None:
+        for name in list(self._channels):
+            await self._drop(name)

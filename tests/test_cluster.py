@@ -1,0 +1,145 @@
+"""The hub on a real local Redis Cluster (3 masters + 3 replicas, tests/redis_cluster.py).
+
+The core of the compat tests (REST publish, get, list, history, delete; compat
+WebSocket state_update, across two hubs) and the native gapless snapshot/resume tests
+run here as written: they are imported from their modules, and this module's
+``redis_url`` and ``settings`` fixtures put them on the cluster with 16 partitions
+(spread over the three masters). Then the cluster's own checks: every key in one slot
+per call, a batch across partitions, and a master killed mid-publish
+(tests/test_cluster_failover.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from hub.app import Hub
+from hub.config import Settings
+from hub.store import Store
+
+from .conftest import make_settings
+from .redis_cluster import LocalCluster
+
+# The tests below run again here, on the cluster (pytest collects imported tests).
+from .test_compat_ws import (  # noqa: F401
+    client,
+    test_client_subscribed_to_an_id_receives_only_that_id,
+    test_client_without_subscription_receives_every_update,
+    test_deletion_reaches_every_connection_whatever_it_subscribed,
+    test_subscriber_on_one_hub_receives_a_publish_made_on_another,
+)
+from .test_cross_hub import hubs, test_publish_on_a_delta_on_b_and_resume_on_c_after_b_is_killed  # noqa: F401
+from .test_native_sync import (  # noqa: F401
+    test_of_20_agents_claiming_one_entity_exactly_one_wins,
+    test_resume_catches_up_from_the_cursor_of_a_live_subscription,
+    test_snapshot_taken_during_writes_hands_over_exactly,
+    test_subscriber_resuming_at_20_random_points_misses_nothing,
+)
+from .test_rest_batch import (  # noqa: F401
+    test_batcher_events_are_applied_in_array_order,
+    test_batcher_gets_one_result_per_event_with_all_three_keys,
+)
+from .test_rest_delete_history import (  # noqa: F401
+    test_deleter_batch_deletes_what_the_filter_selects,
+    test_deleter_removes_entity_and_gets_entity_id_and_event_id,
+    test_historian_gets_newest_events_first_up_to_limit,
+    test_historian_sees_tombstones_between_updates,
+)
+from .test_rest_publish import (  # noqa: F401
+    test_publisher_reads_its_write_right_after_the_reply,
+    test_publisher_repeating_event_id_in_a_batch_is_applied_once,
+)
+from .test_rest_state import (  # noqa: F401
+    test_reader_gets_entities_in_lexicographic_order,
+    test_reader_walks_all_pages_with_limit_and_cursor,
+)
+
+#: Partitions of the hubs here: enough to spread over the three masters.
+PARTITIONS = 16
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(Path(tmp_path_factory.mktemp("cluster"))) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def redis_url(cluster: LocalCluster) -> str:
+    return cluster.url
+
+
+@pytest.fixture
+def settings(key_prefix: str) -> Settings:
+    return make_settings(key_prefix, redis={"partitions": PARTITIONS})
+
+
+@pytest.fixture(autouse=True)
+def _partitioned_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flux serve`` processes started by the imported tests use the same partitions."""
+    monkeypatch.setenv("FLUX_PARTITIONS", str(PARTITIONS))
+
+
+# ---------------------------------------------------------------------- the cluster's own
+
+
+def _all_keys(cluster: LocalCluster, prefix: str) -> list[tuple[int, bytes]]:
+    """Every key starting with ``prefix`` on every master, with the master's port."""
+    found = []
+    for port in cluster.live_ports():
+        with redis.Redis(host="127.0.0.1", port=port) as node:
+            if node.info("replication")["role"] != "master":
+                continue
+            found += [(port, key) for key in node.scan_iter(match=prefix + "*", count=1000)]
+    return found
+
+
+async def test_the_store_detects_the_cluster_and_spreads_partitions_over_every_master(
+    store: Store, cluster: LocalCluster, key_prefix: str
+) -> None:
+    assert store.cluster
+    masters = {cluster.master_of_key(store.keys.delta_log(p)) for p in range(PARTITIONS)}
+    assert len(masters) == 3
+
+
+async def test_a_batch_across_partitions_is_split_with_a_result_per_event(
+    hub: Hub, http: httpx.AsyncClient, store: Store, cluster: LocalCluster, key_prefix: str
+) -> None:
+    ids = [f"spread/{n}" for n in range(40)]
+    assert len({store.keys.partition_of(i) for i in ids}) == PARTITIONS
+    events: list[dict[str, Any]] = [
+        {
+            "stream": "spread",
+            "source": "t",
+            "eventId": f"spread-{n}",
+            "payload": {"entity_id": i, "properties": {"n": n}},
+        }
+        for n, i in enumerate(ids)
+    ]
+    # One event that breaks a rule among them: only it fails, the others apply.
+    events.insert(7, {"stream": "spread", "source": "", "payload": {"entity_id": "spread/x"}})
+    reply = await http.post("/api/events/batch", json={"events": events})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["successful"], body["failed"]) == (40, 1)
+    assert [r["error"] is None for r in body["results"]] == [n != 7 for n in range(41)]
+    assert [r["eventId"] for r in body["results"][8:]] == [f"spread-{n}" for n in range(7, 40)]
+    listing = (await http.get("/api/state/entities", params={"prefix": "spread/"})).json()
+    assert sorted(e["id"] for e in listing) == sorted(ids)
+    assert {e["properties"]["n"] for e in listing} == set(range(40))
+    # Every key the hub wrote is on the master of its slot; all but a few single keys
+    # (never two in one call: singleton leases, the runtime config, rate buckets)
+    # carry a hash tag: a partition's, or the namespace registry's or connectors'.
+    keys = _all_keys(cluster, key_prefix)
+    assert len(keys) > 3 * 40
+    for port, key in keys:
+        text = key.decode()
+        assert cluster.master_of_key(text) == port
+        rest = text[len(key_prefix) + 1 :]
+        assert rest.startswith(("{", "lease:", "config", "rl:")), text
