@@ -22,8 +22,10 @@ import pytest
 import websockets
 
 from flux_client import EntityCache, FluxClient, make_event
+from hub.config import Settings
+from hub.store import Store
 
-from .conftest import timeout
+from .conftest import running_hub, timeout
 from .native_client import rest_state
 from .processes import HubProcess, free_port
 
@@ -194,3 +196,24 @@ async def test_a_lone_hub_stops_its_embedded_redis_last(tmp_path: Path) -> None:
     assert places == sorted(places), text
     with pytest.raises(ProcessLookupError):
         os.kill(redis_pid, 0)
+
+
+async def test_a_request_being_handled_at_shutdown_is_answered_then_closed(
+    settings: Settings, store: Store
+) -> None:
+    events = [make_event(f"inflight/{n}", {"n": n}) for n in range(5000)]
+    async with running_hub(settings, store) as hub:
+        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}", timeout=timeout(30))
+        request = asyncio.create_task(http.post("/api/events/batch", json={"events": events}))
+        while not any(conn._busy for conn in hub.gateway.connections):
+            assert not request.done(), f"answered before the shutdown: {request.result()}"
+            await asyncio.sleep(0.001)
+        # Leaving the block shuts the hub down while the batch is being handled.
+    try:
+        reply = await request
+    finally:
+        await http.aclose()
+    assert reply.status_code == 200
+    assert reply.headers["connection"] == "close"
+    assert (reply.json()["successful"], reply.json()["failed"]) == (5000, 0)
+    assert await store.get("inflight/4999") is not None
