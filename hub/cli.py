@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         "(Ctrl-C, SIGTERM, --count), then delete it (docs/presence.md)",
     )
     p.add_argument("entity_id", metavar="ENTITY_ID")
-    p.add_argument("properties", metavar="PROPERTIES_JSON", nargs="?", default="{}")
+    p.add_argument("properties", metavar="PROPERTIES_JSON", help="published with every beat")
     p.add_argument("--ttl", type=float, required=True, metavar="SECONDS", help="lease of each beat")
     p.add_argument("--every", type=float, metavar="SECONDS", help="between beats (default ttl/3)")
     p.add_argument("--count", type=int, metavar="N", help="stop after N beats")

@@ -119,6 +119,9 @@ def _heartbeat(ctx: Context, args: Any) -> None:
     outlives a hub restart. Only a refusal of the first beat (bad input) ends it.
     """
     properties = _json_arg(args.properties, "PROPERTIES_JSON")
+    if not isinstance(properties, dict) or not properties:
+        # An event without properties creates nothing: the entity would never exist.
+        raise CommandError("PROPERTIES_JSON must be a JSON object with at least one property", 2)
     every = args.ttl / 3 if args.every is None else args.every
     if not 0 < every < args.ttl:
         raise CommandError(f"--every must be more than 0 and less than --ttl ({args.ttl})", 2)

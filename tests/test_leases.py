@@ -345,3 +345,53 @@ async def test_a_lease_survives_restarts_and_a_new_hub_sweeps_it(tmp_path: Path)
             assert await exists(http, "crew/p")
             history = (await http.get("/api/events", params={"entity": "crew/o"})).json()
             assert history[0]["payload"]["properties"]["__reason__"] == "expired"
+
+
+# ---------------------------------------------------------------------- partitions, replay
+
+
+async def test_every_partition_is_swept(redis_url: str, key_prefix: str) -> None:
+    settings = make_settings(key_prefix, redis={"partitions": 4}, leases={"sweep_interval": SWEEP})
+    keys = Keys(key_prefix, 4)
+    async with (
+        await Store.connect(redis_url, keys, settings.log) as store,
+        running_hub(settings, store) as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}", timeout=timeout(10)) as http,
+    ):
+        ids = [f"crew/q{n}" for n in range(12)]
+        assert len({keys.partition_of(i) for i in ids}) == 4
+        batch = [event(i, 0.1, x=1) for i in ids]
+        assert (await http.post("/api/events/batch", json={"events": batch})).json()["failed"] == 0
+        for entity in ids:
+            await gone(http, entity)
+        assert hub.metrics.expired == 12
+
+
+async def test_replay_of_a_log_with_expiries_agrees_with_the_state(
+    hub: Hub, http: httpx.AsyncClient, redis_url: str, key_prefix: str
+) -> None:
+    from .test_replay import replay_json
+
+    await publish(http, "crew/r1", ttl=0.1, x=1)
+    await publish(http, "crew/r2", ttl=60, x=1)
+    await gone(http, "crew/r1")
+    status, report = await replay_json(redis_url, key_prefix)
+    assert status == 0, report
+    assert report["partitions"][0]["differences"] == []
+
+
+async def test_an_event_stream_reader_hears_the_expiry_with_its_reason(
+    hub: Hub, http: httpx.AsyncClient
+) -> None:
+    async with http.stream("GET", "/api/stream", params={"prefixes": "crew/"}) as stream:
+        lines = stream.aiter_lines()
+        async for line in lines:
+            if line.startswith("event: synced"):
+                break
+        await publish(http, "crew/s1", ttl=0.1, x=1)
+        async with asyncio.timeout(timeout(5)):
+            async for line in lines:
+                if line.startswith("data:") and '"type":"deleted"' in line:
+                    frame = json.loads(line.removeprefix("data:"))
+                    break
+    assert (frame["id"], frame["reason"]) == ("crew/s1", "expired")

@@ -146,9 +146,11 @@ async def test_sdk_heartbeat_refuses_bad_timing_and_raises_the_hubs_refusal(
 ) -> None:
     async with FluxClient(base_url) as flux:
         with pytest.raises(ValueError, match="ttl must be more than 0"):
-            flux.heartbeat("crew/a", {}, ttl=0)
+            flux.heartbeat("crew/a", {"on": True}, ttl=0)
         with pytest.raises(ValueError, match="every must be more than 0 and less than ttl"):
-            flux.heartbeat("crew/a", {}, ttl=3, every=3)
+            flux.heartbeat("crew/a", {"on": True}, ttl=3, every=3)
+        with pytest.raises(ValueError, match="at least one property"):
+            flux.heartbeat("crew/a", {}, ttl=3)
         with pytest.raises(PublishError, match="reserved for the hub|flux-core"):
             async with flux.heartbeat("flux-core/me", {"x": 1}, ttl=5):
                 pass  # pragma: no cover - never entered
@@ -204,12 +206,16 @@ async def test_cli_heartbeat_counts_beats_and_keeps_or_deletes(
     assert status == 0
     assert [json.loads(line)["beat"] for line in out.splitlines()] == [1, 2, 3]
     assert await _exists(http, "crew/agent-6") is None  # deleted at the end
-    assert (await flux("--count", "1", "--keep"))[0] == 0
+    assert (await flux("--count", "1", "--keep", "--ttl", "3"))[0] == 0  # the last --ttl
     assert await _exists(http, "crew/agent-6") is not None
     await _until(lambda: _gone(http, "crew/agent-6"))  # left to expire
     status, _, err = await flux("--every", "1")
     assert status == 2
     assert "--every must be more than 0 and less than --ttl" in err
+    beat[4] = "{}"
+    status, _, err = await flux()
+    assert status == 2
+    assert "PROPERTIES_JSON must be a JSON object with at least one property" in err
 
 
 async def _gone(http: httpx.AsyncClient, entity: str) -> bool:

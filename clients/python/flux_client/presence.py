@@ -52,7 +52,7 @@ class Heartbeat:
         stream: the events' ``stream``.
 
     Raises:
-        ValueError: ``ttl`` or ``every`` out of range.
+        ValueError: ``ttl`` or ``every`` out of range, or no property to publish.
     """
 
     def __init__(
@@ -68,6 +68,9 @@ class Heartbeat:
     ) -> None:
         if not 0 < ttl <= MAX_TTL:
             raise ValueError(f"ttl must be more than 0 and at most {MAX_TTL} seconds, not {ttl}")
+        if not properties:
+            # An event without properties creates nothing: the entity would never exist.
+            raise ValueError("a heartbeat needs at least one property to publish")
         every = ttl / 3 if every is None else every
         if not 0 < every < ttl:
             raise ValueError(f"every must be more than 0 and less than ttl ({ttl}), not {every}")
