@@ -99,4 +99,6 @@ def _update_json(update: Update) -> dict[str, Any]:
         value.update(changes=update.changes, version=update.version, created=update.created)
     elif update.kind in ("deleted", "left"):
         value["version"] = update.version
+        if update.reason:  # "expired": its lease ran out (docs/presence.md)
+            value["reason"] = update.reason
     return value

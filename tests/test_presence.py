@@ -282,6 +282,10 @@ async def test_presence_doc_sync_agent(hub: Hub, base_url: str, http: httpx.Asyn
     ]
 
 
+async def _subscribed(hub: Hub) -> bool:
+    return hub.gateway.statistics().native_subscriptions > 0
+
+
 async def test_presence_doc_observer_tells_departure_from_death(
     hub: Hub, base_url: str, http: httpx.AsyncClient
 ) -> None:
@@ -290,7 +294,7 @@ async def test_presence_doc_observer_tells_departure_from_death(
         sys.executable, "-c", _addressed(observer, base_url), env=_env(base_url)
     ) as process:
         assert process.stdout is not None
-        await asyncio.sleep(1.0)  # subscribed (its snapshot is empty)
+        await _until(lambda: _subscribed(hub))  # the observer's subscription is live
         for n, ttl in ((1, 60), (2, 0.2)):
             event = {
                 "stream": "presence",
@@ -304,3 +308,26 @@ async def test_presence_doc_observer_tells_departure_from_death(
         assert (await http.delete("/api/state/entities/crew%2Fagent-1")).status_code == 200
         left = await asyncio.wait_for(process.stdout.readline(), timeout(10))
         assert left.decode() == "crew/agent-1 left - present: []\n"
+
+
+async def test_flux_watch_piped_says_why_an_entity_went(
+    hub: Hub, base_url: str, http: httpx.AsyncClient
+) -> None:
+    async with _process("flux", "watch", "crew/", env=_env(base_url)) as watch:
+        assert watch.stdout is not None
+        async with asyncio.timeout(timeout(20)):  # subscribed: its snapshot is read
+            while json.loads(await watch.stdout.readline())["kind"] != "synced":
+                pass
+        event = {
+            "stream": "presence",
+            "source": "test",
+            "ttl": 0.2,
+            "payload": {"entity_id": "crew/agent-9", "properties": {"on": True}},
+        }
+        assert (await http.post("/api/events", json=event)).status_code == 200
+        async with asyncio.timeout(timeout(10)):
+            while True:
+                line = json.loads(await watch.stdout.readline())
+                if line["kind"] == "deleted":
+                    break
+    assert line == {"kind": "deleted", "id": "crew/agent-9", "version": 2, "reason": "expired"}

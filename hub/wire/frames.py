@@ -55,7 +55,8 @@ class PublishFrame(_Frame):
     """Publish one or many events; answered by one ``ack`` with a result per event.
 
     Each event is a Flux envelope (``timestamp`` optional) and may carry
-    ``if_version``: apply only if the entity is at that version (0: must not exist).
+    ``if_version``: apply only if the entity is at that version (0: must not exist),
+    and ``ttl``: a lease in seconds (hub/core/lease.py).
     """
 
     type: Literal["publish"]
