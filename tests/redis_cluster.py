@@ -151,6 +151,11 @@ class LocalCluster:
         process.send_signal(signal.SIGKILL)
         process.wait()
 
+    def restart(self, port: int) -> None:
+        """Start a killed node again on its directory: it rejoins the cluster (as a
+        replica of whichever node took over its slots)."""
+        self._start_node(port)
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
