@@ -296,3 +296,21 @@ def test_where_from_words_checks_the_result() -> None:
         where_from_words(["load<[1]"])
     with pytest.raises(WhereError, match=r"^where: not JSON"):
         where_from_words(["{load"])
+
+
+def test_where_equality_tells_json_types_apart() -> None:
+    # Equal filters may share one object (the hub interns them): 1, 1.0 and true differ.
+    assert parse_where({"a": 1}) != parse_where({"a": True})
+    assert parse_where({"a": 1}) != parse_where({"a": 1.0})
+    assert parse_where({"a": {"in": [0]}}) != parse_where({"a": {"in": [False]}})
+
+
+def test_matches_state_remembers_the_last_answer_per_entity_version() -> None:
+    where = parse_where({"s": "open"})
+    assert where.matches_state("a", 1, {"s": b'"open"'})
+    # The same (id, version) is the same state: answered from memory.
+    assert where.matches_state("a", 1, {"s": b'"done"'})
+    assert not where.matches_state("a", 2, {"s": b'"done"'})
+    assert not where.matches_state("b", 2, {"s": b'"done"'})
+    assert where.matches_state("b", 2, {"s": b'"open"'}) is False
+    assert where.matches_state("b", 3, {"s": b'"open"'})

@@ -236,3 +236,39 @@ async def test_where_view_equals_the_query_live_and_after_resume(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_subscriptions_sharing_a_where_each_get_their_frames(
+    ws_url: str, http: httpx.AsyncClient
+) -> None:
+    # Equal filters share one object on the hub (its answers remembered per entity
+    # version); each subscription still gets exactly its own view.
+    writer = await Native.connect(ws_url)
+    readers = [await Native.connect(ws_url) for _ in range(3)]
+    try:
+        await writer.publish(event("sh/a", status="open", load=1))
+        views = [View() for _ in readers]
+        subscribe = {"type": "subscribe", "sub": "s", "filter": {"prefixes": ["sh/"]}}
+        for n, reader in enumerate(readers):
+            # The second subscribes with the same filter written otherwise (key order).
+            where = {"load": {"lt": 5}, "status": "open"} if n == 1 else WHERE
+            await reader.send({**subscribe, "where": where, "snapshot": n != 2})
+            await views[n].read_until_synced(reader)
+        await writer.publish(event("sh/b", status="open", load=2))
+        await writer.publish(event("sh/a", load=6))
+        await writer.publish(event("sh/b", load=3))
+        for reader, view in zip(readers, views, strict=True):
+            await view.read_quiet(reader)
+        expected = await rest_view(http, WHERE, "sh/")
+        assert views[0].held == views[1].held == expected
+        # The live one (no snapshot) holds what arrived since: b's entry and delta.
+        assert views[2].held == expected
+        assert [f["type"] for f in views[2].frames if f["type"] in ("delta", "left")] == [
+            "delta",
+            "left",
+            "delta",
+        ]
+    finally:
+        await writer.close()
+        for reader in readers:
+            await reader.close()

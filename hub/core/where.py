@@ -129,7 +129,7 @@ def _holds(op: str, value: Any, operand: Any) -> bool:
 class Where:
     """A parsed value filter (build it with :func:`parse_where`)."""
 
-    __slots__ = ("_tests", "fields", "source", "terms")
+    __slots__ = ("__weakref__", "_key", "_memo", "_tests", "fields", "source", "terms")
 
     def __init__(self, terms: tuple[tuple[str, str, Any], ...], source: dict[str, Any]) -> None:
         #: (property, operator, operand), in the order given.
@@ -141,15 +141,19 @@ class Where:
         self.source = source
         #: Per term, a test of the canonical JSON value (None: absent).
         self._tests = tuple((name, _encoded_test(op, operand)) for name, op, operand in terms)
+        # Equal filters have equal keys (repr tells 1, 1.0 and true apart; == does not).
+        self._key = repr(terms)
+        #: The last :meth:`matches_state` answer: (entity id, version, answer).
+        self._memo: tuple[str, int, bool] = ("", -1, False)
 
     def __repr__(self) -> str:
         return f"Where({self.source!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Where) and self.terms == other.terms
+        return isinstance(other, Where) and self._key == other._key
 
     def __hash__(self) -> int:
-        return hash(repr(self.terms))
+        return hash(self._key)
 
     def matches(self, properties: Mapping[str, Any]) -> bool:
         """Whether an entity with these (decoded) property values matches."""
@@ -166,6 +170,18 @@ class Where:
             if not test(properties.get(name)):
                 return False
         return True
+
+    def matches_state(self, entity_id: str, version: int, properties: Mapping[str, bytes]) -> bool:
+        """:meth:`matches_encoded` for an entity's state at a version, remembering the
+        last answer: ``(id, version)`` names one state of the log, and subscriptions
+        sharing this filter (one object: the hub interns them) ask about the same
+        delta one after the other, so all but the first are answered from memory."""
+        memo = self._memo
+        if memo[1] == version and memo[0] == entity_id:
+            return memo[2]
+        answer = self.matches_encoded(properties)
+        self._memo = (entity_id, version, answer)
+        return answer
 
 
 _ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {

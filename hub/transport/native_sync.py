@@ -10,6 +10,7 @@ unsubscribe cancels.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ..core.model import Delta
+    from ..core.where import Where
     from ..engine.fanout import Fanout
     from ..engine.tenancy import Tenancy
     from ..store import Store
@@ -44,6 +46,12 @@ CATCH_UP_BATCH = 1000
 #: Entities a ``where`` subscription's view may hold (its id filter's): past that
 #: the subscription ends with ``too_large`` (docs/protocol.md, Value filters).
 MAX_VIEW_ENTITIES = 10_000
+#: Per hub (its fan-out), the value filters in use: one object per distinct filter,
+#: forgotten when unused. Per hub: a ``Where`` remembers answers by (id, version),
+#: which name one state only within one hub's log.
+_WHERES: weakref.WeakKeyDictionary[Fanout, weakref.WeakValueDictionary[Where, Where]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class Output(Protocol):
@@ -185,6 +193,12 @@ class Subscriptions:
         """Register a subscription and start it as its frame asks (``scope``: the
         prefix ``token`` may read under private reads)."""
         where = optional_where(frame.where)  # (a WhereError is a bad_frame reply)
+        if where is not None:
+            # One object per distinct filter: its memo answers the subscriptions that
+            # share it once per delta (Where.matches_state).
+            where = _WHERES.setdefault(self.fanout, weakref.WeakValueDictionary()).setdefault(
+                where, where
+            )
         plan = plan_subscription(frame, self.by_name, len(self.by_name), self.limit, scope)
         if isinstance(plan, ErrorReply):
             self.output.send(plan)

@@ -91,7 +91,7 @@ class WhereView:
         state.last_updated = delta.last_updated
         if not delta.created and self.fields.isdisjoint(delta.touched):
             return delta if member else None
-        matches = self.where.matches_encoded(state.properties)
+        matches = self.where.matches_state(entity_id, delta.version, state.properties)
         if matches and member:
             return delta
         if matches:
