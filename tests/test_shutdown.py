@@ -23,6 +23,7 @@ import websockets
 
 from flux_client import EntityCache, FluxClient, make_event
 from hub.config import Settings
+from hub.errors import ConfigError
 from hub.store import Store
 
 from .conftest import running_hub, timeout
@@ -139,6 +140,15 @@ async def _run_the_stream(first: HubProcess, second: HubProcess, url: str) -> No
         await cache.wait_until(lambda _: cache.snapshot() == expected, within=timeout(20))
         assert cache.gaps == 0
         assert subscriber.generation >= 2
+
+
+def test_the_drain_setting_is_checked() -> None:
+    assert Settings.from_env({}).gateway.shutdown_drain_seconds == 0
+    drain = Settings.from_env({"FLUX_SHUTDOWN_DRAIN_SECONDS": "2.5"}).gateway
+    assert drain.shutdown_drain_seconds == 2.5
+    for bad in ("-1", "soon", "3601"):
+        with pytest.raises(ConfigError, match="FLUX_SHUTDOWN_DRAIN_SECONDS"):
+            Settings.from_env({"FLUX_SHUTDOWN_DRAIN_SECONDS": bad})
 
 
 async def test_sigint_and_a_second_signal_skip_the_drain(redis_url: str, key_prefix: str) -> None:

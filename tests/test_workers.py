@@ -364,3 +364,21 @@ async def test_the_workers_example_of_docs_scaling_md(tmp_path: Path) -> None:
     finally:
         workers.stop()
     assert workers.log.count("received: shutting down now") == workers.count
+
+
+@pytest.mark.slow
+async def test_a_supervisor_killed_with_9_leaves_no_process_behind(workers: Workers) -> None:
+    workers.start()
+    try:
+        pids = await workers.serving()
+        redis_pid = int(re.findall(r"embedded Redis started: pid (\d+)", workers.log)[0])
+        assert workers.process is not None
+        workers.process.kill()  # the kernel tells each worker and the Redis (SIGTERM)
+        workers.process.wait()
+        deadline = time.monotonic() + timeout(30)
+        while any(_alive(pid) for pid in [*pids, redis_pid]):
+            assert time.monotonic() < deadline, workers.log
+            await asyncio.sleep(0.1)
+    finally:
+        workers.stop()
+    assert workers.log.count("SIGTERM received: shutting down") == 2  # each worker drained
