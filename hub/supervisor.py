@@ -144,11 +144,11 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         with ExitStack() as stack:
+            reserved = stack.enter_context(self._reserve_port())
+            port = int(reserved.getsockname()[1])
             url = self.settings.redis.url
             if url is None:
                 url = stack.enter_context(EmbeddedRedis.configured(self.settings.redis)).url
-            reserved = stack.enter_context(self._reserve_port())
-            port = int(reserved.getsockname()[1])
             env = self._worker_env(url, port)
             logger.info(
                 "starting %d workers on %s:%d", len(self.workers), self.settings.gateway.host, port

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -382,3 +383,21 @@ async def test_a_supervisor_killed_with_9_leaves_no_process_behind(workers: Work
     finally:
         workers.stop()
     assert workers.log.count("SIGTERM received: shutting down") == 2  # each worker drained
+
+
+def test_a_port_in_use_is_reported_once_by_the_supervisor(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "serve", "--workers", "2", "--host", "127.0.0.1"]
+            + ["--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout(60),
+            check=False,
+        )
+    assert run.returncode == 1
+    assert f"flux serve: cannot listen on 127.0.0.1:{port}: Address already in use" in run.stderr
+    assert "worker" not in run.stderr  # refused before any worker started
