@@ -185,3 +185,21 @@ async def test_head_gets_the_head_only(method: str) -> None:
         data = await asyncio.wait_for(reader.read(), timeout(5))
         writer.close()
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\n")
+
+
+async def test_an_http_10_client_gets_the_body_as_it_is_until_the_close() -> None:
+    async def produce(body: BodyWriter) -> None:
+        body.write(b"part 1\n")
+        await asyncio.sleep(0.01)
+        body.write(b"part 2\n")
+
+    async with serving(StreamApp(produce)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), timeout(5))  # to EOF: it closed
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding" not in head and b"content-length" not in head
+    assert b"connection: close" in head
+    assert body == b"part 1\npart 2\n"

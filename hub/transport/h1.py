@@ -101,6 +101,8 @@ class Request:
     target: str = ""
     #: Whether the connection stays open after the response.
     keep_alive: bool = True
+    #: An HTTP/1.0 request: a streamed answer cannot be chunked (it ends at the close).
+    http_10: bool = False
 
     @property
     def query(self) -> dict[str, str]:
@@ -193,6 +195,7 @@ class H1Connection:
         self._path = ""
         self._query = ""
         self._close_after = False
+        self._http_10 = False
         self._upgrade: Request | None = None
 
     # ------------------------------------------------------------------ public API
@@ -368,6 +371,7 @@ class H1Connection:
         self._fields = fields
         # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
         self._close_after = coding is not None and version == "1.0"
+        self._http_10 = version == "1.0"
         limit, message = self._body_limits(method, self._path)
         self._body_limit = min(limit, self.max_body_bytes)
         self._limit_message = message
@@ -399,6 +403,7 @@ class H1Connection:
             self._url.decode("latin-1"),
         )
         self._body = []
+        request.http_10 = self._http_10
         if self._parser.should_upgrade():
             self._upgrade = request  # HttpParserUpgrade follows: see _feed
             return

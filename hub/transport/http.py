@@ -312,14 +312,18 @@ class HttpConnection(asyncio.Protocol):
                 try:
                     response = await self.app.handle(request)
                     keep_alive = keep_alive and not self._last
-                    head = serialize_head(response, keep_alive, response.chunked)
+                    # HTTP/1.0 has no chunked coding: a streamed body ends at the close.
+                    chunked = response.chunked and not request.http_10
+                    until_close = response.chunked and request.http_10
+                    keep_alive = keep_alive and not until_close
+                    head = serialize_head(response, keep_alive, chunked, until_close=until_close)
                 except Exception:
                     # serialize_head's ValueError (a header with CR/LF) lands here too.
                     logger.exception("unhandled error in %s %s", request.method, request.path)
                     response = error_response(500, "internal error")
                     head = serialize_head(response, keep_alive)
                 # RFC 9110 §9.3.2: the answer to HEAD is the head of the answer to GET.
-                await self._send(response, head, request.method != "HEAD")
+                await self._send(response, head, request.method != "HEAD", not request.http_10)
                 self._busy = False
                 if not keep_alive or self.closed:
                     self.close()
@@ -328,7 +332,9 @@ class HttpConnection(asyncio.Protocol):
             self._busy = False
             self._worker = False
 
-    async def _send(self, response: Response, head: bytes, with_body: bool) -> None:
+    async def _send(
+        self, response: Response, head: bytes, with_body: bool, chunked: bool = True
+    ) -> None:
         transport = self.transport
         if transport is None or self.closed:
             return
@@ -337,7 +343,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if response.producer is not None:
             transport.write(head)
-            await self._produce(response, transport)
+            await self._produce(response, transport, chunked)
             return
         if response.stream is None:
             transport.write(head + response.body if response.status not in (204, 304) else head)
@@ -349,20 +355,22 @@ class HttpConnection(asyncio.Protocol):
                     continue
                 if self.closed:
                     return
-                transport.write(serialize_chunk(chunk))
+                transport.write(serialize_chunk(chunk) if chunked else chunk)
                 await self._writable.wait()
         except Exception:
             # Headers are out: the only honest signal left is to cut the connection.
             logger.exception("error while streaming a response; closing the connection")
             self.abort()
             return
-        if not self.closed:
+        if not self.closed and chunked:
             transport.write(LAST_CHUNK)
 
-    async def _produce(self, response: Response, transport: asyncio.Transport) -> None:
+    async def _produce(
+        self, response: Response, transport: asyncio.Transport, chunked: bool
+    ) -> None:
         """Run a response's producer (hub.transport.streaming), then end the body."""
         assert response.producer is not None
-        body = self._body = BodyWriter(transport)
+        body = self._body = BodyWriter(transport, chunked=chunked)
         if self._eof:
             body.stop(CLIENT_GONE)
         try:
@@ -377,7 +385,8 @@ class HttpConnection(asyncio.Protocol):
         body.finish()
         if self.closed:
             return
-        transport.write(LAST_CHUNK)
+        if chunked:
+            transport.write(LAST_CHUNK)
         if body.stopped:
             # Closed once what is buffered is sent; cut if the client does not read it.
             self.closed = True

@@ -159,8 +159,12 @@ def preflight_headers() -> list[tuple[bytes, bytes]]:
     return [tuple(line.split(b": ", 1)) for line in _PREFLIGHT.strip().split(b"\r\n")]  # type: ignore[misc]
 
 
-def serialize_head(response: Response, keep_alive: bool, chunked: bool = False) -> bytes:
-    """The status line and headers of ``response``.
+def serialize_head(
+    response: Response, keep_alive: bool, chunked: bool = False, *, until_close: bool = False
+) -> bytes:
+    """The status line and headers of ``response``: its body has a length, or is
+    ``chunked``, or (``until_close``: a streamed answer to HTTP/1.0) ends when the
+    connection closes.
 
     Raises:
         ValueError: a header name is not a token, or a header value (or the content
@@ -176,6 +180,8 @@ def serialize_head(response: Response, keep_alive: bool, chunked: bool = False) 
         parts.append(b"content-type: %b\r\n" % response.content_type)
     if chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
+    elif until_close:
+        keep_alive = False
     elif response.status not in (204, 304):
         parts.append(b"content-length: %d\r\n" % len(response.body))
     for name, value in response.headers:

@@ -13,7 +13,8 @@ streamable HTTP) answers with a :class:`~hub.transport.responses.Response` whose
 
 Once the head is out, the connection (:mod:`hub.transport.http`) calls
 ``await produce(body)`` in the task that serves the connection, and the body is sent
-with ``transfer-encoding: chunked``, one chunk per :meth:`BodyWriter.write`. When the
+with ``transfer-encoding: chunked``, one chunk per :meth:`BodyWriter.write` (to an
+HTTP/1.0 client, which has no chunked coding, as it is, ending at the close). When the
 producer returns, the last chunk ends the body and the connection serves its next
 request (keep-alive); if the stream was stopped (below), the connection is closed.
 
@@ -88,9 +89,16 @@ class BodyWriter:
     """
 
     def __init__(
-        self, transport: asyncio.Transport | _Transport, *, max_buffer: int = MAX_BUFFER
+        self,
+        transport: asyncio.Transport | _Transport,
+        *,
+        max_buffer: int = MAX_BUFFER,
+        chunked: bool = True,
     ) -> None:
         self._transport = transport
+        #: False for an HTTP/1.0 client: the body is written as it is, and ends when
+        #: the connection closes.
+        self.chunked = chunked
         self.max_buffer = max_buffer
         #: Why the stream was stopped; None while it runs.
         self.stop_reason: str | None = None
@@ -145,7 +153,7 @@ class BodyWriter:
             if buffered > self.max_buffer:
                 self.stop(f"slow consumer: {buffered} bytes unread; reconnect and resume")
                 return False
-        self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # one chunk
+        self._transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
         self.bytes_written += len(data)
         return True
 
