@@ -11,6 +11,13 @@ per call, a batch across partitions, and a master killed mid-publish
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,9 @@ from hub.app import Hub
 from hub.config import Settings
 from hub.store import Store
 
-from .conftest import make_settings
+from .conftest import make_settings, timeout
+from .doc_blocks import doc_blocks
+from .processes import free_port
 from .redis_cluster import LocalCluster
 
 # The tests below run again here, on the cluster (pytest collects imported tests).
@@ -143,3 +152,43 @@ async def test_a_batch_across_partitions_is_split_with_a_result_per_event(
         assert cluster.master_of_key(text) == port
         rest = text[len(key_prefix) + 1 :]
         assert rest.startswith(("{", "lease:", "config", "rl:")), text
+
+
+async def test_the_cluster_example_of_docs_scaling_md(cluster: LocalCluster) -> None:
+    """docs/scaling.md's command, run as written against the local cluster (its node's
+    address replaced; port and host from the environment)."""
+    (block,) = [
+        b
+        for b in doc_blocks()
+        if b.path == "docs/scaling.md" and "flux serve --redis" in b.first_line
+    ]
+    words = shlex.split(block.text.replace("redis://10.0.0.11:6379", cluster.url))
+    assignments = {}
+    while "=" in words[0]:
+        name, _, value = words.pop(0).partition("=")
+        assignments[name] = value
+    assert words[:2] == ["flux", "serve"] and assignments == {"FLUX_PARTITIONS": "16"}
+    port = free_port()
+    env = {**os.environ, **assignments, "PORT": str(port), "FLUX_HOST": "127.0.0.1"}
+    env["FLUX_KEY_PREFIX"] = "doc" + uuid.uuid4().hex[:8]
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "flux"), *words[1:], env=env
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            deadline = asyncio.get_running_loop().time() + timeout(20)
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                assert asyncio.get_running_loop().time() < deadline, "flux serve did not start"
+                await asyncio.sleep(0.1)
+            payload = {"entity_id": "doc/1", "properties": {"on": True}}
+            event = {"stream": "doc", "source": "t", "payload": payload}
+            assert (await http.post("/api/events", json=event)).status_code == 200
+            assert (await http.get("/api/state/entities/doc%2F1")).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout(20)) == 0
+    keys = _all_keys(cluster, env["FLUX_KEY_PREFIX"])
+    assert any(key.endswith(b":e:doc/1") for _, key in keys)  # written on the cluster

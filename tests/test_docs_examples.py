@@ -74,6 +74,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_workers.py",
         "runs it as written: one worker per core serve, 503 while draining, a second SIGTERM",
     ),
+    ("docs/scaling.md", "FLUX_PARTITIONS=16 flux serve --redis redis://10.0.0.11:6379"): (
+        "tests/test_cluster.py",
+        "runs it as written against a local Redis Cluster: it serves, publishes, stops",
+    ),
     ("docs/api.md", "curl -s localhost:3000/openapi.json | python -m json.tool > openapi.json"): (
         "tests/test_openapi.py",
         "runs the sh blocks of docs/api.md against a live hub",
