@@ -455,3 +455,28 @@ async def test_metrics_count_event_streams(http: httpx.AsyncClient, base_url: st
         sse = ("flux_connections", (("kind", "sse"),))
         while samples((await http.get("/metrics")).text)[sse]:  # noqa: ASYNC110 - polls the hub
             await asyncio.sleep(0.05)
+
+
+async def test_a_hub_that_falls_behind_its_log_resets_streams(
+    redis_url: str, key_prefix: str
+) -> None:
+    # One script call appends 3,000 deltas to a log kept at ~1,000: the hub's own
+    # reader cannot see them all before they are trimmed (as tests/test_native_sync.py).
+    settings = make_settings(key_prefix, log={"delta_log_maxlen": 1000}, ingest={"max_batch": 5000})
+    async with (
+        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
+        running_hub(settings, store) as hub,
+    ):
+        base_url = f"http://127.0.0.1:{hub.port}"
+        async with client(base_url) as http, open_stream(http, "all=true") as reader:
+            replica = Replica()
+            await follow(reader, replica, "synced")
+            await publish(http, *[event(f"g/{n % 40}", n=n) for n in range(3000)])
+            reset = await asyncio.wait_for(reader.until("reset"), timeout(10))
+            assert "fell behind" in reset.data["reason"]
+            assert reset.id == "" and reader.last_event_id == ""  # no resume into a gap
+            replica.apply(reset.data)
+            await follow(reader, replica, "synced")
+            assert reader.last_event_id != ""
+            await until_equal(reader, replica, base_url, "")
+            assert hub.fanout.gaps >= 1
