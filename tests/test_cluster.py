@@ -44,6 +44,7 @@ from .test_compat_ws import (  # noqa: F401
     test_subscriber_on_one_hub_receives_a_publish_made_on_another,
 )
 from .test_cross_hub import hubs, test_publish_on_a_delta_on_b_and_resume_on_c_after_b_is_killed  # noqa: F401
+from .test_deploy_configs import K8S, _kustomize, _one, _pod_env
 from .test_native_sync import (  # noqa: F401
     test_of_20_agents_claiming_one_entity_exactly_one_wins,
     test_resume_catches_up_from_the_cursor_of_a_live_subscription,
@@ -168,14 +169,44 @@ async def test_the_cluster_example_of_docs_scaling_md(cluster: LocalCluster) -> 
         name, _, value = words.pop(0).partition("=")
         assignments[name] = value
     assert words[:2] == ["flux", "serve"] and assignments == {"FLUX_PARTITIONS": "16"}
+    prefix = "doc" + uuid.uuid4().hex[:8]
+    env = {**os.environ, **assignments, "FLUX_HOST": "127.0.0.1", "FLUX_KEY_PREFIX": prefix}
+    await _serve_and_publish(words[1:], env, {})
+    keys = _all_keys(cluster, prefix)
+    assert any(key.endswith(b":e:doc/1") for _, key in keys)  # written on the cluster
+
+
+async def test_the_kubernetes_redis_cluster_overlay_serves_on_a_cluster(
+    cluster: LocalCluster,
+) -> None:
+    """deploy/k8s/redis-cluster's pod environment (its Secret's URL pointed at the local
+    cluster), with the Deployment's command: it serves, takes a publish (with the
+    admin token: auth is on), its partitions spread over the masters."""
+    objects = _kustomize(K8S / "redis-cluster")
+    (container,) = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    pod = _pod_env(objects)
+    assert pod["FLUX_PARTITIONS"] == "16"
+    prefix = "k8s" + uuid.uuid4().hex[:8]
+    env = {**os.environ, **pod, "FLUX_REDIS_URL": cluster.url, "FLUX_KEY_PREFIX": prefix}
+    env["FLUX_HOST"] = "127.0.0.1"
+    assert container["command"][:2] == ["flux", "serve"]
+    headers = {"authorization": "Bearer " + pod["FLUX_ADMIN_TOKEN"]}
+    await _serve_and_publish(container["command"][1:], env, headers)
+    keys = _all_keys(cluster, prefix)
+    assert any(key.endswith(b":e:doc/1") for _, key in keys)
+
+
+async def _serve_and_publish(args: list[str], env: dict[str, str], headers: dict[str, str]) -> None:
+    """``flux <args>`` on a free port until it is ready; publish doc/1, read it; SIGTERM."""
     port = free_port()
-    env = {**os.environ, **assignments, "PORT": str(port), "FLUX_HOST": "127.0.0.1"}
-    env["FLUX_KEY_PREFIX"] = "doc" + uuid.uuid4().hex[:8]
+    env = {**env, "PORT": str(port)}
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "flux"), *words[1:], env=env
+        str(Path(sys.executable).parent / "flux"), *args, env=env
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=5, headers=headers
+        ) as http:
             deadline = asyncio.get_running_loop().time() + timeout(20)
             while True:
                 with contextlib.suppress(httpx.HTTPError):
@@ -183,12 +214,15 @@ async def test_the_cluster_example_of_docs_scaling_md(cluster: LocalCluster) -> 
                         break
                 assert asyncio.get_running_loop().time() < deadline, "flux serve did not start"
                 await asyncio.sleep(0.1)
+            if headers:  # auth is on: a namespace (on the cluster's {ns} slot) and its token
+                made = await http.post("/api/namespaces", json={"name": "doc"})
+                assert made.status_code == 200, made.text
+                http.headers["authorization"] = "Bearer " + made.json()["token"]
             payload = {"entity_id": "doc/1", "properties": {"on": True}}
             event = {"stream": "doc", "source": "t", "payload": payload}
-            assert (await http.post("/api/events", json=event)).status_code == 200
+            reply = await http.post("/api/events", json=event)
+            assert reply.status_code == 200, reply.text
             assert (await http.get("/api/state/entities/doc%2F1")).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout(20)) == 0
-    keys = _all_keys(cluster, env["FLUX_KEY_PREFIX"])
-    assert any(key.endswith(b":e:doc/1") for _, key in keys)  # written on the cluster
+        assert await asyncio.wait_for(process.wait(), timeout(30)) == 0

@@ -264,6 +264,14 @@ def _pod_env(objects: list[dict[str, Any]]) -> dict[str, str]:
             ref = var["valueFrom"]["secretKeyRef"]
             assert ref["name"] == _one(objects, "Secret")["metadata"]["name"]
             env[var["name"]] = secret[ref["key"]]
+    for source in hub.get("envFrom", []):
+        ref = source["configMapRef"]
+        maps = [
+            o for o in objects if (o["kind"], o["metadata"]["name"]) == ("ConfigMap", ref["name"])
+        ]
+        assert maps or ref.get("optional"), ref
+        for config_map in maps:
+            env.update(config_map["data"])
     return env
 
 
@@ -284,6 +292,8 @@ def test_the_hub_accepts_the_pods_environment(overlay: str) -> None:
     url = settings.redis.url
     assert url is not None
     assert ("cluster" in url) is (overlay == "redis-cluster")
+    # On a cluster, partitions spread over the masters (docs/scaling.md).
+    assert settings.redis.partitions == (16 if overlay == "redis-cluster" else 1)
     _per_address_limits_are_the_proxys(settings)
 
 
