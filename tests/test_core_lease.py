@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hub.core.cursor import Position
 from hub.core.lease import EXPIRED, MAX_TTL_SECONDS, Leases, deadline_ms, parse_ttl
-from hub.core.model import Delta
+from hub.core.model import Delta, ExpiredDelta
 from hub.errors import InvalidEvent
 from hub.wire.codec import JSON, MSGPACK, Codec
 from hub.wire.envelope import Envelope, parse_event
@@ -177,8 +177,10 @@ def test_envelope_refuses_a_bad_ttl_naming_the_field() -> None:
 def test_deleted_frame_names_the_reason_of_an_expiry_only(codec: Codec) -> None:
     at = Position(0, T0, 0)
     prefix = SubPrefix.of(codec, "s")
-    for reason in ("expired", ""):
-        delta = Delta("e/1", 5, 6, T0, deleted=True, reason=reason)
+    for delta, reason in (
+        (ExpiredDelta("e/1", 5, 6, T0, deleted=True), "expired"),
+        (Delta("e/1", 5, 6, T0, deleted=True), ""),
+    ):
         body = DeltaEncoder(delta, at).body(codec)
         assert body is not None
         frame = delta_frame(codec, prefix, body)

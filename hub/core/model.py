@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar
 
 __all__ = [
     "DELETED_PROPERTY",
@@ -19,6 +20,8 @@ __all__ = [
     "ChangeKind",
     "Delta",
     "Entity",
+    "ExpiredDelta",
+    "LeasedChange",
     "Outcome",
     "OutcomeStatus",
 ]
@@ -59,8 +62,9 @@ class Change:
     #: The event's ``source``, carried into the delta.
     source: str = ""
     #: The event's time-to-live in ms (hub/core/lease.py): None leaves the entity's
-    #: lease as it is, 0 removes it.
-    ttl_ms: int | None = None
+    #: lease as it is, 0 removes it. Set on a :class:`LeasedChange` only: a class
+    #: attribute here, so that an event without one costs nothing more to build.
+    ttl_ms: ClassVar[int | None] = None
 
     @classmethod
     def from_parts(
@@ -94,7 +98,16 @@ class Change:
             kind = ChangeKind.UPDATE
             # Sorted by name: deltas (and Flux's state_update messages) follow this order.
             props = dict(sorted(properties.items()))
-        return cls(kind, entity_id, props, dedup_id, if_version, source, ttl_ms)
+        if ttl_ms is None:
+            return cls(kind, entity_id, props, dedup_id, if_version, source)
+        return LeasedChange(kind, entity_id, props, dedup_id, if_version, source, ttl_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedChange(Change):
+    """A :class:`Change` whose event carries a ``ttl`` (made by :meth:`Change.from_parts`)."""
+
+    ttl_ms: int | None = None  # type: ignore[misc]
 
 
 @dataclass(slots=True)
@@ -126,9 +139,6 @@ class Delta:
     #: Names in ``touched`` whose value did not change.
     unchanged: frozenset[str] = frozenset()
     deleted: bool = False
-    #: Why a deletion happened: "" for a deleting event, ``"expired"`` when its lease
-    #: ran out (hub/core/lease.py).
-    reason: str = ""
     #: The entity did not exist before this delta (new, or re-created after deletion).
     #: A client holding no copy of it must see this first: anything else is a gap.
     created: bool = False
@@ -141,6 +151,10 @@ class Delta:
     #: Sequence number in its partition's delta log (1, 2, 3 ...); 0 until stored.
     #: Consecutive deltas differ by 1: a jump means the reader missed trimmed ones.
     seq: int = 0
+    #: Why a deletion happened: "" for a deleting event; ``"expired"`` on an
+    #: :class:`ExpiredDelta`. A class attribute, not a field: every other delta would
+    #: pay for setting it (decoding deltas is the fan-out's hot path).
+    reason: ClassVar[str] = ""
 
     @property
     def changed(self) -> dict[str, bytes]:
@@ -148,6 +162,14 @@ class Delta:
         if not self.unchanged:
             return self.touched
         return {k: v for k, v in self.touched.items() if k not in self.unchanged}
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredDelta(Delta):
+    """The deletion the hub made because the entity's lease ran out
+    (hub/core/lease.py); ``deleted`` is True."""
+
+    reason: ClassVar[str] = "expired"
 
 
 class OutcomeStatus(Enum):

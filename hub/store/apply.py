@@ -86,10 +86,10 @@ def reduce_call(
         key_list.append(keys.history(p, entity_id) if entity_id is not None else spare)
         key_list.append(keys.dedup(p, change.dedup_id) if change.dedup_id else spare)
         args += (
-            change.kind.value,
+            # The ttl rides on the kind (U30000): no argument more per event without one.
+            change.kind.value if change.ttl_ms is None else f"{change.kind.value}{change.ttl_ms}",
             change.dedup_id or "",
             "" if change.if_version is None else change.if_version,
-            "" if change.ttl_ms is None else change.ttl_ms,
             item.stored,
             entity_id if entity_id is not None else "",
             change.source,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..core.model import Delta, Entity
+from ..core.model import Delta, Entity, ExpiredDelta
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -66,15 +66,17 @@ def decode_delta_fields(position: bytes, fields: Mapping[bytes, bytes]) -> Delta
             key = name[1:].decode()
             touched[key] = value
             same.append(key)
-    return Delta(
+    deleted = _DELETED in fields
+    # Only a lease's expiry names a reason (keys.py): a subclass, so that every other
+    # delta is built as before.
+    return (ExpiredDelta if deleted and _REASON in fields else Delta)(
         fields[_ID].decode(),
         int(fields[_BASE]),
         int(fields[_VERSION]),
         int(fields[_TIME]),
         touched=touched,
         unchanged=frozenset(same),
-        deleted=_DELETED in fields,
-        reason=fields[_REASON].decode() if _REASON in fields else "",
+        deleted=deleted,
         created=_CREATED in fields,
         source=fields.get(_SOURCE, b"").decode(),
         position=position.decode(),

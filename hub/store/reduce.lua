@@ -8,9 +8,9 @@
 -- ARGV: 1 now (ms), 2 event-log MAXLEN (0: none), 3 delta-log MAXLEN,
 --       4 history entries kept per entity, 5 dedup TTL (s), 6 number of events,
 --       7 oldest delta-log id to keep by age ('' : no age limit),
---       then per event: kind (U update, D delete, L log only), client eventId or '',
---       if_version or '', ttl in ms or '' (0: remove the lease), stored event JSON,
---       entity id or '', source,
+--       then per event: kind (U update, D delete, L log only) followed by the ttl in
+--       ms if the event has one (U30000; 0: remove the lease), client eventId or '',
+--       if_version or '', stored event JSON, entity id or '', source,
 --       number of properties, then name, canonical JSON value for each property
 --       (sorted by name).
 -- Returns a flat array, four items per event: status ('ok', 'dup', 'conflict'),
@@ -74,10 +74,15 @@ local function namespace_of(id)
   return ''
 end
 for _ = 1, n do
-  local kind, dedup, if_version, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local stored, id, source = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local np = tonumber(ARGV[a + 7])
-  local first = a + 8
+  local kind, dedup, if_version = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local stored, id, source = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local np = tonumber(ARGV[a + 6])
+  local first = a + 7
+  local ttl = ''
+  if #kind > 1 then
+    ttl = string.sub(kind, 2)
+    kind = string.sub(kind, 1, 1)
+  end
   a = first + 2 * np
   local ekey, hkey, xkey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
