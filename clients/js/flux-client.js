@@ -39,7 +39,7 @@ export const MAX_EVENTS_PER_FRAME = 1000;
  *
  * @typedef {{stream: string, source: string, payload: {entity_id: string,
  *   properties: Record<string, any>}, eventId?: string, if_version?: number,
- *   timestamp?: number|string, key?: string, schema?: string}} FluxEvent
+ *   ttl?: number, timestamp?: number|string, key?: string, schema?: string}} FluxEvent
  *   A Flux envelope, as the REST API and the native `publish` take it.
  *
  * @typedef {{eventId: string, status?: 'ok'|'duplicate', version?: number,
@@ -107,7 +107,8 @@ export function uuid7() {
  * Build an event (a Flux envelope) for one entity.
  * @param {string} entityId
  * @param {Record<string, any>} properties
- * @param {{stream?: string, source?: string, eventId?: string, ifVersion?: number}} [options]
+ * @param {{stream?: string, source?: string, eventId?: string, ifVersion?: number,
+ *   ttl?: number}} [options] `ttl`: a lease in seconds (docs/presence.md); 0 removes one
  * @returns {FluxEvent}
  */
 export function makeEvent(entityId, properties, options = {}) {
@@ -119,6 +120,7 @@ export function makeEvent(entityId, properties, options = {}) {
   };
   if (options.eventId !== undefined) event.eventId = options.eventId;
   if (options.ifVersion !== undefined) event.if_version = options.ifVersion;
+  if (options.ttl !== undefined) event.ttl = options.ttl;
   return event;
 }
 
@@ -469,7 +471,8 @@ class Cursor {
  *   set: Record<string, any>, lastUpdated: string, position: string, created?: boolean,
  *   conflated?: boolean, touched?: string[]}} DeltaFrame
  * @typedef {{type: 'deleted', sub: string, id: string, base: number, version: number,
- *   lastUpdated: string, position: string, conflated?: boolean}} DeletedFrame
+ *   lastUpdated: string, position: string, conflated?: boolean, reason?: 'expired'}} DeletedFrame
+ *   (`reason: 'expired'`: the hub deleted it because its lease ran out)
  * @typedef {{type: 'left', sub: string, id: string, base: number, version: number,
  *   lastUpdated: string, position: string, conflated?: boolean}} LeftFrame
  *   (a `where` subscription: the entity no longer matches; docs/protocol.md)
