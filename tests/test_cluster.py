@@ -1,12 +1,13 @@
 """The hub on a real local Redis Cluster (3 masters + 3 replicas, tests/redis_cluster.py).
 
 The core of the compat tests (REST publish, get, list, history, delete; compat
-WebSocket state_update, across two hubs) and the native gapless snapshot/resume tests
-run here as written: they are imported from their modules, and this module's
-``redis_url`` and ``settings`` fixtures put them on the cluster with 16 partitions
-(spread over the three masters). Then the cluster's own checks: every key in one slot
-per call, a batch across partitions, and a master killed mid-publish
-(tests/test_cluster_failover.py).
+WebSocket state_update, across two hubs), the cross-hub kill -9 resume, lease expiry
+in every partition and the native gapless snapshot/resume tests run here as written:
+they are imported from their modules, and this module's ``redis_url`` and ``settings``
+fixtures put them on the cluster with 16 partitions (spread over the three masters).
+Then the cluster's own checks: every key on its slot's master, a batch across
+partitions, docs/scaling.md's command and the Kubernetes overlay run against it. A
+master killed mid-publish: tests/test_cluster_failover.py.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .test_compat_ws import (  # noqa: F401
 )
 from .test_cross_hub import hubs, test_publish_on_a_delta_on_b_and_resume_on_c_after_b_is_killed  # noqa: F401
 from .test_deploy_configs import K8S, _kustomize, _one, _pod_env
+from .test_leases import test_every_partition_is_swept  # noqa: F401
 from .test_native_sync import (  # noqa: F401
     test_of_20_agents_claiming_one_entity_exactly_one_wins,
     test_resume_catches_up_from_the_cursor_of_a_live_subscription,
