@@ -15,7 +15,7 @@ import websockets
 
 from hub.app import Hub
 from hub.config import Settings
-from hub.core.lease import MAX_TTL_SECONDS
+from hub.core.lease import MAX_TTL_SECONDS, Leases
 from hub.store import EmbeddedRedis, Keys, Store
 from hub.store.expiry import LeaseTable
 
@@ -272,9 +272,16 @@ async def test_a_sweep_expires_at_most_its_bound_and_the_backlog_drains_over_swe
                 reply = await http.post("/api/events/batch", json={"events": batch})
                 assert reply.json()["failed"] == 0
                 await asyncio.sleep(0.1)
-                assert [await hub.expiry.sweep() for _ in range(4)] == [5, 5, 2, 0]
-                listed = (await http.get("/api/state/entities", params={"prefix": "crew/"})).json()
-                assert [e["id"] for e in listed] == ["crew/later"]
+                # One batch, one Redis time: equal deadlines, so by id (as Leases.due).
+                model = Leases()
+                for n in range(12):
+                    model.after_event(f"crew/m{n:02}", 50, live=True, now_ms=0)
+                model.after_event("crew/later", 60_000, live=True, now_ms=0)
+                for swept in (5, 5, 2, 0):
+                    assert await hub.expiry.sweep() == swept
+                    model.sweep(1_000, 5)
+                    listed = await http.get("/api/state/entities", params={"prefix": "crew/"})
+                    assert [e["id"] for e in listed.json()] == sorted(model.deadlines)
                 assert hub.metrics.expired == 12
                 assert await LeaseTable(store).count() == 1
 
