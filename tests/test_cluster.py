@@ -228,3 +228,21 @@ async def _serve_and_publish(args: list[str], env: dict[str, str], headers: dict
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout(30)) == 0
+
+
+async def test_scripts_missing_on_every_master_are_loaded_again(
+    hub: Hub, http: httpx.AsyncClient, store: Store, cluster: LocalCluster
+) -> None:
+    """As on masters promoted from replicas of Redis 7 (scripts are not replicated):
+    readiness loads the reduce script again, and publishes in every partition apply."""
+    for port in cluster.live_ports():
+        with redis.Redis(host="127.0.0.1", port=port) as node:
+            node.script_flush()
+    assert await store.ready()
+    events = [
+        {"stream": "s", "source": "t", "payload": {"entity_id": f"re/{n}", "properties": {"n": n}}}
+        for n in range(32)
+    ]
+    assert (await http.post("/api/events/batch", json={"events": events})).json()["failed"] == 0
+    listing = (await http.get("/api/state/entities", params={"prefix": "re/"})).json()
+    assert len(listing) == 32

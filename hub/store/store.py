@@ -153,20 +153,12 @@ class Store:
             raise LogUnavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from exc
         # No socket timeout on writes (redis-py would start a task per write for it);
         # replies have the channel's own.
-        if self._cluster is not None:
-            self._channel = ClusterChannels(
-                self._cluster,
-                _REDUCE_SOURCE,
-                self._sha,
-                self.reply_timeout,
-                CHANNEL_NAME,
-                self.wait,
-            )
+        script = (_REDUCE_SOURCE, self._sha, self.reply_timeout)
+        if self._cluster is not None:  # one channel per master
+            self._channel = ClusterChannels(self._cluster, *script, CHANNEL_NAME, self.wait)
         else:
             connection = self._dedicated_connection(CHANNEL_NAME)
-            self._channel = ScriptChannel(
-                connection, _REDUCE_SOURCE, self._sha, self.reply_timeout, self.wait
-            )
+            self._channel = ScriptChannel(connection, *script, self.wait)
         await self._channel.open()
 
     def _dedicated_connection(self, name: str, key: str = "") -> AbstractConnection:
@@ -439,8 +431,11 @@ class Store:
         return Totals(entities, events)
 
     async def ready(self) -> bool:
-        """True when Redis answers and the reduce script is loaded."""
+        """True when Redis answers and the reduce script is loaded (on a cluster: it
+        is loaded on every master now, as a promoted replica of Redis 7 lacks it)."""
         try:
+            if self._cluster is not None:
+                return bool(await self._client.script_load(_REDUCE_SOURCE) == self._sha)
             return bool((await self._client.script_exists(self._sha))[0])
         except (*REDIS_FAILURES, redis_errors.ResponseError):
             return False
