@@ -16,6 +16,7 @@ import websockets
 from hub.app import Hub
 from hub.config import Settings
 from hub.core.lease import MAX_TTL_SECONDS, Leases
+from hub.errors import LogUnavailable
 from hub.store import EmbeddedRedis, Keys, Store
 from hub.store.expiry import LeaseTable
 
@@ -402,3 +403,35 @@ async def test_an_event_stream_reader_hears_the_expiry_with_its_reason(
                     frame = json.loads(line.removeprefix("data:"))
                     break
     assert (frame["id"], frame["reason"]) == ("crew/s1", "expired")
+
+
+# ---------------------------------------------------------------------- Redis refusing writes
+
+
+async def test_sweeps_refused_by_a_full_redis_are_retried_and_the_hub_lives_on(
+    tmp_path: Path, key_prefix: str
+) -> None:
+    from .faults.scenarios import OwnedRedis
+
+    owned = OwnedRedis(tmp_path / "redis", "everysec")
+    owned.start()
+    try:
+        settings = make_settings(key_prefix, leases={"sweep_interval": SWEEP})
+        async with (
+            await Store.connect(owned.url, Keys(key_prefix), settings.log) as store,
+            running_hub(settings, store) as hub,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}") as http,
+        ):
+            await publish(http, "crew/t1", ttl=0.3, x=1)
+            with owned.client() as client:
+                client.config_set("maxmemory", "1")  # OOM: every write refused
+            await asyncio.sleep(0.6)  # sweeps refused, the deadline passed
+            assert (await http.get("/readyz")).status_code == 200
+            assert await exists(http, "crew/t1")
+            with pytest.raises(LogUnavailable, match="refused the lease sweep: .*OOM"):
+                await LeaseTable(store).sweep(0, ["x"])
+            with owned.client() as client:
+                client.config_set("maxmemory", "0")
+            await gone(http, "crew/t1")  # the next sweep took it
+    finally:
+        owned.stop()

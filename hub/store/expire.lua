@@ -43,11 +43,15 @@ local function namespace_of(id)
 end
 
 for j, id in ipairs(due) do
-  redis.call('ZREM', KEYS[6], id)
   local ekey = entity_prefix .. id
   local meta = redis.call('HMGET', ekey, '#v', '#d')
+  -- The first write is the XADD: a Redis out of memory refuses it (and so the whole
+  -- call, with nothing written), where a ZREM first would go through and leave the
+  -- entity without its lease.
   -- Invariant: a lease names a live entity (a deletion removes it); checked anyway.
-  if meta[1] and not meta[2] then
+  if not (meta[1] and not meta[2]) then
+    redis.call('ZREM', KEYS[6], id)
+  else
     local base = tonumber(meta[1])
     local version = base + 1
     local stored = '{"eventId":' .. cjson.encode(ARGV[8 + j])
@@ -63,6 +67,7 @@ for j, id in ipairs(due) do
     redis.call('DEL', ekey)
     redis.call('HSET', ekey, '#v', version, '#d', '1', '#t', now)
     redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[6], id)
     seq = seq + 1
     -- No source in the delta: no publisher made it (the compat metrics_update counts
     -- the sources of deltas as active publishers).

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
+from redis import exceptions as redis_errors
+
 from ..errors import LogUnavailable
 from .connection import REDIS_FAILURES
 
@@ -59,8 +61,8 @@ class LeaseTable:
         tombstone taking the next of ``event_ids`` as its ``eventId``.
 
         Raises:
-            LogUnavailable: Redis failed; nothing of this sweep was applied (Redis
-                runs it atomically), unless the reply alone was lost.
+            LogUnavailable: Redis failed or refused the write; nothing of this sweep
+                was applied (Redis runs it atomically), unless the reply alone was lost.
         """
         keys = self.keys
         log = self.store.log
@@ -87,6 +89,10 @@ class LeaseTable:
             reply = cast("list[int]", await self._script(keys=key_list, args=args))
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while expiring leases: {exc}") from exc
+        except redis_errors.ResponseError as exc:
+            # Refused whole (OOM past maxmemory, MISCONF on a full disk, a read-only
+            # replica): the sweep is a write. Nothing was applied; the next one retries.
+            raise LogUnavailable(f"Redis refused the lease sweep: {exc}") from exc
         return Expiry(int(reply[0]), int(reply[1]), int(reply[2]))
 
     async def deadline(self, entity_id: str) -> int | None:
