@@ -78,7 +78,8 @@ async def test_the_curl_examples(base_url: str) -> None:
 
 
 async def _events(tools: DevTools) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = json.loads(await tools.evaluate("JSON.stringify(window.seen)"))
+    text = await tools.evaluate("JSON.stringify(window.seen ?? [])")
+    found: list[dict[str, Any]] = json.loads(text)
     return found
 
 
@@ -94,7 +95,8 @@ async def _page_matches_rest(tools: DevTools, base_url: str) -> None:
     want = {k: props for k, (_, props) in (await rest_state(base_url, "crew/")).items()}
 
     async def same() -> bool:
-        text = await tools.evaluate("document.getElementById('view').textContent")
+        # (Polled from the first moment: the page may not be loaded yet.)
+        text = await tools.evaluate("document.getElementById('view')?.textContent ?? ''")
         return bool(text) and json.loads(text) == want
 
     await _until(tools, same, f"the page shows {want}")
