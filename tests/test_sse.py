@@ -286,14 +286,15 @@ async def test_a_slow_consumer_is_conflated_then_closed_and_resumes(
         try:
             async with client(base_url) as http:
                 await asyncio.sleep(0.2)
-                blob = "x" * 8000
+                blob = "x" * 8000  # changed every round: each delta carries ~8 KB
                 # Until the hub merges: the kernel's buffers are full, then its own.
                 async with asyncio.timeout(timeout(20)):
                     round_ = 0
                     while hub.streams.statistics().conflated == 0:
                         round_ += 1
                         await publish(
-                            http, *[event(f"slow/{n}", v=round_, blob=blob) for n in range(40)]
+                            http,
+                            *[event(f"slow/{n}", blob=f"{round_}{blob}") for n in range(40)],
                         )
                 [session] = hub.streams.sessions
                 body = session.body
