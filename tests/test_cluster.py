@@ -31,7 +31,7 @@ from hub.app import Hub
 from hub.config import Settings
 from hub.store import Store
 
-from .conftest import make_settings, timeout
+from .conftest import make_settings, running_hub, timeout
 from .doc_blocks import doc_blocks
 from .processes import free_port
 from .redis_cluster import LocalCluster
@@ -44,6 +44,9 @@ from .test_compat_ws import (  # noqa: F401
     test_deletion_reaches_every_connection_whatever_it_subscribed,
     test_subscriber_on_one_hub_receives_a_publish_made_on_another,
 )
+from .test_connectors_status import FAST as CONNECTORS_FAST
+from .test_connectors_status import KEY as CONNECTORS_KEY
+from .test_connectors_status import _detail_until
 from .test_cross_hub import hubs, test_publish_on_a_delta_on_b_and_resume_on_c_after_b_is_killed  # noqa: F401
 from .test_deploy_configs import K8S, _kustomize, _one, _pod_env
 from .test_leases import test_every_partition_is_swept  # noqa: F401
@@ -246,3 +249,25 @@ async def test_scripts_missing_on_every_master_are_loaded_again(
     assert (await http.post("/api/events/batch", json={"events": events})).json()["failed"] == 0
     listing = (await http.get("/api/state/entities", params={"prefix": "re/"})).json()
     assert len(listing) == 32
+
+
+async def test_connector_credentials_polls_and_deletion_on_the_cluster(
+    store: Store, key_prefix: str
+) -> None:
+    """The connectors' scripts and transactions (the {connectors} slot): a token
+    stored, its job leased and polled (status recorded), deleted with its status and
+    lease in one transaction, deleting again 404."""
+    connectors = {**CONNECTORS_FAST, "encryption_key": CONNECTORS_KEY}
+    settings = make_settings(key_prefix, redis={"partitions": PARTITIONS}, connectors=connectors)
+    async with (
+        running_hub(settings, store) as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}", timeout=timeout(10)) as http,
+    ):
+        reply = await http.post("/api/connectors/github/token", json={"token": "ghp_x"})
+        assert reply.status_code == 200, reply.text
+        detail = await _detail_until(http, "github", "last_poll")
+        assert detail["status"] == "configured"
+        assert (await http.delete("/api/connectors/github/token")).status_code == 200
+        detail = (await http.get("/api/connectors/github")).json()
+        assert detail["status"] == "not_configured" and "last_poll" not in detail
+        assert (await http.delete("/api/connectors/github/token")).status_code == 404

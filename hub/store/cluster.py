@@ -28,15 +28,19 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 
 from ..errors import LogUnavailable
 from .connection import packing_class
 from .ordered import ScriptCall, ScriptChannel
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import ClusterNode
     from redis.asyncio.connection import AbstractConnection
+    from redis.typing import ScriptTextT
 
 __all__ = [
     "ClusterChannels",
@@ -60,9 +64,43 @@ async def cluster_enabled(client: aioredis.Redis) -> bool:
     return bool(int(info.get("cluster_enabled", 0) or 0))
 
 
+#: Seconds after which a script queued in a cluster pipeline is loaded again.
+SCRIPT_RELOAD = 5.0
+
+
+class _ClusterScript(AsyncScript):
+    """A script of the cluster client. One Redis's pipelines load the scripts queued
+    in them; a cluster pipeline does not (a call would fail with ``NOSCRIPT``). So
+    before a call is queued in a pipeline, the script is loaded on every master — again
+    after ``SCRIPT_RELOAD`` s, for a master promoted since (Redis 7 does not replicate
+    scripts). A call made outside a pipeline loads it on ``NOSCRIPT`` by itself."""
+
+    _loaded_at = -SCRIPT_RELOAD
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        if client is not None and client is not self.registered_client:
+            now = time.monotonic()
+            if now - self._loaded_at >= SCRIPT_RELOAD:
+                await self.registered_client.script_load(self.script)
+                self._loaded_at = now
+        return await super().__call__(keys, args, client)
+
+
+class FluxCluster(RedisCluster):
+    """redis-py's cluster client, with scripts that work in its pipelines."""
+
+    def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]  # typed as the sync Script
+        return _ClusterScript(self, script)
+
+
 def make_cluster_client(url: str, *, socket_timeout: float | None) -> RedisCluster:
     """A cluster client seeded by the node at ``url`` (it discovers the others)."""
-    return RedisCluster.from_url(
+    return FluxCluster.from_url(
         url,
         decode_responses=False,
         socket_timeout=socket_timeout,
