@@ -216,7 +216,7 @@ class ClusterChannels:
             try:
                 return await self._channel(node).send(keys, args)
             except LogUnavailable:
-                await self._drop(node.name)
+                await self._drop(node.name, f"Redis Cluster master {node.name} failed")
                 await refresh(self._cluster, force=attempt == 1)
                 if attempt == 2:
                     raise
@@ -231,11 +231,11 @@ class ClusterChannels:
             await refresh(self._cluster)
             raise
 
-    async def _drop(self, name: str) -> None:
+    async def _drop(self, name: str, reason: str) -> None:
         channel = self._channels.pop(name, None)
         if channel is not None:
-            await channel.aclose()
+            await channel.aclose(reason)
 
     async def aclose(self) -> None:
         for name in list(self._channels):
-            await self._drop(name)
+            await self._drop(name, "the hub is shutting down")

@@ -147,8 +147,8 @@ class ScriptChannel:
             raise call.error
         return list(call.reply)
 
-    async def aclose(self) -> None:
-        self._fail_all(LogUnavailable("the hub is shutting down"))
+    async def aclose(self, reason: str = "the hub is shutting down") -> None:
+        self._fail_all(LogUnavailable(reason))
         await self._connection.disconnect()
 
     # ------------------------------------------------------------------ internals
