@@ -198,8 +198,10 @@ class Gateway:
         for ws in list(self.websockets):
             ws.transport.pause_reading()  # no new frames: what was read is finished
         with anyio.move_on_after(SHUTDOWN_GRACE):  # polled: once, for a few ms at most
-            while any(len(session.acks) for session in self.native_sessions):  # noqa: ASYNC110
+            while any(map(_in_flight, self.native_sessions)):  # noqa: ASYNC110
                 await anyio.sleep(0.005)
+        for session in list(self.native_sessions):
+            session.flush()  # acks queued for the next loop turn go out before the close
         closing = Closed("server shutting down")
         for ws in list(self.websockets):
             ws.close(close_code_for(closing), str(closing))
@@ -435,6 +437,13 @@ class Gateway:
             send_buffer_sum=sum(sizes),
             sse=sse,
         )
+
+
+def _in_flight(session: NativeSession) -> bool:
+    """Whether a native session has requests read and not finished: publishes not yet
+    acknowledged, or frames queued or being handled."""
+    requests = session.requests
+    return bool(len(session.acks) or requests.busy or requests.queue)
 
 
 def request_token(request: Request) -> str | BearerProblem:
