@@ -107,6 +107,32 @@ def test_sending_directly_resumes_once_nothing_is_pending_and_the_socket_is_writ
     assert box.direct
 
 
+def test_synced_waits_for_the_merged_deltas_its_cursor_covers() -> None:
+    """A ``synced`` sent before the merged deltas would give the client a cursor past
+    deltas it never got: one resume from it, and they are lost."""
+    box: Outbox[str] = Outbox(max_pending=10)
+    assert box.may_send_synced("s")  # nothing pending: at once
+    assert box.take_held() == []
+    box.pause()
+    assert not box.may_send_synced("s")  # paused: held
+    box.admit("x", "t", update(1, 2, encode(p=1)), P)
+    assert not box.may_send_synced("u")
+    assert box.take_held() == []  # still behind: nothing given back
+    box.forget("u")  # a subscription that starts over sends its synced again later
+    assert box.resume() == [("x", update(1, 2, encode(p=1)), P)]
+    assert box.take_held() == ["s"]  # after the merged deltas went out
+    assert box.take_held() == []
+
+
+def test_an_overloaded_outbox_forgets_what_it_held() -> None:
+    box: Outbox[str] = Outbox(max_pending=1)
+    box.pause()
+    assert not box.may_send_synced("s")
+    box.admit("x", "s", update(1, 2, encode(p=1)), P)
+    assert box.admit("x", "s", update(1, 2, encode(q=1), entity_id="e/2"), P) == Admit.OVERLOADED
+    assert box.held == {}
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     sequence=st.lists(changes(), min_size=1, max_size=40),

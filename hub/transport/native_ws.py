@@ -28,11 +28,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from pydantic import ValidationError
 
 from ..core.cursor import format_cursor
-from ..core.session.acks import (
-    AckOrder,
-    PreparedPublish,
-    acknowledge,
-)
+from ..core.session.acks import AckOrder, PreparedPublish, acknowledge
 from ..core.session.outbox import OVERLOADED, Outbox
 from ..core.session.requests import RequestQueue
 from ..core.session.subscribe import list_prefix
@@ -67,6 +63,7 @@ from ..wire.replies import (
     Entities,
     ErrorReply,
     ServerFrame,
+    Synced,
     Unsubscribed,
 )
 from .native_publish import PublishChecks
@@ -446,11 +443,14 @@ class NativeSession:
             if body is not None:
                 self._send(delta_frame(self.codec, sub.prefix, body))
             touched[sub.name] = sub
-        if touched:
+        held = self.outbox.take_held()  # synced frames that waited for the merged deltas
+        if touched or held:
             cursor = format_cursor(self.context.fanout.cursor())
             for sub in touched.values():
-                if sub.synced:
+                if sub.synced and sub.name not in held:
                     self.send(Checkpoint(sub.name, cursor))
+            for name in held:
+                self.send(Synced(name, cursor))
 
     def checkpoint(self) -> None:
         """Tell every live subscription how far the hub has read (called periodically)."""
@@ -465,6 +465,8 @@ class NativeSession:
             await self._writable.wait()
 
     def send(self, frame: ServerFrame) -> None:
+        if type(frame) is Synced and not self.outbox.may_send_synced(frame.sub):
+            return  # held until the merged deltas its cursor covers are sent
         self._send(self.codec.encode(frame.value()))
 
     def _send(self, payload: bytes) -> None:

@@ -9,6 +9,11 @@ not the deltas. When the socket drains, the merged deltas go out marked
 
 Bound: more than ``max_pending`` merged deltas and the connection is closed
 (``Overloaded``, close 1013): the client resumes from its cursor.
+
+A subscription's ``synced`` must not overtake merged deltas: its cursor covers them,
+so a client that dropped the connection right after it, and resumed from it, would
+never get them. While the outbox is behind, :meth:`Outbox.may_send_synced` holds it;
+:meth:`Outbox.take_held` gives the held ones back once the merged deltas went out.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ OVERLOADED: Final = Admit.OVERLOADED
 class Outbox(Generic[S]):
     """Conflation state of one connection (see the module docstring)."""
 
-    __slots__ = ("conflated", "direct", "max_pending", "paused", "pending")
+    __slots__ = ("conflated", "direct", "held", "max_pending", "paused", "pending")
 
     def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending
@@ -62,6 +67,8 @@ class Outbox(Generic[S]):
         #: Writable and nothing pending: :meth:`admit` would say ``SEND``. The shell
         #: reads this flag on the hot path instead of calling it (the same rule).
         self.direct = True
+        #: Subscriptions whose ``synced`` waits for the merged deltas, in order.
+        self.held: dict[str, None] = {}
 
     @property
     def behind(self) -> bool:
@@ -89,6 +96,20 @@ class Outbox(Generic[S]):
             self.pending[key] = (sub, merged, position)
         return PENDING
 
+    def may_send_synced(self, name: str) -> bool:
+        """Whether subscription ``name``'s ``synced`` may go now; if not, it is held."""
+        if self.direct:
+            return True
+        self.held[name] = None
+        return False
+
+    def take_held(self) -> list[str]:
+        """The subscriptions whose ``synced`` was held, once nothing is pending."""
+        if not self.direct:
+            return []
+        names, self.held = list(self.held), {}
+        return names
+
     def pause(self) -> None:
         self.paused = True
         self.direct = False
@@ -104,8 +125,10 @@ class Outbox(Generic[S]):
         """Drop what is pending for a subscription that starts over."""
         for key in [k for k in self.pending if k[0] == name]:
             del self.pending[key]
+        self.held.pop(name, None)
         self.direct = not self.paused and not self.pending
 
     def clear(self) -> None:
         self.pending.clear()
+        self.held.clear()
         self.direct = not self.paused
