@@ -56,6 +56,7 @@ from .test_native_sync import (  # noqa: F401
     test_snapshot_taken_during_writes_hands_over_exactly,
     test_subscriber_resuming_at_20_random_points_misses_nothing,
 )
+from .test_replay import replay_json, write_everything
 from .test_rest_batch import (  # noqa: F401
     test_batcher_events_are_applied_in_array_order,
     test_batcher_gets_one_result_per_event_with_all_three_keys,
@@ -271,3 +272,16 @@ async def test_connector_credentials_polls_and_deletion_on_the_cluster(
         detail = (await http.get("/api/connectors/github")).json()
         assert detail["status"] == "not_configured" and "last_poll" not in detail
         assert (await http.delete("/api/connectors/github/token")).status_code == 404
+
+
+async def test_flux_replay_of_a_cluster_agrees_with_its_state(
+    hub: Hub, http: httpx.AsyncClient, redis_url: str, key_prefix: str
+) -> None:
+    """``flux replay --redis <a cluster node>`` folds every partition's event log (on
+    three masters) and finds the state the hub wrote (FLUX_PARTITIONS from the env)."""
+    await write_everything(http)
+    status, report = await replay_json(redis_url, key_prefix)
+    assert status == 0, report
+    assert len(report["partitions"]) == PARTITIONS
+    assert all(p["differences"] == [] for p in report["partitions"])
+    assert sum(p["agree"] for p in report["partitions"]) >= 5
