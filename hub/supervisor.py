@@ -153,10 +153,13 @@ class Supervisor:
             logger.info(
                 "starting %d workers on %s:%d", len(self.workers), self.settings.gateway.host, port
             )
-            for worker in self.workers:
-                self._start(worker, env)
-            status = self._watch(env)
-            self._stop_all()
+            try:
+                if not self._signals:  # told to stop while the Redis was starting
+                    for worker in self.workers:
+                        self._start(worker, env)
+                status = self._watch(env)
+            finally:
+                self._stop_all()  # whatever happened, no worker outlives the supervisor
         return status
 
     # ------------------------------------------------------------------ internals
