@@ -57,11 +57,17 @@ class LocalCluster:
 
     def start(self) -> None:
         count = self.masters * (1 + self.replicas)
-        self.ports = _free_ports(count)
-        for port in self.ports:
-            self._start_node(port)
-        for port in self.ports:
-            self._wait_answering(port)
+        for attempt in (1, 2, 3):
+            self.ports = _free_ports(count)
+            for port in self.ports:
+                self._start_node(port)
+            if all(self._wait_answering(port) for port in self.ports):
+                break
+            # A port taken between the choice and the bind (another process): again.
+            self.stop()
+            self.processes.clear()
+            if attempt == 3:
+                raise RuntimeError("local Redis Cluster nodes did not start (ports taken?)")
         create = [
             self.cli,
             "--cluster",
@@ -102,14 +108,17 @@ class LocalCluster:
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
-    def _wait_answering(self, port: int, seconds: float = 20.0) -> None:
+    def _wait_answering(self, port: int, seconds: float = 20.0) -> bool:
+        """Whether the node on ``port`` answers (False: it exited, e.g. port taken)."""
         deadline = time.monotonic() + seconds
         while True:
             try:
                 with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
                     client.ping()
-                return
+                return True
             except (redis.ConnectionError, redis.TimeoutError):
+                if self.processes[port].poll() is not None:
+                    return False
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
