@@ -14,6 +14,10 @@ and keeps the two fast paths of one Redis, per master:
 - :func:`tail_connection`: a bare connection per partition to its master for the
   blocking delta-log reads.
 
+The other modules' scripts run through :class:`FluxCluster`, whose scripts are loaded
+on every master before they are queued in a pipeline (redis-py's cluster pipeline
+does not load them, as one Redis's does).
+
 After a failure (a lost connection, ``MOVED`` after a failover or a resharding,
 ``CLUSTERDOWN`` while a replica takes over) the slot map is read again
 (:func:`refresh`) and the next call goes to whichever master owns the slot then.
@@ -44,7 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClusterChannels",
+    "FluxCluster",
     "cluster_enabled",
+    "forget",
     "make_cluster_client",
     "refresh",
     "tail_connection",
