@@ -29,7 +29,8 @@ import redis
 
 from hub.app import Hub
 from hub.config import Settings
-from hub.store import Store
+from hub.core.model import OutcomeStatus
+from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout
 from .doc_blocks import doc_blocks
@@ -75,6 +76,7 @@ from .test_rest_state import (  # noqa: F401
     test_reader_gets_entities_in_lexicographic_order,
     test_reader_walks_all_pages_with_limit_and_cursor,
 )
+from .test_store_channel import Item
 
 #: Partitions of the hubs here: enough to spread over the three masters.
 PARTITIONS = 16
@@ -285,3 +287,21 @@ async def test_flux_replay_of_a_cluster_agrees_with_its_state(
     assert len(report["partitions"]) == PARTITIONS
     assert all(p["differences"] == [] for p in report["partitions"])
     assert sum(p["agree"] for p in report["partitions"]) >= 5
+
+
+async def test_a_replica_node_as_the_url_works_too(cluster: LocalCluster, key_prefix: str) -> None:
+    """A Service in front of the cluster may answer from any node, replicas included:
+    the hub learns the masters from whichever node it is given."""
+    replicas = []
+    for port in cluster.live_ports():
+        with redis.Redis(host="127.0.0.1", port=port) as node:
+            if node.info("replication")["role"] == "slave":
+                replicas.append(port)
+    assert replicas
+    settings = make_settings(key_prefix, redis={"partitions": PARTITIONS})
+    keys = Keys(key_prefix, PARTITIONS)
+    async with await Store.connect(f"redis://127.0.0.1:{replicas[0]}", keys, settings.log) as store:
+        assert store.cluster and await store.ready()
+        applied = await store.apply([Item(f"rep/{n}", n) for n in range(32)], 1_800_000_000_000)
+        assert {a.status for a in applied} == {OutcomeStatus.APPLIED}
+        assert len(await store.list_ids("rep/", 100)) == 32
