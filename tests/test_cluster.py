@@ -305,3 +305,16 @@ async def test_a_replica_node_as_the_url_works_too(cluster: LocalCluster, key_pr
         applied = await store.apply([Item(f"rep/{n}", n) for n in range(32)], 1_800_000_000_000)
         assert {a.status for a in applied} == {OutcomeStatus.APPLIED}
         assert len(await store.list_ids("rep/", 100)) == 32
+
+
+async def test_too_few_partitions_for_the_masters_are_warned_about(
+    cluster: LocalCluster, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(key_prefix)
+    async with await Store.connect(cluster.url, Keys(key_prefix, 1), settings.log):
+        pass
+    assert "FLUX_PARTITIONS=1 puts the state on 1 of them" in caplog.text
+    caplog.clear()
+    async with await Store.connect(cluster.url, Keys(key_prefix, PARTITIONS), settings.log):
+        pass
+    assert "FLUX_PARTITIONS" not in caplog.text

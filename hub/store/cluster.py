@@ -26,6 +26,7 @@ After a failure (a lost connection, ``MOVED`` after a failover or a resharding,
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,15 +47,20 @@ if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
     from redis.typing import ScriptTextT
 
+    from .keys import Keys
+
 __all__ = [
     "ClusterChannels",
     "FluxCluster",
+    "check_spread",
     "cluster_enabled",
     "forget",
     "make_cluster_client",
     "refresh",
     "tail_connection",
 ]
+
+logger = logging.getLogger("hub.store")
 
 #: Seconds between two reads of the slot map that failures ask for (a burst of
 #: failed calls during a failover reads it once).
@@ -116,6 +122,22 @@ def make_cluster_client(url: str, *, socket_timeout: float | None) -> RedisClust
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 12),
         health_check_interval=0,
     )
+
+
+def check_spread(cluster: RedisCluster, keys: Keys) -> None:
+    """Log a warning when the partitions do not reach every master: the state would
+    not spread (docs/scaling.md, "Redis Cluster": 16 partitions or more)."""
+    masters = {node.name for node in cluster.get_primaries()}
+    used = {_master(cluster, keys.delta_log(p)).name for p in range(keys.partitions)}
+    if used != masters:
+        logger.warning(
+            "Redis Cluster of %d masters, but FLUX_PARTITIONS=%d puts the state on %d of "
+            "them: set FLUX_PARTITIONS to 16 or more before the first event "
+            "(docs/scaling.md, 'Redis Cluster')",
+            len(masters),
+            keys.partitions,
+            len(used & masters),
+        )
 
 
 async def refresh(cluster: RedisCluster, *, force: bool = False) -> None:

@@ -20,10 +20,9 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from ..errors import ConfigError, LogUnavailable
+from . import cluster as clusters
 from .apply import PendingApply, reduce_call
 from .batches import Applied, DeltaBatch, LogHead, NamespaceTotals, SnapshotPage, Totals
-from .cluster import ClusterChannels, cluster_enabled, forget, make_cluster_client, refresh
-from .cluster import tail_connection as cluster_tail
 from .connection import REDIS_FAILURES, make_client, redact, version_tuple
 from .decode import SEQ, decode_delta_fields, decode_entity, decode_snapshot
 from .ordered import ScriptChannel
@@ -103,7 +102,7 @@ class Store:
         self._snapshot_sha = ""
         self._lease = self._client.register_script(_LEASE)
         # The reduce script's calls: pipelined on a connection of their own.
-        self._channel: ScriptChannel | ClusterChannels | None = None
+        self._channel: ScriptChannel | clusters.ClusterChannels | None = None
 
     @classmethod
     async def connect(
@@ -140,12 +139,15 @@ class Store:
                 raise ConfigError(
                     f"Redis {version} at {redact(self.url)} is too old: the hub needs 6.2 or newer"
                 )
-            if await cluster_enabled(self._client):
+            if await clusters.cluster_enabled(self._client):
                 await self._client.aclose(close_connection_pool=True)
-                self._cluster = make_cluster_client(self.url, socket_timeout=self.reply_timeout)
+                self._cluster = clusters.make_cluster_client(
+                    self.url, socket_timeout=self.reply_timeout
+                )
                 # (It offers the commands the other modules use, routed by key slot.)
                 self._client = cast("aioredis.Redis", self._cluster)
                 await self._cluster.initialize()
+                clusters.check_spread(self._cluster, self.keys)
                 self._lease = self._client.register_script(_LEASE)
             self._sha = await self._client.script_load(_REDUCE_SOURCE)
             self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
@@ -155,7 +157,9 @@ class Store:
         # replies have the channel's own.
         script = (_REDUCE_SOURCE, self._sha, self.reply_timeout)
         if self._cluster is not None:  # one channel per master
-            self._channel = ClusterChannels(self._cluster, *script, CHANNEL_NAME, self.wait)
+            self._channel = clusters.ClusterChannels(
+                self._cluster, *script, CHANNEL_NAME, self.wait
+            )
         else:
             connection = self._dedicated_connection(CHANNEL_NAME)
             self._channel = ScriptChannel(connection, *script, self.wait)
@@ -166,7 +170,7 @@ class Store:
         ``name`` in ``CLIENT LIST``; it connects when first used. On a cluster: to the
         master that owns ``key`` now."""
         if self._cluster is not None:
-            return cluster_tail(self._cluster, key, name)
+            return clusters.tail_connection(self._cluster, key, name)
         pool = self._client.connection_pool
         return pool.connection_class(
             **{**pool.connection_kwargs, "socket_timeout": None, "client_name": name}
@@ -194,7 +198,7 @@ class Store:
         if self._channel is not None:
             await self._channel.aclose()
         if self._cluster is not None:
-            forget(self._cluster)
+            clusters.forget(self._cluster)
             await self._cluster.aclose()
         else:
             await self._client.aclose(close_connection_pool=True)
@@ -328,7 +332,7 @@ class Store:
         """After a failed delta-log read: keep its connection, unless on a cluster."""
         if self._cluster is None:
             return True
-        await refresh(self._cluster)
+        await clusters.refresh(self._cluster)
         return False
 
     async def snapshot_range(
