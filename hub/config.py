@@ -120,6 +120,9 @@ class GatewaySettings(_Frozen):
     admin_token: str | None = None
     #: Absolute cap on any request body, whatever the runtime limits say.
     max_body_bytes: int = Field(default=64 * MiB, ge=1024)
+    #: ``/mcp`` without sessions: every request stands alone, so any process may answer
+    #: it (``--workers``, a balancer without affinity); no resource subscriptions.
+    mcp_stateless: bool = False
     #: Largest WebSocket message accepted from a client. Compat connections are closed
     #: with 1009 past it; native ones get an error frame, up to 4 times this size,
     #: and are closed with 1009 beyond that.
@@ -359,6 +362,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "PORT": ("gateway", "port", int),
     "FLUX_AUTH_ENABLED": ("gateway", "auth_enabled", _flux_flag),
     "FLUX_PRIVATE_READS": ("gateway", "private_reads", _bool),
+    "FLUX_MCP_STATELESS": ("gateway", "mcp_stateless", _bool),
     "FLUX_MAX_CONNECTIONS_PER_CLIENT": ("gateway", "max_connections_per_client", int),
     "FLUX_MAX_EVENTS_PER_BATCH": ("gateway", "max_events_per_batch", int),
     "FLUX_MAX_PROPERTIES": ("gateway", "max_properties", int),

@@ -203,6 +203,9 @@ class Supervisor:
             FLUX_LOG_LEVEL=settings.log_level,
             FLUX_WORKERS="1",
         )
+        # An MCP session lives in one process, and the kernel spreads a client's
+        # connections over the workers: /mcp goes without sessions unless told otherwise.
+        env.setdefault("FLUX_MCP_STATELESS", "true")
         return env
 
     def _start(self, worker: _Worker, env: dict[str, str]) -> None:

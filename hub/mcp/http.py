@@ -140,10 +140,12 @@ class McpExtension:
     ) -> None:
         self.gateway = gateway
         self.port = port
-        self.server = build_server(self._backend_for)
+        stateless = gateway.mcp_stateless
+        self.server = build_server(self._backend_for, subscriptions=not stateless)
         self.manager = StreamableHTTPSessionManager(
             self.server,
             json_response=True,
+            stateless=stateless,
             session_idle_timeout=SESSION_IDLE_SECONDS,
             max_sessions=MAX_SESSIONS,
             max_request_body_size=gateway.max_body_bytes,

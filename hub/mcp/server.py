@@ -79,6 +79,14 @@ def entity_of(uri: AnyUrl | str) -> str:
     return unquote(text[len(_URI_PREFIX) :])
 
 
+#: Why a stateless ``/mcp`` refuses resource subscriptions.
+NO_SESSIONS = (
+    "resource subscriptions need a session, and this hub serves /mcp without sessions "
+    "(FLUX_MCP_STATELESS, the default under --workers): call the wait_for_change tool "
+    "instead, or use `flux mcp` (stdio)"
+)
+
+
 def _tool_error(exc: ToolError) -> McpError:
     return McpError(types.ErrorData(code=types.INVALID_PARAMS, message=_describe(exc)))
 
@@ -97,8 +105,14 @@ def _result(value: Any, is_error: bool) -> types.CallToolResult:
     )
 
 
-def build_server(backend_for: Callable[[Any], Backend]) -> Server[Watcher, Any]:
-    """The MCP server; ``backend_for(request)`` gives the caller's view of the hub."""
+def build_server(
+    backend_for: Callable[[Any], Backend], *, subscriptions: bool = True
+) -> Server[Watcher, Any]:
+    """The MCP server; ``backend_for(request)`` gives the caller's view of the hub.
+
+    Without ``subscriptions`` (a stateless ``/mcp``: no session to notify), resource
+    subscriptions are not declared, and a ``resources/subscribe`` is refused saying why.
+    """
 
     @asynccontextmanager
     async def session_lifespan(_: Server[Watcher, Any]) -> AsyncIterator[Watcher]:
@@ -110,9 +124,10 @@ def build_server(backend_for: Callable[[Any], Backend]) -> Server[Watcher, Any]:
                 await watcher.close()
                 tg.cancel_scope.cancel()
 
-    server: Server[Watcher, Any] = _Server(
+    server = _Server(
         "flux-hub", version=_version(), instructions=INSTRUCTIONS, lifespan=session_lifespan
     )
+    server.declares_subscriptions = subscriptions
     # The SDK's registration decorators are untyped: register through Any.
     sdk: Any = server
 
@@ -168,6 +183,8 @@ def build_server(backend_for: Callable[[Any], Backend]) -> Server[Watcher, Any]:
         return [ReadResourceContents(json.dumps(entity), "application/json")]
 
     async def subscribe(uri: AnyUrl) -> None:
+        if not subscriptions:
+            raise McpError(types.ErrorData(code=types.INVALID_REQUEST, message=NO_SESSIONS))
         entity_id = entity_of(uri)
         context = server.request_context
         try:
@@ -207,6 +224,9 @@ def _resource(entity: dict[str, Any]) -> types.Resource:
 
 
 class _Server(Server[Watcher, Any]):
+    #: Whether ``initialize`` declares resource subscriptions (not without sessions).
+    declares_subscriptions = True
+
     def create_initialization_options(
         self,
         notification_options: NotificationOptions | None = None,
@@ -219,7 +239,7 @@ class _Server(Server[Watcher, Any]):
         )
         resources = options.capabilities.resources
         assert resources is not None
-        resources.subscribe = True
+        resources.subscribe = self.declares_subscriptions
         return options
 
 
