@@ -435,3 +435,55 @@ async def test_sweeps_refused_by_a_full_redis_are_retried_and_the_hub_lives_on(
             await gone(http, "crew/t1")  # the next sweep took it
     finally:
         owned.stop()
+
+
+# ---------------------------------------------------------------------- Redis against the rules
+
+
+async def test_the_leases_redis_keeps_are_those_of_the_pure_rules(store: Store) -> None:
+    """Random events (ttl absent, null, 0 or positive; deletions; empty properties;
+    compare-and-set; repeated eventIds) applied by the reduce script one by one: after
+    each, the leased entities in Redis are those the pure model (hub/core/lease.py,
+    fed by the pure reducer) says."""
+    import random
+
+    from hub.core.reducer import World
+    from hub.wire.envelope import parse_event
+
+    for seed in range(40):
+        rng = random.Random(seed)
+        world, model = World(), Leases()
+        prefix = f"prop{seed}/"
+        ids = [prefix + name for name in "abc"]
+        for n in range(25):
+            entity = rng.choice(ids)
+            kind = rng.random()
+            properties: dict[str, Any] = (
+                {"__deleted__": True}
+                if kind < 0.15
+                else {}
+                if kind < 0.25
+                else {"v": rng.randint(0, 2)}
+            )
+            raw: dict[str, Any] = {
+                "stream": "p",
+                "source": "p",
+                "eventId": f"{prefix}{rng.randint(0, 30)}",  # some repeat: duplicates
+                "payload": {"entity_id": entity, "properties": properties},
+            }
+            ttl = rng.choice([None, "absent", 0, 30, 60])
+            if ttl != "absent":
+                raw["ttl"] = ttl
+            if rng.random() < 0.2:
+                raw["if_version"] = rng.randint(0, 3)
+            envelope = parse_event(raw, now_ms=n, new_id=lambda: "unused")  # ids given
+            (applied,) = await store.apply([envelope], n)
+            outcome = world.apply(envelope.change, n)
+            assert applied.status is outcome.status, (seed, n, raw)
+            if outcome.status.value == "ok":
+                live = entity in world.entities
+                model.after_event(entity, envelope.change.ttl_ms, live, n)
+            leased = await store.client.zrange(store.keys.leases(0), 0, -1)
+            assert {i.decode() for i in leased if i.decode().startswith(prefix)} == set(
+                model.deadlines
+            ), (seed, n, raw)
