@@ -20,9 +20,17 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from ..errors import ConfigError, LogUnavailable
-from . import cluster as clusters
 from .apply import PendingApply, reduce_call
 from .batches import Applied, DeltaBatch, LogHead, NamespaceTotals, SnapshotPage, Totals
+from .cluster import (
+    ClusterChannels,
+    check_spread,
+    cluster_enabled,
+    forget,
+    make_cluster_client,
+    refresh,
+    tail_connection,
+)
 from .connection import REDIS_FAILURES, make_client, redact, version_tuple
 from .decode import SEQ, decode_delta_fields, decode_entity, decode_snapshot
 from .ordered import ScriptChannel
@@ -48,25 +56,13 @@ MIN_REDIS_VERSION = (6, 2, 0)
 
 _REDUCE_SOURCE = resources.files(__package__).joinpath("reduce.lua").read_text()
 _SNAPSHOT_SOURCE = resources.files(__package__).joinpath("snapshot.lua").read_text()
+#: Take a free lease on a singleton task, or renew one we hold.
+_LEASE = resources.files(__package__).joinpath("lease.lua").read_text()
 
 #: Seconds to wait for the reply of a reduce-script call before giving up on Redis.
 REPLY_TIMEOUT = 30.0
 #: The reduce-script connection's name in ``CLIENT LIST``.
 CHANNEL_NAME = "flux-hub:reduce"
-
-# Take a free lease, or renew one we hold. KEYS: lease; ARGV: holder, ttl (ms).
-_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 class Store:
@@ -102,7 +98,7 @@ class Store:
         self._snapshot_sha = ""
         self._lease = self._client.register_script(_LEASE)
         # The reduce script's calls: pipelined on a connection of their own.
-        self._channel: ScriptChannel | clusters.ClusterChannels | None = None
+        self._channel: ScriptChannel | ClusterChannels | None = None
 
     @classmethod
     async def connect(
@@ -139,15 +135,13 @@ class Store:
                 raise ConfigError(
                     f"Redis {version} at {redact(self.url)} is too old: the hub needs 6.2 or newer"
                 )
-            if await clusters.cluster_enabled(self._client):
+            if await cluster_enabled(self._client):
                 await self._client.aclose(close_connection_pool=True)
-                self._cluster = clusters.make_cluster_client(
-                    self.url, socket_timeout=self.reply_timeout
-                )
+                self._cluster = make_cluster_client(self.url, socket_timeout=self.reply_timeout)
                 # (It offers the commands the other modules use, routed by key slot.)
                 self._client = cast("aioredis.Redis", self._cluster)
                 await self._cluster.initialize()
-                clusters.check_spread(self._cluster, self.keys)
+                check_spread(self._cluster, self.keys)
                 self._lease = self._client.register_script(_LEASE)
             self._sha = await self._client.script_load(_REDUCE_SOURCE)
             self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
@@ -157,9 +151,7 @@ class Store:
         # replies have the channel's own.
         script = (_REDUCE_SOURCE, self._sha, self.reply_timeout)
         if self._cluster is not None:  # one channel per master
-            self._channel = clusters.ClusterChannels(
-                self._cluster, *script, CHANNEL_NAME, self.wait
-            )
+            self._channel = ClusterChannels(self._cluster, *script, CHANNEL_NAME, self.wait)
         else:
             connection = self._dedicated_connection(CHANNEL_NAME)
             self._channel = ScriptChannel(connection, *script, self.wait)
@@ -170,7 +162,7 @@ class Store:
         ``name`` in ``CLIENT LIST``; it connects when first used. On a cluster: to the
         master that owns ``key`` now."""
         if self._cluster is not None:
-            return clusters.tail_connection(self._cluster, key, name)
+            return tail_connection(self._cluster, key, name)
         pool = self._client.connection_pool
         return pool.connection_class(
             **{**pool.connection_kwargs, "socket_timeout": None, "client_name": name}
@@ -198,7 +190,7 @@ class Store:
         if self._channel is not None:
             await self._channel.aclose()
         if self._cluster is not None:
-            clusters.forget(self._cluster)
+            forget(self._cluster)
             await self._cluster.aclose()
         else:
             await self._client.aclose(close_connection_pool=True)
@@ -332,7 +324,7 @@ class Store:
         """After a failed delta-log read: keep its connection, unless on a cluster."""
         if self._cluster is None:
             return True
-        await clusters.refresh(self._cluster)
+        await refresh(self._cluster)
         return False
 
     async def snapshot_range(
