@@ -50,11 +50,15 @@ from urllib.parse import quote
 import httpx
 import pytest
 import websockets
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
+from hub.api.router import MethodNotAllowed, NotFound, Route, Router
 from hub.app import Hub
 from hub.store import Keys, Store
+from hub.transport.server import WS_PATH
 
 from .conftest import make_settings, running_hub, timeout
 from .local_http import until
@@ -67,6 +71,8 @@ WRONG = str(uuid.uuid4())
 #: A third-party credential handed to a connector, and a poller's API token.
 CONNECTOR_SECRET = "ghp_" + uuid.uuid4().hex
 POLLER_SECRET = "poll-" + uuid.uuid4().hex
+#: A Singer tap's ``secrets`` (its tap prints it on stderr, then fails).
+TAP_SECRET = "tapsecret-" + uuid.uuid4().hex
 ENCRYPTION_KEY = base64.b64encode(bytes(range(32))).decode()
 
 MODES = ("public", "private")
@@ -102,6 +108,13 @@ MESSAGES = {
         "OAuth not configured for connector 'github'. Set FLUX_OAUTH_GITHUB_CLIENT_ID"
         " and FLUX_OAUTH_GITHUB_CLIENT_SECRET environment variables."
     ),
+    "bad-state": "Invalid or expired OAuth state (possible CSRF attack)",
+    "not-available": (
+        "Connector 'gmail' is not available: this hub does not fetch from Gmail (listed for"
+        " compatibility with Flux; see docs/connectors.md); no credentials were stored"
+    ),
+    "no-credentials": "No credentials found for connector 'gmail'",
+    "no-session": "Session not found",
 }
 _MESSAGE_PATTERNS = [
     (tag, re.compile(re.escape(text).replace(re.escape("{ns}"), "[^']*") + "$"))
@@ -135,6 +148,8 @@ class World:
     seen: list[tuple[str, str]]
     #: The source id of a generic poller registered at start.
     poller: str = ""
+    #: A folder for the taps' programs.
+    folder: Path = Path()
     observed: Observed | None = None
 
     def record(self, where: str, text: str) -> None:
@@ -249,14 +264,19 @@ def log_records() -> Iterator[LogRecords]:
 
 @pytest.fixture(scope="module", params=MODES)
 async def world(
-    request: pytest.FixtureRequest, redis_url: str, log_records: LogRecords
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    log_records: LogRecords,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[World]:
     """One hub per mode, for the whole module (pytest runs one mode's tests, then the
     other's): auth on, an admin token, connectors with an encryption key; namespaces
     alpha, beta, gamma and empty registered; alpha/0, alpha/1, beta/0, beta/1 written;
-    a generic poller registered; the directory written once."""
+    a generic poller registered; a Singer tap with secrets registered and run once
+    (it fails, printing its secret); the directory written once."""
     mode: str = request.param
     key_prefix = "t" + uuid.uuid4().hex[:12]
+    folder = tmp_path_factory.mktemp(f"matrix-{mode}")
     settings = make_settings(
         key_prefix,
         gateway={"auth_enabled": True, "admin_token": ADMIN, "private_reads": mode == "private"},
@@ -265,7 +285,9 @@ async def world(
             "encryption_key": ENCRYPTION_KEY,
             "poll_timeout": 0.1,
             "github_api_url": f"http://127.0.0.1:{free_port()}",
+            "min_poll_interval": 0.1,
         },
+        redis={"data_dir": str(folder / "flux-data")},
     )
     seen: list[tuple[str, str]] = []
 
@@ -298,6 +320,10 @@ async def world(
             for n in range(2):
                 await w.publish(f"{name}/{n}", v=n)
         w.poller = await w.add_poller()
+        w.folder = folder
+        await w.register("stdio")  # the FLUX_TOKEN of `flux mcp`
+        await add_tap(w, "matrix", "admin")
+        await until(lambda: tap_failed(w, "matrix"), 20)
 
         async def directory_written() -> bool:
             return await w.exists("flux-core/directory")
@@ -816,6 +842,27 @@ async def connector_forget(w: World, cred: str) -> str:
     return outcome(await w.http.delete("/api/connectors/github/token", headers=w.headers(cred)))
 
 
+async def gmail_store(w: World, cred: str) -> str:
+    body = {"token": CONNECTOR_SECRET}
+    reply = await w.http.post("/api/connectors/gmail/token", json=body, headers=w.headers(cred))
+    return outcome(reply)
+
+
+def rest_head(path: str) -> Runner:
+    async def run(w: World, cred: str) -> str:
+        reply = await w.http.head(path, headers=w.headers(cred))
+        return str(reply.status_code)  # (no body to read an error from)
+
+    return run
+
+
+def rest_delete_path(path: str) -> Runner:
+    async def run(w: World, cred: str) -> str:
+        return outcome(await w.http.delete(path, headers=w.headers(cred)))
+
+    return run
+
+
 async def poller_add(w: World, cred: str) -> str:
     reply = await w.http.post("/api/connectors/generic", json=POLLER, headers=w.headers(cred))
     return outcome(reply)
@@ -830,6 +877,140 @@ async def poller_delete(w: World, cred: str) -> str:
     source_id = await w.add_poller()
     reply = await w.http.delete(f"/api/connectors/generic/{source_id}", headers=w.headers(cred))
     return outcome(reply)
+
+
+# --- Singer taps
+
+
+def tap_program(w: World) -> str:
+    """A stand-in tap: prints the secret of its config on stderr, then fails."""
+    path = w.folder / "tap-leaky"
+    if not path.exists():
+        path.write_text(
+            f"#!{sys.executable}\nimport json, sys\n"
+            "config = json.load(open(sys.argv[sys.argv.index('--config') + 1]))\n"
+            "print('login failed with', config['password'], file=sys.stderr)\n"
+            "sys.exit(1)\n"
+        )
+        path.chmod(0o755)
+    return str(path)
+
+
+async def add_tap(w: World, name: str, cred: str) -> httpx.Response:
+    body = {
+        "name": name,
+        "tap": "tap-leaky",
+        "executable": tap_program(w),
+        "namespace": "alpha",
+        "streams": {"s": {"entity_id": "{id}"}},
+        "config": {"user": "ann"},
+        "secrets": {"password": TAP_SECRET},
+        "interval_secs": 3600,
+    }
+    return await w.http.post("/api/connectors/singer", json=body, headers=w.headers(cred))
+
+
+async def tap_failed(w: World, name: str) -> bool:
+    reply = await w.http.get(f"/api/connectors/singer/{name}", headers=w.headers("admin"))
+    return cast("int", reply.json()["failures"]) >= 1
+
+
+async def tap_add(w: World, cred: str) -> str:
+    return outcome(await add_tap(w, f"add_{cred}", cred))
+
+
+async def tap_delete(w: World, cred: str) -> str:
+    assert (await add_tap(w, f"del_{cred}", "admin")).status_code == 201
+    reply = await w.http.delete(f"/api/connectors/singer/del_{cred}", headers=w.headers(cred))
+    return outcome(reply)
+
+
+# --- MCP over streamable HTTP
+
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+MCP_INIT: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "matrix", "version": "1"},
+    },
+}
+
+
+async def mcp_open(w: World, cred: str) -> tuple[str, str]:
+    """``initialize`` as a credential: (its outcome, the session id or '')."""
+    headers = {**MCP_ACCEPT, **w.headers(cred)}
+    reply = await w.http.post("/mcp", json=MCP_INIT, headers=headers)
+    if reply.status_code != 200:
+        return outcome(reply), ""
+    session = reply.headers["mcp-session-id"]
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    ack = await w.http.post("/mcp", json=done, headers={**headers, "mcp-session-id": session})
+    assert ack.status_code == 202, ack.text
+    return "200", session
+
+
+async def mcp_tool(w: World, cred: str, session: str, tool: str, arguments: dict[str, Any]) -> str:
+    """A ``tools/call`` as a credential on a session: ``ok`` or ``<code> <tag>``."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
+    headers = {**MCP_ACCEPT, **w.headers(cred), "mcp-session-id": session}
+    reply = await w.http.post("/mcp", json=call, headers=headers)
+    if reply.status_code != 200:
+        return outcome(reply)
+    result = reply.json()["result"]
+    if not result["isError"]:
+        return "ok"
+    found = result["structuredContent"]
+    if "results" in found:
+        found = found["results"][0]
+    return f"{found['error']['code']} {tag(found['error']['message'])}"
+
+
+def mcp_tools(opener: str | None = None) -> Runner:
+    """``initialize`` (as the credential, or as ``opener``), then ``get`` alpha/0 and
+    ``publish`` an alpha entity as the credential."""
+
+    async def run(w: World, cred: str) -> str:
+        opened, session = await mcp_open(w, opener or cred)
+        if not session:
+            return f"initialize {opened}"
+        got = await mcp_tool(w, cred, session, "get", {"entity_id": "alpha/0"})
+        event_ = {"entity_id": f"alpha/mcp-{opener}-{cred}", "properties": {"v": 1}}
+        published = await mcp_tool(w, cred, session, "publish", {"events": [event_]})
+        said = "" if opener else f"initialize {opened}; "
+        return f"{said}get {got}; publish {published}"
+
+    return run
+
+
+async def mcp_stream(w: World, cred: str) -> str:
+    """``GET /mcp``, the event stream of a session alpha's token opened, as a credential."""
+    _, session = await mcp_open(w, "right")
+    headers = {**w.headers(cred), "Accept": "text/event-stream", "mcp-session-id": session}
+    async with (
+        httpx.AsyncClient(base_url=str(w.http.base_url), timeout=timeout(10)) as http,
+        http.stream("GET", "/mcp", headers=headers) as reply,
+    ):
+        w.record("headers", str(reply.headers))
+        if reply.status_code != 200:
+            await reply.aread()
+            w.record("GET /mcp", reply.text)
+        return outcome(reply)
+
+
+async def mcp_end(w: World, cred: str) -> str:
+    """``DELETE /mcp`` of a session alpha's token opened, as a credential."""
+    _, session = await mcp_open(w, "right")
+    headers = {**w.headers(cred), "mcp-session-id": session}
+    return outcome(await w.http.delete("/mcp", headers=headers))
 
 
 # --- native WebSocket
@@ -910,6 +1091,17 @@ def _subscription_row(name: str, public_sees: str, other: str, right: str) -> Ro
 
 
 EVERYONE = "alpha+beta+flux-core"
+#: An MCP ``get`` of alpha/0 under private reads: REST's answers, as tool errors.
+MCP_PRIVATE_GET = (
+    "unauthorized no-token",
+    "unauthorized bad-token",
+    "unauthorized bad-token",
+    "forbidden no-read",
+    "ok",
+    "ok",
+)
+#: Calls on a session another credential opened: as if it did not exist.
+MCP_NOT_ITS_SESSION = dict.fromkeys(CREDS, "get 404 no-session; publish 404 no-session")
 
 ROWS: list[Row] = [
     # ------------------------------------------------------------------ writes
@@ -1061,6 +1253,79 @@ ROWS: list[Row] = [
         poller_delete,
         admin_only("401 unauthorized", "204"),
     ),
+    Row(
+        "`GET /api/connectors/github/oauth/callback` (a state the hub never gave)",
+        rest_get("/api/connectors/github/oauth/callback?code=c&state=forged"),
+        same("401 bad-state"),
+    ),
+    Row(
+        "`POST /api/connectors/gmail/token` (not available)",
+        gmail_store,
+        same("409 not-available"),
+    ),
+    Row(
+        "`DELETE /api/connectors/gmail/token` (not available)",
+        rest_delete_path("/api/connectors/gmail/token"),
+        {**CONNECTOR, **dict.fromkeys(CREDS[2:], "404 no-credentials")},
+    ),
+    Row(
+        "`GET /api/connectors/gmail/oauth/start` (not available)",
+        rest_get("/api/connectors/gmail/oauth/start"),
+        same("409 not-available"),
+    ),
+    # ------------------------------------------------------------------ Singer taps
+    Row("`POST /api/connectors/singer`", tap_add, admin_only("401 unauthorized", "201")),
+    Row(
+        "`GET /api/connectors/singer`",
+        rest_get("/api/connectors/singer"),
+        admin_only("401 unauthorized", "200"),
+    ),
+    Row(
+        "`GET /api/connectors/singer/:name`",
+        rest_get("/api/connectors/singer/matrix"),
+        admin_only("401 unauthorized", "200"),
+    ),
+    Row(
+        "`DELETE /api/connectors/singer/:name`",
+        tap_delete,
+        admin_only("401 unauthorized", "204"),
+    ),
+    # ------------------------------------------------------------------ MCP
+    Row(
+        "`POST /mcp` `initialize`, `tools/call` `get` alpha/0, `publish` alpha/…",
+        mcp_tools(),
+        {c: f"initialize 200; get ok; publish {p}" for c, p in WS_INGEST.items()},
+        {
+            c: f"initialize 200; get {g}; publish {p}"
+            for c, g, p in zip(CREDS, MCP_PRIVATE_GET, WS_INGEST.values(), strict=True)
+        },
+    ),
+    Row(
+        "`POST /mcp` `tools/call` `get`, `publish` in a session alpha's token opened",
+        mcp_tools("right"),
+        {**MCP_NOT_ITS_SESSION, "right": "get ok; publish ok"},
+    ),
+    Row(
+        "`GET /mcp` (event stream of a session alpha's token opened)",
+        mcp_stream,
+        {**dict.fromkeys(CREDS, "404 no-session"), "right": "200"},
+    ),
+    Row(
+        "`DELETE /mcp` (a session alpha's token opened)",
+        mcp_end,
+        {**dict.fromkeys(CREDS, "404 no-session"), "right": "200"},
+    ),
+    # ------------------------------------------------------------------ hub's own pages
+    Row("`GET /healthz`", rest_get("/healthz"), same("200")),
+    Row("`GET /readyz`", rest_get("/readyz"), same("200")),
+    Row("`GET /metrics`", rest_get("/metrics"), same("200")),
+    Row("`GET /openapi.json`", rest_get("/openapi.json"), same("200")),
+    Row("`GET /` (dashboard)", rest_get("/"), same("200")),
+    Row("`GET /index.html`", rest_get("/index.html"), same("200")),
+    Row("`GET /static/dashboard.js`", rest_get("/static/dashboard.js"), same("200")),
+    Row("`HEAD /`", rest_head("/"), same("200")),
+    Row("`HEAD /index.html`", rest_head("/index.html"), same("200")),
+    Row("`HEAD /static/dashboard.js`", rest_head("/static/dashboard.js"), same("200")),
     # ------------------------------------------------------------------ native WebSocket
     Row("WS `publish` (token in the upgrade's header)", native_publish_header, WS_INGEST),
     Row(
@@ -1183,6 +1448,74 @@ async def test_auth_matrix(world: World, row: Row, cred: str) -> None:
     assert await row.run(world, cred) == row.expected(world.mode)[cred]
 
 
+# ---------------------------------------------------------------------- every route has a row
+
+#: Routes of the live table no row takes, each with the reason. (Empty: every route
+#: has a row; CORS preflights are answered by the HTTP layer, not by a route.)
+EXCLUDED: dict[tuple[str, str], str] = {}
+_ROW_REQUEST = re.compile(r"`([A-Z]+) (/[^`\s?]*)")
+
+
+def row_requests(row: Row) -> list[tuple[str, str]]:
+    """The ``(method, path)`` requests a row's name says it makes (a WebSocket row: the
+    upgrade, ``GET /api/ws``)."""
+    if row.name.startswith(("WS ", "compat WS")):
+        return [("GET", WS_PATH)]
+    return _ROW_REQUEST.findall(row.name)
+
+
+def covered_routes(table: list[tuple[str, list[str]]]) -> tuple[set[tuple[str, str]], list[str]]:
+    """Which ``(template, method)`` of ``table`` the rows reach, as the hub's router
+    resolves their requests; and the rows whose request reaches no route."""
+    endpoints: dict[Any, tuple[str, str]] = {}
+    routes = []
+    for template, methods in table:
+        handlers = {}
+        for method in methods:
+
+            async def endpoint(request: Any, **captured: str) -> Any:
+                raise AssertionError("never called")
+
+            endpoints[endpoint] = (template, method)
+            handlers[method] = endpoint
+        routes.append(Route(template, handlers))
+    router = Router(routes)
+    reached: set[tuple[str, str]] = set()
+    astray = []
+    for row in ROWS:
+        for method, path in row_requests(row):
+            if path == WS_PATH:
+                continue  # the transport upgrades it before any route
+            try:
+                handler = router.resolve(method, path)
+            except (NotFound, MethodNotAllowed):
+                astray.append(row.name)
+                continue
+            reached.add(endpoints[getattr(handler, "func", handler)])
+    return reached, astray
+
+
+async def test_every_route_of_the_live_table_has_a_row(world: World) -> None:
+    table = world.hub.api.router.templates()
+    assert ("/mcp", ["DELETE", "GET", "POST"]) in table  # extensions included
+    live = {(template, method) for template, methods in table for method in methods}
+    reached, astray = covered_routes(table)
+    assert astray == [], "rows whose request reaches no route of the hub"
+    assert sorted(live - reached - set(EXCLUDED)) == [], (
+        "routes without a row in ROWS: add one (or an EXCLUDED entry with the reason)"
+    )
+    assert sorted(set(EXCLUDED) - live) == [], "stale EXCLUDED entries"
+    assert sorted(set(EXCLUDED) & reached) == [], "EXCLUDED routes that have a row"
+
+
+def test_the_completeness_check_fails_for_a_route_without_a_row() -> None:
+    table = [("/api/events", ["GET", "POST"]), ("/api/new-thing/{id}", ["PUT"])]
+    reached, _ = covered_routes(table)
+    assert reached == {("/api/events", "GET"), ("/api/events", "POST")}
+    live = {(t, m) for t, methods in table for m in methods}
+    assert live - reached == {("/api/new-thing/{id}", "PUT")}
+
+
 @pytest.mark.parametrize("world", ["private"], indirect=True)
 async def test_private_subscription_ends_when_its_namespace_is_deleted(world: World) -> None:
     # A subscription outliving its token would show the next owner of the name.
@@ -1230,13 +1563,73 @@ async def test_private_compat_connection_ends_when_its_namespace_is_deleted(
     assert not [f for f in sock.frames if f.get("entity_id") == "theta/new"]
 
 
+async def test_taps_are_refused_on_a_public_hub_without_an_admin_token(
+    redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings("t" + uuid.uuid4().hex[:12], gateway={"auth_enabled": True})
+    keys = Keys(settings.redis.key_prefix, settings.redis.partitions)
+    async with (
+        await Store.connect(redis_url, keys, settings.log) as store,
+        running_hub(settings, store) as hub,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{hub.port}", timeout=timeout(10)) as http,
+    ):
+        for header in ({}, {"Authorization": f"Bearer {ADMIN}"}, {"Authorization": "Bearer x"}):
+            for method, path in [
+                ("POST", "/api/connectors/singer"),
+                ("GET", "/api/connectors/singer"),
+                ("GET", "/api/connectors/singer/matrix"),
+                ("DELETE", "/api/connectors/singer/matrix"),
+            ]:
+                reply = await http.request(method, path, headers=header, json={})
+                assert reply.status_code == 403, (method, path, reply.text)
+                assert "FLUX_ADMIN_TOKEN" in reply.json()["error"]
+
+
+async def test_flux_mcp_at_debug_acts_as_flux_token_and_shows_it_nowhere(
+    world: World, tmp_path: Path
+) -> None:
+    # `flux mcp` as an MCP client spawns it, every logger at DEBUG on its stderr; the
+    # hub's side of its calls goes through the module's log and leak checks below.
+    token = world.tokens["stdio"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_")}
+    env.update(FLUX_URL=str(world.http.base_url), FLUX_TOKEN=token)
+    debug = (
+        "import logging, sys; logging.basicConfig(level=logging.DEBUG, stream=sys.stderr);"
+        " from hub.cli import main; sys.exit(main(['mcp']))"
+    )
+    params = StdioServerParameters(command=sys.executable, args=["-c", debug], env=env)
+    said: list[str] = []
+    with (tmp_path / "stderr").open("w+") as errlog:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await asyncio.wait_for(session.initialize(), timeout(20))
+            calls: list[tuple[str, dict[str, Any]]] = [
+                ("publish", {"events": [{"entity_id": "stdio/x", "properties": {"v": 1}}]}),
+                ("publish", {"events": [{"entity_id": "alpha/x", "properties": {"v": 1}}]}),
+                ("get", {"entity_id": "stdio/x"}),
+                ("list", {"namespace": "stdio"}),
+            ]
+            for tool, arguments in calls:
+                result = await asyncio.wait_for(session.call_tool(tool, arguments), timeout(30))
+                said.append(f"{tool} {'refused' if result.isError else 'ok'}")
+                world.record("flux mcp", result.model_dump_json())
+        errlog.seek(0)
+        stderr = errlog.read()
+    assert said == ["publish ok", "publish refused", "get ok", "list ok"]
+    assert " DEBUG" in stderr or "DEBUG:" in stderr  # it did log at DEBUG
+    clear, hashed = _secrets(world)
+    assert not [line for line in stderr.splitlines() if any(s in line for s in clear + hashed)]
+
+
 # ---------------------------------------------------------------------- tokens never shown
 
 
 def _secrets(world: World) -> tuple[list[str], list[str]]:
     """(clear secrets, and SHA-256 hex of the tokens among them)."""
     tokens = [*world.tokens.values(), ADMIN, WRONG]
-    clear = [*tokens, CONNECTOR_SECRET, POLLER_SECRET]
+    clear = [*tokens, CONNECTOR_SECRET, POLLER_SECRET, TAP_SECRET]
     return clear, [hashlib.sha256(t.encode()).hexdigest() for t in tokens]
 
 

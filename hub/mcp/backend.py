@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,12 @@ __all__ = [
     "ToolError",
     "Wait",
 ]
+
+#: The loopback connections' websockets logger. At DEBUG websockets logs every header
+#: of the upgrade (``Authorization: Bearer …``) and every frame: never below INFO,
+#: whatever the root logger's level (on the hub's ``/mcp`` and in ``flux mcp``).
+_ws_logger = logging.getLogger("hub.mcp.ws")
+_ws_logger.setLevel(logging.INFO)
 
 #: Longest ``wait_for_change`` (seconds): MCP clients time requests out at about a
 #: minute; an agent calls again with the cursor it got.
@@ -244,6 +251,7 @@ class Backend:
                 additional_headers=self.headers(),
                 open_timeout=NATIVE_TIMEOUT,
                 max_size=None,
+                logger=_ws_logger,
             )
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             raise ToolError(f"cannot reach the hub: {exc}", code="unavailable") from None

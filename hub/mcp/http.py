@@ -15,6 +15,13 @@ over a loopback WebSocket to this hub's ``/api/ws``. A token thus reaches exactl
 what it reaches on REST and the native protocol, with the same errors, and a session
 carries no authority of its own.
 
+**Sessions belong to their credential.** A session is bound to the ``Authorization``
+header of its ``initialize`` (its SHA-256, given to the SDK as the request's user): a
+request on the session with another header (another token, or none) is answered 404
+``Session not found``, as an unknown session. Without it, anyone holding a session's
+id could read its event stream (the resource updates its owner subscribed to: ids
+outside the reader's namespace under private reads) or end it.
+
 **Bounds** (docs/mcp.md): :data:`MAX_SESSIONS` sessions (503 past it), closed after
 :data:`SESSION_IDLE_SECONDS` without a request; request bodies up to the route's body
 limit (``body_size_limit_single_bytes``, 413 from the HTTP layer; the SDK checks
@@ -26,12 +33,15 @@ session (:mod:`.watch`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from ..api.router import Route
@@ -43,7 +53,7 @@ from .openapi import MCP_OPERATIONS
 from .server import build_server
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 
     from ..api.openapi import JsonObject, Operations
     from ..config import GatewaySettings
@@ -150,7 +160,7 @@ class McpExtension:
             max_sessions=MAX_SESSIONS,
             max_request_body_size=gateway.max_body_bytes,
         )
-        self.bridge = AsgiBridge(self.manager.handle_request)
+        self.bridge = AsgiBridge(self._as_caller)
         self.http = httpx.AsyncClient(
             transport=InProcessTransport(handle), base_url="http://hub.internal"
         )
@@ -175,6 +185,16 @@ class McpExtension:
         # instead, like every error of the hub, with the SDK's message.
         return error_response(response.status, _message(response.body), code=_code(response))
 
+    async def _as_caller(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        """The SDK's handler, the request's credential as its user (binds sessions)."""
+        scope["user"] = caller(scope)
+        await self.manager.handle_request(scope, receive, send)
+
     def _backend_for(self, request: Any) -> Backend:
         host = self.gateway.host
         if host in _ALL_INTERFACES:
@@ -190,6 +210,18 @@ class McpExtension:
             authorization,
             waits=self.waits,
         )
+
+
+def caller(scope: MutableMapping[str, Any]) -> AuthenticatedUser:
+    """Who sends a request, for the SDK's session binding: the SHA-256 of its
+    ``Authorization`` header (no header: of nothing). Never the token itself."""
+    header = b""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"authorization":
+            header = value
+            break
+    identity = hashlib.sha256(header).hexdigest()
+    return AuthenticatedUser(AccessToken(token=identity, client_id=identity, scopes=[]))
 
 
 def _message(body: bytes) -> str:
