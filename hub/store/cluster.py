@@ -76,6 +76,9 @@ async def cluster_enabled(client: aioredis.Redis) -> bool:
     return bool(int(info.get("cluster_enabled", 0) or 0))
 
 
+#: The command pool's connections to each node.
+MAX_CONNECTIONS_PER_NODE = 256
+
 #: Seconds after which a script queued in a cluster pipeline is loaded again.
 SCRIPT_RELOAD = 5.0
 
@@ -120,6 +123,9 @@ def make_cluster_client(url: str, *, socket_timeout: float | None) -> RedisClust
         # Enough retries (each after a slot-map refresh), backing off up to 0.5 s, to
         # outlast a failover of a few seconds (cluster-node-timeout plus the election).
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 12),
+        # Per node. Past it redis-py fails a command at once (no waiting, unlike one
+        # Redis's blocking pool): above one Redis's 64, for bursts of reads.
+        max_connections=MAX_CONNECTIONS_PER_NODE,
         health_check_interval=0,
     )
 
