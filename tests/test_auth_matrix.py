@@ -115,6 +115,7 @@ MESSAGES = {
     ),
     "no-credentials": "No credentials found for connector 'gmail'",
     "no-session": "Session not found",
+    "auth-first": "private reads: authenticate with a namespace token first",
 }
 _MESSAGE_PATTERNS = [
     (tag, re.compile(re.escape(text).replace(re.escape("{ns}"), "[^']*") + "$"))
@@ -991,6 +992,74 @@ def mcp_tools(opener: str | None = None) -> Runner:
     return run
 
 
+async def mcp_rpc(
+    w: World, cred: str, session: str, method: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """One JSON-RPC request on a session as a credential: its ``result`` or ``error``."""
+    call = {"jsonrpc": "2.0", "id": 3, "method": method, "params": params}
+    headers = {**MCP_ACCEPT, **w.headers(cred), "mcp-session-id": session}
+    reply = await w.http.post("/mcp", json=call, headers=headers)
+    assert reply.status_code == 200, reply.text
+    answer: dict[str, Any] = reply.json()
+    return answer
+
+
+def mcp_refusal(result: dict[str, Any]) -> str:
+    found = result["structuredContent"]
+    return f"{found['error']['code']} {tag(found['error']['message'])}"
+
+
+async def mcp_reads(w: World, cred: str) -> str:
+    """As a credential: the ``list`` tool (glob ``*/0``), every page of
+    ``resources/list``, and ``wait_for_change`` (everything) from a cursor taken before
+    alpha and beta each wrote once; which namespaces each showed."""
+    _, session = await mcp_open(w, cred)
+    shown = []
+    listed_ = (await mcp_rpc(w, cred, session, "tools/call", tool("list", glob="*/0")))["result"]
+    if listed_["isError"]:
+        shown.append(f"list {mcp_refusal(listed_)}")
+    else:
+        found = [e["id"] for e in listed_["structuredContent"]["entities"]]
+        shown.append(f"list {namespaces(found)}{confined(w, cred, found)}")
+    ids: list[str] = []
+    params: dict[str, Any] = {}
+    refused = ""
+    for _ in range(100):  # pages
+        answer = await mcp_rpc(w, cred, session, "resources/list", params)
+        if "error" in answer:
+            # "<status> <code>: <REST's message>"
+            _, code, message = re.split(r" |: ", answer["error"]["message"], maxsplit=2)
+            refused = f" {code} {tag(message)}"
+            break
+        ids += [r["uri"].removeprefix("flux://entity/") for r in answer["result"]["resources"]]
+        if not answer["result"].get("nextCursor"):
+            break
+        params = {"cursor": answer["result"]["nextCursor"]}
+    everyone = ("alpha", "beta", "flux-core")
+    shown.append(f"resources {namespaces(ids, everyone)}{confined(w, cred, ids)}{refused}")
+    _, admin = await mcp_open(w, "admin")
+    start = await mcp_rpc(w, "admin", admin, "tools/call", tool("wait_for_change", **WAIT_NOW))
+    cursor = start["result"]["structuredContent"]["cursor"]
+    for ns in ("alpha", "beta"):
+        await w.publish(f"{ns}/mcp-wait-{cred}", v=1)
+    arguments = {**WAIT_NOW, "cursor": cursor, "timeout_seconds": 5}
+    waited = await mcp_rpc(w, cred, session, "tools/call", tool("wait_for_change", **arguments))
+    result = waited["result"]
+    if result["isError"]:
+        shown.append(f"changes {mcp_refusal(result)}")
+    else:
+        ids = [c["id"] for c in result["structuredContent"]["changes"]]
+        shown.append(f"changes {namespaces(ids)}{confined(w, cred, ids)}")
+    return "; ".join(shown)
+
+
+WAIT_NOW: dict[str, Any] = {"filter": {"all": True}, "timeout_seconds": 0}
+
+
+def tool(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
 async def mcp_stream(w: World, cred: str) -> str:
     """``GET /mcp``, the event stream of a session alpha's token opened, as a credential."""
     _, session = await mcp_open(w, "right")
@@ -1099,6 +1168,10 @@ MCP_PRIVATE_GET = (
     "forbidden no-read",
     "ok",
     "ok",
+)
+#: The MCP reads of a credential private reads refuse (``{}``: REST's tag).
+MCP_READS_REFUSED = (
+    "list unauthorized {0}; resources none unauthorized {0}; changes unauthorized auth-first"
 )
 #: Calls on a session another credential opened: as if it did not exist.
 MCP_NOT_ITS_SESSION = dict.fromkeys(CREDS, "get 404 no-session; publish 404 no-session")
@@ -1304,6 +1377,19 @@ ROWS: list[Row] = [
         "`POST /mcp` `tools/call` `get`, `publish` in a session alpha's token opened",
         mcp_tools("right"),
         {**MCP_NOT_ITS_SESSION, "right": "get ok; publish ok"},
+    ),
+    Row(
+        "`POST /mcp` `list` glob `*/0`, `resources/list`, `wait_for_change` all from a cursor",
+        mcp_reads,
+        same("list alpha+beta; resources alpha+beta+flux-core; changes alpha+beta"),
+        cells(
+            MCP_READS_REFUSED.format("no-token"),
+            MCP_READS_REFUSED.format("bad-token"),
+            MCP_READS_REFUSED.format("bad-token"),
+            "list beta; resources beta; changes beta",
+            "list alpha; resources alpha; changes alpha",
+            "list alpha+beta; resources alpha+beta+flux-core; changes alpha+beta",
+        ),
     ),
     Row(
         "`GET /mcp` (event stream of a session alpha's token opened)",
@@ -1708,7 +1794,7 @@ async def test_no_token_in_websockets_debug_log(world: World, log_records: LogRe
 async def test_flux_serve_at_debug_logs_no_token(redis_url: str, tmp_path: Path) -> None:
     # The way operators run it: `flux serve` at DEBUG, stderr read back. Every way a
     # token reaches the hub: REST headers, a WebSocket upgrade's header and ?token=,
-    # an auth frame, on both WebSocket protocols.
+    # an auth frame, on both WebSocket protocols, and /mcp.
     port = free_port()
     env = {
         **os.environ,
@@ -1746,6 +1832,16 @@ async def test_flux_serve_at_debug_logs_no_token(redis_url: str, tmp_path: Path)
                 ) as native:
                     await native.send(json.dumps({"type": "auth", "ref": 1, "token": token}))
                     assert json.loads(await native.recv())["type"] == "authenticated"
+                # MCP over HTTP: its publish goes over the hub's loopback WebSocket.
+                mcp = {**MCP_ACCEPT, **bearer}
+                opened = await http.post("/mcp", json=MCP_INIT, headers=mcp)
+                mcp["mcp-session-id"] = opened.headers["mcp-session-id"]
+                done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                assert (await http.post("/mcp", json=done, headers=mcp)).status_code == 202
+                publish = tool("publish", events=[{"entity_id": "alpha/m", "properties": {}}])
+                call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": publish}
+                answer = (await http.post("/mcp", json=call, headers=mcp)).json()
+                assert answer["result"]["isError"] is False, answer
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), timeout(20))
