@@ -9,3 +9,5 @@ Either way each tool acts with the caller's token through the hub's own REST and
 native endpoints (:mod:`.backend`), so tokens, namespaces, limits and errors are
 those of REST and the native protocol by construction.
 """
+
+__all__: list[str] = []
