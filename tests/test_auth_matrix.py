@@ -61,7 +61,7 @@ from hub.store import Keys, Store
 from hub.transport.server import WS_PATH
 
 from .conftest import make_settings, running_hub, timeout
-from .local_http import until
+from .local_http import LocalServer, Reply, Seen, json_reply, until
 from .native_client import event
 from .processes import free_port
 
@@ -151,6 +151,8 @@ class World:
     poller: str = ""
     #: A folder for the taps' programs.
     folder: Path = Path()
+    #: The upstream the GitHub connector and the pollers call (:func:`echo_upstream`).
+    upstream: LocalServer | None = None
     observed: Observed | None = None
 
     def record(self, where: str, text: str) -> None:
@@ -215,9 +217,13 @@ class World:
         self.tokens[name] = token
         return token
 
+    def poller_spec(self) -> dict[str, Any]:
+        assert self.upstream is not None
+        return {**POLLER, "url": self.upstream.url("/items")}
+
     async def add_poller(self) -> str:
         reply = await self.http.post(
-            "/api/connectors/generic", json=POLLER, headers=self.headers("admin")
+            "/api/connectors/generic", json=self.poller_spec(), headers=self.headers("admin")
         )
         assert reply.status_code == 201, reply.text
         return cast("str", reply.json()["source_id"])
@@ -225,14 +231,20 @@ class World:
 
 POLLER = {
     "name": "matrix",
-    # Nothing listens there; an hour between polls.
-    "url": "http://127.0.0.1:2/",
+    # (The url: the world's upstream.) An hour between polls.
     "poll_interval_secs": 3600,
     "entity_key": "k",
     "namespace": "alpha",
     "auth_type": "bearer",
     "token": POLLER_SECRET,
 }
+
+
+def echo_upstream(seen: Seen) -> Reply:
+    """An upstream that refuses every call, echoing the credential it was sent (as a
+    careless API may): the hub must not pass the echo on (status, logs, responses)."""
+    sent = seen.headers.get("authorization", "none")
+    return json_reply({"message": f"Bad credentials: {sent}"}, 401)
 
 
 class LogRecords(logging.Handler):
@@ -278,14 +290,15 @@ async def world(
     mode: str = request.param
     key_prefix = "t" + uuid.uuid4().hex[:12]
     folder = tmp_path_factory.mktemp(f"matrix-{mode}")
+    upstream = await LocalServer(echo_upstream).__aenter__()
     settings = make_settings(
         key_prefix,
         gateway={"auth_enabled": True, "admin_token": ADMIN, "private_reads": mode == "private"},
-        # The stored github token is polled: at a port nothing listens on, not GitHub.
+        # The stored github token is polled at the echoing upstream, not GitHub.
         connectors={
             "encryption_key": ENCRYPTION_KEY,
-            "poll_timeout": 0.1,
-            "github_api_url": f"http://127.0.0.1:{free_port()}",
+            "poll_timeout": 2,
+            "github_api_url": upstream.url("/github").rstrip("/"),
             "min_poll_interval": 0.1,
         },
         redis={"data_dir": str(folder / "flux-data")},
@@ -320,17 +333,33 @@ async def world(
         for name in ("alpha", "beta"):
             for n in range(2):
                 await w.publish(f"{name}/{n}", v=n)
-        w.poller = await w.add_poller()
         w.folder = folder
+        w.upstream = upstream
+        w.poller = await w.add_poller()
         await w.register("stdio")  # the FLUX_TOKEN of `flux mcp`
         await add_tap(w, "matrix", "admin")
         await until(lambda: tap_failed(w, "matrix"), 20)
+        # The GitHub token and the poller's, each sent upstream (and echoed back).
+        await w.http.post(
+            "/api/connectors/github/token",
+            json={"token": CONNECTOR_SECRET},
+            headers=w.headers("right"),
+        )
+
+        async def both_sent() -> bool:
+            sent = [seen.headers.get("authorization", "") for seen in upstream.requests]
+            return f"Bearer {CONNECTOR_SECRET}" in sent and f"Bearer {POLLER_SECRET}" in sent
+
+        await until(both_sent, 20)
 
         async def directory_written() -> bool:
             return await w.exists("flux-core/directory")
 
         await until(directory_written, 10)
-        yield w
+        try:
+            yield w
+        finally:
+            await upstream.close()
 
 
 # ---------------------------------------------------------------------- outcomes
@@ -865,7 +894,9 @@ def rest_delete_path(path: str) -> Runner:
 
 
 async def poller_add(w: World, cred: str) -> str:
-    reply = await w.http.post("/api/connectors/generic", json=POLLER, headers=w.headers(cred))
+    reply = await w.http.post(
+        "/api/connectors/generic", json=w.poller_spec(), headers=w.headers(cred)
+    )
     return outcome(reply)
 
 

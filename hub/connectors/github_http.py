@@ -141,6 +141,7 @@ class GitHubSession:
     ) -> None:
         self.client = client
         self.api_url = api_url
+        self._token = token
         self._headers = {
             "accept": "application/vnd.github+json",
             "authorization": f"Bearer {token}",
@@ -203,7 +204,7 @@ class GitHubSession:
             return Page(None, cached.keys, cached.next_url, _poll_interval(response_headers))
         if status == 401:
             raise BadToken(
-                f"GitHub refused the token (HTTP 401: {_message(body)}): store a new one"
+                f"GitHub refused the token (HTTP 401: {_message(body, self._token)}): store a new one"
             )
         if status in (403, 429):
             limited = self._limit_hit(status, response_headers)
@@ -211,7 +212,7 @@ class GitHubSession:
                 self.blocked = limited
                 raise limited
         if not 200 <= status < 300:
-            raise Broken(f"HTTP {status} {reason}: {_message(body)}")
+            raise Broken(f"HTTP {status} {reason}: {_message(body, self._token)}")
         try:
             items = loads(body)
         except JSONError:
@@ -334,15 +335,19 @@ def _same_origin(url: str, base: str) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
-def _message(body: bytes) -> str:
-    """GitHub's error ``message`` (or the start of the body)."""
+def _message(body: bytes, token: str) -> str:
+    """GitHub's error ``message`` (or the start of the body), the token blanked: an
+    answer echoing the credential it was sent must not carry it into the connector's
+    ``last_error`` (shown by the status endpoints, kept in Redis)."""
     try:
         value = loads(body)
     except JSONError:
         value = None
     text = value.get("message") if isinstance(value, dict) else None
     if not isinstance(text, str):
-        text = body[:MAX_MESSAGE].decode(errors="replace") or "no message"
+        text = body[: MAX_MESSAGE + len(token)].decode(errors="replace") or "no message"
+    if token:
+        text = text.replace(token, "***")
     return text[:MAX_MESSAGE]
 
 
