@@ -733,6 +733,11 @@ async def rest_publish(w: World, cred: str) -> str:
     )
 
 
+async def rest_publish_leased(w: World, cred: str) -> str:
+    body = {**event(f"alpha/lease-{cred}", v=1), "ttl": 3600}
+    return outcome(await w.http.post("/api/events", json=body, headers=w.headers(cred)))
+
+
 async def rest_publish_reserved(w: World, cred: str) -> str:
     body = event("flux-core/directory", v=1)
     return outcome(await w.http.post("/api/events", json=body, headers=w.headers(cred)))
@@ -1227,6 +1232,7 @@ ROWS: list[Row] = [
             "200 not-yours, not-yours",
         ),
     ),
+    Row("`POST /api/events` with `ttl` (a lease on alpha/…)", rest_publish_leased, INGEST),
     Row("`DELETE /api/state/entities/:id`", rest_delete, DELETE),
     Row(
         "`POST /api/state/entities/delete` `entity_ids`",
@@ -1296,6 +1302,12 @@ ROWS: list[Row] = [
         rest_get("/api/state/entities?prefix=beta/&limit=1000", listed),
         same("200 beta"),
         private_read("200 beta", "200 none", "200 beta"),
+    ),
+    Row(
+        '`GET /api/state/entities?where={"v":1}`',
+        rest_get("/api/state/entities?where=" + quote('{"v":1}', safe=""), listed),
+        same("200 alpha+beta"),
+        private_read("200 beta", "200 alpha", "200 alpha+beta"),
     ),
     Row(
         "`GET /api/stream?all=true`",
