@@ -24,9 +24,16 @@ WebSocket the per-event result or reply, ``sees <namespaces>`` for a subscriptio
 Private reads are also checked beyond the table: a non-admin reader never receives an
 id outside its own namespace (an outcome then says ``LEAK``). The last tests run the
 whole matrix's traffic through the leak check: with every logger at DEBUG, no token
-(namespace, admin, or a third-party secret given to a connector) appears in a log line,
-a response body or header, a WebSocket frame or close reason, a Redis key (its SHA-256
-neither), a Redis value, or ``/metrics``.
+(namespace, admin, a GitHub token and a poller's token both sent to an upstream that
+echoes them, a Singer tap's ``secrets`` its tap prints, the tokens sent to ``/mcp``,
+``flux mcp``'s ``FLUX_TOKEN``) appears in a log line, a response body or header, a
+WebSocket frame or close reason, an MCP answer, a Redis key (its SHA-256 neither), a
+Redis value, ``/metrics``, or a file left by a tap's run.
+
+Every route of the hub's live table has a row: :func:`covered_routes` resolves each
+row's request (the ```METHOD /path``` in its name) through the hub's own router, and
+``test_every_route_of_the_live_table_has_a_row`` fails on a route no row reaches that
+:data:`EXCLUDED` does not list with its reason.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -1792,6 +1800,13 @@ HTTP_CLIENT_LOGGER = "httpx"
 PROTOCOL_LOGGER = "hub.ws.protocol"
 
 
+def _files_holding(secret: str, data: Path) -> list[Path]:
+    """Files of the taps' run folders (``flux-tap-*`` in the temp dir) or of ``data``
+    that hold ``secret``."""
+    files = [*Path(tempfile.gettempdir()).glob("flux-tap-*/*"), *data.rglob("*")]
+    return [f for f in files if f.is_file() and secret.encode() in f.read_bytes()]
+
+
 async def test_no_token_in_responses_frames_keys_or_metrics(world: World) -> None:
     await observed(world)  # (when run alone: some WebSocket traffic at least)
     clear, hashed = _secrets(world)
@@ -1808,6 +1823,8 @@ async def test_no_token_in_responses_frames_keys_or_metrics(world: World) -> Non
     metrics = (await world.http.get("/metrics")).text
     assert "flux_events_accepted_total" in metrics
     assert not [s for s in clear + hashed if s in metrics]
+    # A tap's config file (secrets included) lives only while the tap runs.
+    assert _files_holding(TAP_SECRET, world.folder) == []
 
 
 async def test_no_token_in_the_hubs_log_lines(world: World, log_records: LogRecords) -> None:
