@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -309,7 +309,7 @@ async def test_two_hubs_on_one_redis_expire_once_and_tell_both_hubs_subscribers(
             for n in range(20):
                 await publish(http, f"crew/n{n:02}", ttl=0.1, x=n)
             for native in subscribers:
-                expired = set()
+                expired: set[str] = set()
                 while len(expired) < 20:
                     frame = await native.recv_type("deleted")
                     assert frame["reason"] == "expired"
@@ -483,7 +483,7 @@ async def test_the_leases_redis_keeps_are_those_of_the_pure_rules(store: Store) 
             if outcome.status.value == "ok":
                 live = entity in world.entities
                 model.after_event(entity, envelope.change.ttl_ms, live, n)
-            leased = await store.client.zrange(store.keys.leases(0), 0, -1)
+            leased = cast("list[bytes]", await store.client.zrange(store.keys.leases(0), 0, -1))
             assert {i.decode() for i in leased if i.decode().startswith(prefix)} == set(
                 model.deadlines
             ), (seed, n, raw)

@@ -165,7 +165,7 @@ async def test_sdk_publish_with_ttl_and_zero_removes_it(hub: Hub, base_url: str)
 
 
 async def test_sync_heartbeat_beats_on_the_clients_thread(hub: Hub, base_url: str) -> None:
-    def script() -> tuple[int, object, dict[str, object]]:
+    def script() -> tuple[int, object, dict[str, Any]]:
         with SyncFluxClient(base_url) as flux:
             with flux.heartbeat("crew/agent-4", {"status": "online"}, ttl=0.3) as beat:
                 time.sleep(0.7)
