@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ..core.model import Delta
+    from ..core.session.outbox import Outbox
     from ..core.where import Where
     from ..engine.fanout import Fanout
     from ..engine.tenancy import Tenancy
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from ..wire.codec import Codec
     from ..wire.frames import SubscribeFrame
 
-__all__ = ["NativeSubscription", "Output", "Subscriptions", "WhereSubscription"]
+__all__ = ["NativeSubscription", "Output", "Subscriptions", "WhereSubscription", "send_merged"]
 
 logger = logging.getLogger("hub.gateway")
 
@@ -52,6 +53,28 @@ MAX_VIEW_ENTITIES = 10_000
 _WHERES: weakref.WeakKeyDictionary[Fanout, weakref.WeakValueDictionary[Where, Where]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def send_merged(
+    outbox: Outbox[NativeSubscription],
+    codec: Codec,
+    write: Callable[[NativeSubscription, tuple[bytes, int]], None],
+) -> dict[str, NativeSubscription]:
+    """Once the socket drains: hand each delta the outbox merged meanwhile to ``write``
+    (its body marked ``conflated``; none for a closed subscription or a delta that
+    changes nothing it shows). Returns the live subscriptions touched, by name: the
+    caller tells each how far it is (its own frame and id rules)."""
+    touched: dict[str, NativeSubscription] = {}
+    for sub, delta, position in outbox.resume():
+        if sub.closed:
+            continue
+        body = DeltaEncoder(delta, position).body(
+            codec, sub.properties, sub.touches, conflated=True
+        )
+        if body is not None:
+            write(sub, body)
+        touched[sub.name] = sub
+    return touched
 
 
 class Output(Protocol):

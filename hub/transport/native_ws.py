@@ -67,7 +67,7 @@ from ..wire.replies import (
     Unsubscribed,
 )
 from .native_publish import PublishChecks
-from .native_sync import Subscriptions
+from .native_sync import Subscriptions, send_merged
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -433,16 +433,10 @@ class NativeSession:
 
     def resume_writing(self) -> None:
         self._writable.set()
-        touched: dict[str, NativeSubscription] = {}
-        for sub, delta, position in self.outbox.resume():
-            if sub.closed:
-                continue
-            body = DeltaEncoder(delta, position).body(
-                self.codec, sub.properties, sub.touches, conflated=True
-            )
-            if body is not None:
-                self._send(delta_frame(self.codec, sub.prefix, body))
-            touched[sub.name] = sub
+        codec = self.codec
+        touched = send_merged(
+            self.outbox, codec, lambda sub, body: self._send(delta_frame(codec, sub.prefix, body))
+        )
         held = self.outbox.take_held()  # synced frames that waited for the merged deltas
         if touched or held:
             cursor = format_cursor(self.context.fanout.cursor())

@@ -35,7 +35,7 @@ from ..wire.codec import JSON
 from ..wire.native import DeltaEncoder, delta_frame
 from ..wire.replies import Checkpoint, ErrorReply, Reset, Subscribed, Synced
 from ..wire.sse import sse_comment, sse_event, sse_retry
-from .native_sync import Subscriptions
+from .native_sync import Subscriptions, send_merged
 from .streaming import SHUTTING_DOWN
 
 if TYPE_CHECKING:
@@ -279,15 +279,8 @@ class SseSession:
 
     def _resume(self) -> None:
         self._writable.set()
-        touched: dict[str, NativeSubscription] = {}
-        for sub, delta, position in self.outbox.resume():
-            if sub.closed:
-                continue
-            encoder = DeltaEncoder(delta, position)
-            body = encoder.body(JSON, sub.properties, sub.touches, conflated=True)
-            if body is not None:
-                self._delta(sub, body, None)  # merged: no exact position
-            touched[sub.name] = sub
+        # merged: no exact position, so no event id
+        touched = send_merged(self.outbox, JSON, lambda sub, body: self._delta(sub, body, None))
         if touched:
             cursor = format_cursor(self.streams.context.fanout.cursor())
             for sub in touched.values():
