@@ -109,6 +109,18 @@ async def running_hub(settings: Settings, store: Store) -> AsyncIterator[Hub]:
         await task
 
 
+@asynccontextmanager
+async def hub_on_own_store(redis_url: str, settings: Settings) -> AsyncIterator[Hub]:
+    """A hub over a store built from ``settings``: for settings the store owns (log
+    retention, ``delta_log_maxlen``...), which the shared ``store`` fixture lacks."""
+    keys = Keys(settings.redis.key_prefix, settings.redis.partitions)
+    async with (
+        await Store.connect(redis_url, keys, settings.log) as store,
+        running_hub(settings, store) as hub,
+    ):
+        yield hub
+
+
 @pytest.fixture
 async def hub(store: Store, settings: Settings) -> AsyncIterator[Hub]:
     """A real hub on 127.0.0.1, port 0."""

@@ -11,7 +11,7 @@ from pydantic import AnyUrl
 
 from hub.store import Keys, Store
 
-from .conftest import make_settings, running_hub
+from .conftest import hub_on_own_store, make_settings, running_hub
 from .mcp_agents import http_agent, stdio_agent
 from .processes import free_port
 
@@ -219,8 +219,7 @@ async def test_wait_for_change_with_a_cursor_older_than_the_log_says_reset(
 ) -> None:
     settings = make_settings(key_prefix, log={"delta_log_maxlen": 1000})
     async with (
-        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
-        running_hub(settings, store) as hub,
+        hub_on_own_store(redis_url, settings) as hub,
         http_agent(f"http://127.0.0.1:{hub.port}") as agent,
     ):
         crew = {"prefixes": ["crew/"]}

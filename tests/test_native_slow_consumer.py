@@ -41,10 +41,9 @@ import pytest
 import redis.asyncio
 
 from hub.engine.heap import freeze_startup_heap
-from hub.store import Keys, Store
 from hub.transport.native_ws import NativeSession
 
-from .conftest import make_settings, running_hub, timeout
+from .conftest import hub_on_own_store, make_settings, timeout
 from .load_clients import Phase, run_publisher, run_slow_consumer, run_subscribers, start_child
 from .native_client import rest_state
 
@@ -114,10 +113,7 @@ def _fair(reading: float, stalled: float) -> bool:
 async def _stall_once(redis_url: str, key_prefix: str) -> list[Latencies]:
     """One run on a fresh hub: asserts memory and correctness; returns latencies."""
     settings = make_settings(key_prefix, fanout={"conflate_after_bytes": CONFLATE_AFTER})
-    async with (
-        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
-        running_hub(settings, store) as hub,
-    ):
+    async with hub_on_own_store(redis_url, settings) as hub:
         with contextlib.ExitStack() as stack:
             url = f"ws://127.0.0.1:{hub.port}/api/ws"
             base = f"http://127.0.0.1:{hub.port}"

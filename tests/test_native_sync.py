@@ -15,9 +15,8 @@ import pytest
 import websockets
 
 from hub.app import Hub
-from hub.store import Keys, Store
 
-from .conftest import make_settings, running_hub, timeout
+from .conftest import hub_on_own_store, make_settings, timeout
 from .native_client import MSGPACK_PROTOCOL, Native, Replica, event, rest_state
 
 ENTITIES = [f"w/{n}" for n in range(50)]
@@ -184,10 +183,7 @@ async def test_resume_beyond_the_log_gets_a_reset_and_a_fresh_snapshot(
 ) -> None:
     settings = make_settings(key_prefix, log={"delta_log_maxlen": 1000})
     # Log retention is the store's: build one with these settings.
-    async with (
-        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
-        running_hub(settings, store) as hub,
-    ):
+    async with hub_on_own_store(redis_url, settings) as hub:
         url = f"ws://127.0.0.1:{hub.port}/api/ws"
         base = f"http://127.0.0.1:{hub.port}"
         client = await Native.connect(url)
@@ -268,10 +264,7 @@ async def test_hub_that_falls_behind_the_log_resets_subscribers_instead_of_skipp
         ingest={"max_batch": 5000},
         gateway={"max_events_per_frame": 5000},
     )
-    async with (
-        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
-        running_hub(settings, store) as hub,
-    ):
+    async with hub_on_own_store(redis_url, settings) as hub:
         url = f"ws://127.0.0.1:{hub.port}/api/ws"
         base = f"http://127.0.0.1:{hub.port}"
         native = await Native.connect(url)

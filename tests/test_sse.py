@@ -19,9 +19,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.store import Keys, Store
+from hub.store import Store
 
-from .conftest import make_settings, running_hub, timeout
+from .conftest import hub_on_own_store, make_settings, running_hub, timeout
 from .native_client import Replica, event, rest_state
 from .sse_client import SseReader, client, open_stream
 
@@ -116,10 +116,7 @@ async def test_a_resume_the_log_no_longer_reaches_gets_a_reset_and_a_snapshot(
     redis_url: str, key_prefix: str
 ) -> None:
     settings = make_settings(key_prefix, log={"delta_log_maxlen": 1000})
-    async with (
-        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
-        running_hub(settings, store) as hub,
-    ):
+    async with hub_on_own_store(redis_url, settings) as hub:
         base_url = f"http://127.0.0.1:{hub.port}"
         async with client(base_url) as http:
             replica = Replica()
@@ -464,10 +461,7 @@ async def test_a_hub_that_falls_behind_its_log_resets_streams(
     # One script call appends 3,000 deltas to a log kept at ~1,000: the hub's own
     # reader cannot see them all before they are trimmed (as tests/test_native_sync.py).
     settings = make_settings(key_prefix, log={"delta_log_maxlen": 1000}, ingest={"max_batch": 5000})
-    async with (
-        await Store.connect(redis_url, Keys(key_prefix), settings.log) as store,
-        running_hub(settings, store) as hub,
-    ):
+    async with hub_on_own_store(redis_url, settings) as hub:
         base_url = f"http://127.0.0.1:{hub.port}"
         async with client(base_url) as http, open_stream(http, "all=true") as reader:
             replica = Replica()
