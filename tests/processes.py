@@ -1,17 +1,24 @@
-"""Hubs as real ``flux serve`` processes, for tests that need them killed or separate."""
+"""Real processes for tests: hubs as ``flux serve`` (to kill or keep separate), and
+commands run as a user's shell would run them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .conftest import timeout
 
-__all__ = ["HubProcess", "free_port"]
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["HubProcess", "free_port", "process_group", "tools_env"]
 
 
 def free_port() -> int:
@@ -19,6 +26,43 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def tools_env(**extra: str) -> dict[str, str]:
+    """A user's shell after activating the venv: this environment with the project's
+    tools (``flux``, ``python3``...) first on PATH, and ``extra`` set."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
+
+
+@contextlib.asynccontextmanager
+async def process_group(
+    *command: str, env: dict[str, str], cwd: Path | None = None, grace: float | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``command`` in a process group of its own, stdout and stderr piped; stopped (all
+    of the group) at the end: SIGTERM and ``grace`` seconds (scaled) to exit, then
+    SIGKILL; with no ``grace``, SIGKILL at once."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            if grace is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout(grace))
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
 
 
 class HubProcess:

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import copy
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from hub.transport.server import SHUTDOWN_GRACE
 from .conftest import timeout
 from .doc_blocks import ROOT, doc_blocks
 from .nginx_local import NGINX, nginx_test, prefix_dir, render, upstream_servers
-from .processes import free_port
+from .processes import free_port, tools_env
 
 README = "deploy/README.md"
 K8S_VERSION = "1.33.0"
@@ -47,8 +46,7 @@ def _readme_block(first_line: str) -> str:
 
 def _env() -> dict[str, str]:
     """A user's shell: the project's tools (flux, yamllint, ...) on PATH."""
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return tools_env()
 
 
 def _sh(script: str, tmp: Path) -> subprocess.CompletedProcess[str]:

@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import signal
 import sys
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,7 @@ from .browser import DevTools
 from .conftest import timeout
 from .doc_blocks import ROOT, Block, doc_blocks, json_values, like
 from .native_client import Native, event
-from .processes import free_port
+from .processes import free_port, process_group, tools_env
 
 #: Blocks another test executes: (file, first line) -> (that test's file, what it does).
 #: The named file must mention the documentation file it reads.
@@ -280,9 +277,7 @@ def _addressed(text: str, base_url: str) -> str:
 
 def _shell_env(base_url: str) -> dict[str, str]:
     """A user's shell: the project's ``flux`` and ``python3`` on PATH, FLUX_URL set."""
-    bin_dir = str(Path(sys.executable).parent)
-    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "PATH": path, "FLUX_URL": base_url, "FLUX_LOG_LEVEL": "warning"}
+    return tools_env(FLUX_URL=base_url, FLUX_LOG_LEVEL="warning")
 
 
 async def _sh(script: str, env: dict[str, str], cwd: Path | None = None) -> tuple[int, str, str]:
@@ -300,33 +295,11 @@ async def _sh(script: str, env: dict[str, str], cwd: Path | None = None) -> tupl
     return process.returncode, out.decode(), err.decode()
 
 
-@contextlib.asynccontextmanager
-async def _background(
+def _background(
     script: str, env: dict[str, str], cwd: Path | None = None
-) -> AsyncIterator[asyncio.subprocess.Process]:
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
     """A shell script running in its own process group, stopped (all of it) at the end."""
-    process = await asyncio.create_subprocess_exec(
-        "bash",
-        "-c",
-        script,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout(20))
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+    return process_group("bash", "-c", script, env=env, cwd=cwd, grace=20)
 
 
 async def _line_with(process: asyncio.subprocess.Process, wanted: str, wait: float) -> list[str]:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from hub.api.openapi import UndocumentedRoutes, build_document, openapi_path, op
 from hub.app import Hub
 
 from .conftest import timeout
+from .processes import tools_env
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -128,9 +127,7 @@ async def run_example(
     It must exit 0 and, unless ``stderr_ok``, print nothing on stderr.
     """
     host = base_url.removeprefix("http://")
-    env = dict(os.environ)
-    # `python` and `st` of this environment, as after activating its venv.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = tools_env()  # `python` and `st` of this environment, as after activating its venv
     process = await asyncio.create_subprocess_exec(
         "bash",
         "-c",

@@ -5,14 +5,10 @@ as a user pastes it, against a real hub."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +22,7 @@ from hub.store.expiry import LeaseTable
 
 from .conftest import make_settings, timeout
 from .doc_blocks import doc_blocks
+from .processes import process_group, tools_env
 
 DOC = "docs/presence.md"
 SWEEP = 0.05
@@ -53,30 +50,7 @@ def _addressed(text: str, base_url: str) -> str:
 
 
 def _env(base_url: str) -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "FLUX_URL": base_url,
-    }
-
-
-@contextlib.asynccontextmanager
-async def _process(*command: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+    return tools_env(FLUX_URL=base_url)
 
 
 async def _exists(http: httpx.AsyncClient, entity: str) -> dict[str, Any] | None:
@@ -197,7 +171,7 @@ async def test_cli_heartbeat_counts_beats_and_keeps_or_deletes(
     beat = ["flux", "--json", "heartbeat", "crew/agent-6", '{"s": 1}', "--ttl", "0.6"]
 
     async def flux(*args: str) -> tuple[int, str, str]:
-        async with _process(*beat, *args, env=_env(base_url)) as process:
+        async with process_group(*beat, *args, env=_env(base_url)) as process:
             out, err = await asyncio.wait_for(process.communicate(), timeout(30))
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
@@ -239,11 +213,11 @@ async def test_presence_doc_flux_commands(hub: Hub, base_url: str, http: httpx.A
     publish, heartbeat = (
         line.split("  #")[0].strip() for line in _block("flux publish presence").splitlines()
     )
-    async with _process("bash", "-c", publish, env=_env(base_url)) as process:
+    async with process_group("bash", "-c", publish, env=_env(base_url)) as process:
         assert await process.wait() == 0
     assert 8 < await _lease_left(hub, "crew/agent-7") <= 10
     assert (await http.delete("/api/state/entities/crew%2Fagent-7")).status_code == 200
-    async with _process("bash", "-c", f"exec {heartbeat}", env=_env(base_url)) as process:
+    async with process_group("bash", "-c", f"exec {heartbeat}", env=_env(base_url)) as process:
         await _until(lambda: _alive(http, "crew/agent-7"))
         assert 8 < await _lease_left(hub, "crew/agent-7") <= 10
         process.send_signal(signal.SIGINT)  # Ctrl-C
@@ -257,7 +231,7 @@ async def _alive(http: httpx.AsyncClient, entity: str) -> bool:
 
 async def test_presence_doc_async_agent(hub: Hub, base_url: str, http: httpx.AsyncClient) -> None:
     code = _addressed(_block_with("await beat.update("), base_url)
-    async with _process(sys.executable, "-c", code, env=_env(base_url)) as agent:
+    async with process_group(sys.executable, "-c", code, env=_env(base_url)) as agent:
         await _until(lambda: _alive(http, "crew/agent-7"))
         assert 8 < await _lease_left(hub, "crew/agent-7") <= 10
         await _until(lambda: _busy(http, "crew/agent-7"))
@@ -272,7 +246,7 @@ async def _busy(http: httpx.AsyncClient, entity: str) -> bool:
 
 async def test_presence_doc_sync_agent(hub: Hub, base_url: str, http: httpx.AsyncClient) -> None:
     code = _addressed(_block_with("SyncFluxClient("), base_url)
-    async with _process(sys.executable, "-c", code, env=_env(base_url)) as agent:
+    async with process_group(sys.executable, "-c", code, env=_env(base_url)) as agent:
         assert await asyncio.wait_for(agent.wait(), timeout(20)) == 0
     history = (await http.get("/api/events", params={"entity": "crew/agent-8"})).json()
     assert [e["payload"]["properties"] for e in history] == [
@@ -290,7 +264,7 @@ async def test_presence_doc_observer_tells_departure_from_death(
     hub: Hub, base_url: str, http: httpx.AsyncClient
 ) -> None:
     observer = _block_with("present: set[str]")
-    async with _process(
+    async with process_group(
         sys.executable, "-c", _addressed(observer, base_url), env=_env(base_url)
     ) as process:
         assert process.stdout is not None
@@ -313,7 +287,7 @@ async def test_presence_doc_observer_tells_departure_from_death(
 async def test_flux_watch_piped_says_why_an_entity_went(
     hub: Hub, base_url: str, http: httpx.AsyncClient
 ) -> None:
-    async with _process("flux", "watch", "crew/", env=_env(base_url)) as watch:
+    async with process_group("flux", "watch", "crew/", env=_env(base_url)) as watch:
         assert watch.stdout is not None
         async with asyncio.timeout(timeout(20)):  # subscribed: its snapshot is read
             while json.loads(await watch.stdout.readline())["kind"] != "synced":
