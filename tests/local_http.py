@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,10 +150,3 @@ async def until(check: Callable[[], Awaitable[bool]], wait: float = 5.0) -> None
     async with asyncio.timeout(timeout(wait)):
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    """A port nothing listens on (yet)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

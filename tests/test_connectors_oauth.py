@@ -31,7 +31,8 @@ from hub.store import Keys, Store
 from hub.transport.responses import error_code
 
 from .conftest import make_settings, running_hub, timeout
-from .local_http import LocalServer, Reply, Seen, free_port, json_reply, until
+from .local_http import LocalServer, Reply, Seen, json_reply, until
+from .processes import free_port
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 BASE = "https://hub.example.com/"

@@ -26,8 +26,9 @@ from hub.connectors.scheduler import backoff
 from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout
-from .local_http import LocalServer, Reply, Seen, free_port, json_reply, until
+from .local_http import LocalServer, Reply, Seen, json_reply, until
 from .native_client import Native
+from .processes import free_port
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 INTERVAL = 0.2

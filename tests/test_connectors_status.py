@@ -34,7 +34,8 @@ from hub.errors import ConfigError
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout
-from .local_http import free_port, until
+from .local_http import until
+from .processes import free_port
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()

@@ -25,7 +25,7 @@ from hub.config import Settings
 from hub.connectors import BUILTIN_NAMES
 
 from .conftest import make_settings
-from .local_http import free_port
+from .processes import free_port
 from .test_openapi import doc_examples, run_example
 
 #: A fixed key: the run stores connector tokens, sealed with it.
