@@ -11,13 +11,16 @@ import asyncio
 import json
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from .conftest import timeout
+
+if TYPE_CHECKING:
+    import httpx
 
 JSON_PROTOCOL = "flux.v1"
 MSGPACK_PROTOCOL = "flux.v1.msgpack"
@@ -168,3 +171,21 @@ async def rest_state(base_url: str, prefix: str = "") -> dict[str, tuple[int, di
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout(30)) as http:
         reply = await http.get("/api/state/entities", params={"prefix": prefix})
     return {e["id"]: (e["version"], e["properties"]) for e in reply.json()}
+
+
+async def rest_publish(
+    http: httpx.AsyncClient,
+    entity_id: str,
+    properties: dict[str, Any],
+    *,
+    stream: str = "s",
+    source: str = "t",
+) -> None:
+    """Publish one event with ``POST /api/events``; asserts the hub took it."""
+    event = {
+        "stream": stream,
+        "source": source,
+        "payload": {"entity_id": entity_id, "properties": properties},
+    }
+    reply = await http.post("/api/events", json=event)
+    assert reply.status_code == 200, reply.text

@@ -16,16 +16,11 @@ from hub.app import Hub
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout
+from .native_client import rest_publish
 
 
 async def _publish(http: httpx.AsyncClient, entity: str, props: dict[str, Any]) -> None:
-    event = {
-        "stream": "t",
-        "source": "ws-test",
-        "payload": {"entity_id": entity, "properties": props},
-    }
-    reply = await http.post("/api/events", json=event)
-    assert reply.status_code == 200, reply.text
+    await rest_publish(http, entity, props, stream="t", source="ws-test")
 
 
 def _hubs_own(message: dict[str, Any]) -> bool:

@@ -11,17 +11,8 @@ from typing import Any
 import httpx
 
 from .conftest import timeout
+from .native_client import rest_publish as publish
 from .test_cli_client import flux, flux_json
-
-
-async def publish(http: httpx.AsyncClient, entity_id: str, properties: dict[str, Any]) -> None:
-    event = {
-        "stream": "s",
-        "source": "t",
-        "payload": {"entity_id": entity_id, "properties": properties},
-    }
-    reply = await http.post("/api/events", json=event)
-    assert reply.status_code == 200, reply.text
 
 
 async def test_flux_list_where(base_url: str, http: httpx.AsyncClient) -> None:

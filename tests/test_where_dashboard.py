@@ -12,6 +12,7 @@ import pytest
 
 from .browser import CHROMIUM, DevTools
 from .conftest import timeout
+from .native_client import rest_publish
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
@@ -33,13 +34,7 @@ async def wait_for(tools: DevTools, expression: str, wanted: Any, within: float 
 
 
 async def publish(http: httpx.AsyncClient, entity_id: str, **properties: Any) -> None:
-    event = {
-        "stream": "s",
-        "source": "t",
-        "payload": {"entity_id": entity_id, "properties": properties},
-    }
-    reply = await http.post("/api/events", json=event)
-    assert reply.status_code == 200, reply.text
+    await rest_publish(http, entity_id, properties)
 
 
 async def test_dashboard_value_filter_shows_only_matching_rows(
