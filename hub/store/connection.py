@@ -12,10 +12,19 @@ import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-__all__ = ["REDIS_FAILURES", "make_client", "packing_class", "redact", "version_tuple"]
+__all__ = [
+    "REDIS_FAILURES",
+    "SCRIPT_FAILURES",
+    "make_client",
+    "packing_class",
+    "redact",
+    "version_tuple",
+]
 
 #: What a lost or failing Redis raises; callers turn it into :class:`LogUnavailable`.
 REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+#: The same, and a script's error reply (the connector and tap registries' calls).
+SCRIPT_FAILURES = (*REDIS_FAILURES, redis_errors.ResponseError)
 
 
 class _HiredisPacking:

@@ -27,9 +27,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from redis import exceptions as redis_errors
-
 from ..errors import LogUnavailable
+from .connection import SCRIPT_FAILURES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -48,12 +47,7 @@ __all__ = [
 #: loop is needed (Flux sweeps every 300 s).
 OAUTH_STATE_TTL_MS = 600_000
 
-_FAILURES = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ResponseError,
-    OSError,
-)
+_FAILURES = SCRIPT_FAILURES
 
 _CREDENTIAL_JOB = "cred:"
 _POLLER_JOB = "poller:"

@@ -23,9 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from redis import exceptions as redis_errors
-
 from ..errors import LogUnavailable
+from .connection import SCRIPT_FAILURES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,12 +36,7 @@ __all__ = ["TAP_JOB", "TapFigures", "TapStore", "tap_job"]
 #: Job ids of taps: ``tap:<name>``.
 TAP_JOB = "tap:"
 
-_FAILURES = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ResponseError,
-    OSError,
-)
+_FAILURES = SCRIPT_FAILURES
 
 # Register a tap unless the name is taken or the registry is full; first run at once.
 # KEYS: taps, status. ARGV: name, config, max taps, now ms. Returns 1, 0 (full), -1 (taken).
