@@ -34,7 +34,7 @@ from .builtin import unavailable_reason
 from .crypto import UNDECRYPTABLE
 from .oauth import authorize_url, callback_url, exchange_code
 from .poller import PollerConfig, as_number, parse_poller_request
-from .status_view import run_figures, unavailable_view
+from .status_view import optional_time, run_figures, unavailable_view
 
 if TYPE_CHECKING:
     import httpx
@@ -451,18 +451,14 @@ def _poller_view(config: PollerConfig, status: JobStatus) -> dict[str, Any]:
         **config.describe(),
         "status": state,
         "created_at": format_ms(config.created_ms),
-        "last_poll": _time(status.last_poll),
-        "last_success": _time(status.last_success),
+        "last_poll": optional_time(status.last_poll),
+        "last_success": optional_time(status.last_success),
         "last_error": status.last_error,
-        "next_poll": _time(status.next_poll),
+        "next_poll": optional_time(status.next_poll),
         "polls": status.polls,
         "failures": status.failures,
         "consecutive_failures": status.consecutive_failures,
     }
-
-
-def _time(ms: int | None) -> str | None:
-    return None if ms is None else format_ms(ms)
 
 
 def _decode_flow(pending: bytes | None) -> tuple[str, str] | None:

@@ -24,7 +24,9 @@ from ..errors import BadRequest, LogUnavailable
 from ..store.taps import TapFigures, tap_job
 from ..transport.http import Request, Response, json_response
 from ..wire.jsonutil import dumps
+from .poller import as_number
 from .singer_spec import TapSpec, parse_tap_request
+from .status_view import optional_time
 
 if TYPE_CHECKING:
     from ..config import ConnectorSettings
@@ -188,10 +190,10 @@ class TapsApi:
                 **spec.describe(),
                 "state": _state(status, figure),
                 "created_at": format_ms(spec.created_ms),
-                "last_run": _time(status.last_poll),
-                "last_success": _time(status.last_success),
+                "last_run": optional_time(status.last_poll),
+                "last_success": optional_time(status.last_success),
                 "last_error": status.last_error,
-                "next_run": _time(status.next_poll),
+                "next_run": optional_time(status.next_poll),
                 "runs": status.polls,
                 "failures": status.failures,
                 "consecutive_failures": status.consecutive_failures,
@@ -218,15 +220,15 @@ def _entry(spec: TapSpec, status: JobStatus, figure: TapFigures) -> dict[str, An
         "name": spec.name,
         "enabled": True,
         "status": "error" if status.last_error is not None else "configured",
-        "poll_interval_seconds": _number(spec.interval),
+        "poll_interval_seconds": as_number(spec.interval),
         "kind": SINGER,
         "tap": spec.tap,
         "state": _state(status, figure),
     }
     optional = {
-        "last_poll": _time(status.last_poll),
+        "last_poll": optional_time(status.last_poll),
         "last_error": status.last_error,
-        "next_poll": _time(status.next_poll),
+        "next_poll": optional_time(status.next_poll),
     }
     entry.update({k: v for k, v in optional.items() if v is not None})
     entry.update(
@@ -238,11 +240,3 @@ def _entry(spec: TapSpec, status: JobStatus, figure: TapFigures) -> dict[str, An
         records_total=figure.records_total,
     )
     return entry
-
-
-def _time(ms: int | None) -> str | None:
-    return None if ms is None else format_ms(ms)
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value

@@ -29,6 +29,7 @@ from ..wire.envelope import serde_type_name
 from ..wire.jsonutil import JSONError, canonical, dumps, loads
 from ..wire.names import RESERVED_NAMESPACE, namespace_error
 from .base import CONNECTOR_NAME
+from .poller import as_number
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -175,9 +176,9 @@ class TapSpec:
             "namespace": self.namespace,
             "config": self.config,
             "streams": {s: m.to_json() for s, m in self.streams.items()},
-            "interval_secs": _number(self.interval),
-            "timeout_secs": _number(self.timeout),
-            "idle_timeout_secs": _number(self.idle_timeout),
+            "interval_secs": as_number(self.interval),
+            "timeout_secs": as_number(self.timeout),
+            "idle_timeout_secs": as_number(self.idle_timeout),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -369,9 +370,9 @@ def _seconds(body: dict[str, Any], field: str, default: float, least: float) -> 
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid(field, f"expected a number, got {serde_type_name(value)}")
     if not math.isfinite(value) or value < least:
-        raise _invalid(field, f"must be at least {_number(least)} (seconds)")
+        raise _invalid(field, f"must be at least {as_number(least)} (seconds)")
     if value > MAX_INTERVAL:
-        raise _invalid(field, f"must be at most {_number(MAX_INTERVAL)}")
+        raise _invalid(field, f"must be at most {as_number(MAX_INTERVAL)}")
     return float(value)
 
 
@@ -411,7 +412,3 @@ def _streams(value: Any) -> dict[str, StreamMap]:
             properties = tuple(properties)
         streams[stream] = StreamMap(template, properties)
     return streams
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value

@@ -15,7 +15,12 @@ from .poller import as_number
 if TYPE_CHECKING:
     from ..store.connectors import JobStatus
 
-__all__ = ["run_figures", "unavailable_view"]
+__all__ = ["optional_time", "run_figures", "unavailable_view"]
+
+
+def optional_time(ms: int | None) -> str | None:
+    """A status time (epoch ms) as the API shows it (RFC 3339); None stays None."""
+    return None if ms is None else format_ms(ms)
 
 
 def run_figures(status: JobStatus) -> dict[str, Any]:
