@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROOT", "Block", "doc_blocks", "doc_files", "json_values", "like"]
+__all__ = ["ROOT", "Block", "addressed", "doc_blocks", "doc_files", "json_values", "like"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,3 +73,11 @@ def like(pattern: str, actual: str) -> bool:
     """``actual`` reads as ``pattern``, where each ``…`` of the pattern stands for anything."""
     parts = (re.escape(part) for part in pattern.split("…"))
     return re.fullmatch(".*?".join(parts), actual, re.S) is not None
+
+
+def addressed(text: str, base_url: str) -> str:
+    """A docs example aimed at a test hub: ``localhost:3000`` (with or without
+    ``http://``) becomes ``base_url``'s address."""
+    return text.replace("http://localhost:3000", base_url).replace(
+        "localhost:3000", base_url.removeprefix("http://")
+    )

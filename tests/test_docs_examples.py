@@ -30,7 +30,7 @@ from hub.wire.frames import CLIENT_FRAMES
 
 from .browser import DevTools
 from .conftest import timeout
-from .doc_blocks import ROOT, Block, doc_blocks, json_values, like
+from .doc_blocks import ROOT, Block, addressed, doc_blocks, json_values, like
 from .native_client import Native, event
 from .processes import free_port, process_group, tools_env
 
@@ -269,12 +269,6 @@ def _block(path: str, first_line: str) -> str:
     return _blocks(path, first_line)[0].text
 
 
-def _addressed(text: str, base_url: str) -> str:
-    return text.replace("http://localhost:3000", base_url).replace(
-        "localhost:3000", base_url.removeprefix("http://")
-    )
-
-
 def _shell_env(base_url: str) -> dict[str, str]:
     """A user's shell: the project's ``flux`` and ``python3`` on PATH, FLUX_URL set."""
     return tools_env(FLUX_URL=base_url, FLUX_LOG_LEVEL="warning")
@@ -324,7 +318,7 @@ async def _line_with(process: asyncio.subprocess.Process, wanted: str, wait: flo
 async def test_readme_first_session(base_url: str) -> None:
     """The curl session: each ``# {…}`` comment is what the command before it prints."""
     block = _block("README.md", "# publish an event")
-    status, out, err = await _sh(_addressed(block, base_url), _shell_env(base_url))
+    status, out, err = await _sh(addressed(block, base_url), _shell_env(base_url))
     assert status == 0, err
     # curl -s prints each body without a newline: split the output into its JSON values.
     bodies = [json.dumps(value, separators=(",", ":")) for value in json_values(out)]
@@ -443,7 +437,7 @@ async def test_js_readme_node_example(base_url: str, tmp_path: Path) -> None:
     (tmp_path / "flux-client.js").write_text((js / "flux-client.js").read_text())
     (tmp_path / "node_modules").symlink_to(js / "node_modules")
     (tmp_path / "package.json").write_text((js / "package.json").read_text())
-    code = _addressed(_block("clients/js/README.md", "import WebSocket from 'ws';"), base_url)
+    code = addressed(_block("clients/js/README.md", "import WebSocket from 'ws';"), base_url)
     (tmp_path / "example.mjs").write_text(code)
     async with _background("node example.mjs", _shell_env(base_url), tmp_path) as node:
         async with httpx.AsyncClient(base_url=base_url) as http:
@@ -599,7 +593,10 @@ async def _real_server_frames(ws_url: str, base_url: str) -> dict[str, list[dict
         await client.send({**subscribe, "where": where, "snapshot": True})
         await client.recv_type("synced")
         await client.publish(event("crew/task-9", state="open"))
-        keep(await client.recv_type("delta"))  # entered
+        # The entry (the other subscriptions' deltas of the same event may come first).
+        while not (entry := await client.recv_type("delta")).get("entered"):
+            pass
+        keep(entry)
         await client.publish(event("crew/task-9", load=7))
         keep(await client.recv_type("left"))
     finally:
@@ -714,7 +711,7 @@ async def test_readme_browser_agents(devtools: DevTools, base_url: str, tmp_path
     """agents.html, opened as a file: a click posts a task that the page's worker claims;
     a task posted with the README's curl command is claimed too."""
     page = tmp_path / "agents.html"
-    page.write_text(_addressed(_block("README.md", "<!doctype html>"), base_url))
+    page.write_text(addressed(_block("README.md", "<!doctype html>"), base_url))
     await devtools.send("Page.navigate", {"url": page.as_uri()})
     log = "document.getElementById('log')?.textContent ?? ''"
     # The page connects both agents before it wires the button.
@@ -727,7 +724,7 @@ async def test_readme_browser_agents(devtools: DevTools, base_url: str, tmp_path
     text = await _page_text(devtools, log, "worker-1: claimed crew/task-", 20)
     assert "planner: posted crew/task-" in text
     curl = _block("README.md", "curl -s localhost:3000/api/events")
-    status, _, err = await _sh(_addressed(curl, base_url), _shell_env(base_url))
+    status, _, err = await _sh(addressed(curl, base_url), _shell_env(base_url))
     assert status == 0, err
     await _page_text(devtools, log, "worker-1: claimed crew/task-from-shell", 20)
     assert devtools.page_errors() == []
@@ -736,7 +733,7 @@ async def test_readme_browser_agents(devtools: DevTools, base_url: str, tmp_path
 async def test_js_readme_page(devtools: DevTools, base_url: str, tmp_path: Path) -> None:
     """clients/js/README.md's page: it writes crew/task-7 and lists it, live."""
     page = tmp_path / "tasks.html"
-    page.write_text(_addressed(_block("clients/js/README.md", "<!doctype html>"), base_url))
+    page.write_text(addressed(_block("clients/js/README.md", "<!doctype html>"), base_url))
     await devtools.send("Page.navigate", {"url": page.as_uri()})
     tasks = "document.getElementById('tasks')?.textContent ?? ''"
     await _page_text(devtools, tasks, 'crew/task-7: {"state":"open"}', 20)

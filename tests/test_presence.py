@@ -21,7 +21,7 @@ from hub.config import Settings
 from hub.store.expiry import LeaseTable
 
 from .conftest import make_settings, timeout
-from .doc_blocks import doc_blocks
+from .doc_blocks import addressed, doc_blocks
 from .processes import process_group, tools_env
 
 DOC = "docs/presence.md"
@@ -41,12 +41,6 @@ def _block(first_line: str) -> str:
 def _block_with(text: str) -> str:
     (block,) = [b for b in doc_blocks() if b.path == DOC and text in b.text]
     return block.text
-
-
-def _addressed(text: str, base_url: str) -> str:
-    return text.replace("http://localhost:3000", base_url).replace(
-        "localhost:3000", base_url.removeprefix("http://")
-    )
 
 
 def _env(base_url: str) -> dict[str, str]:
@@ -200,7 +194,7 @@ async def _gone(http: httpx.AsyncClient, entity: str) -> bool:
 
 
 async def test_presence_doc_curl_beat(hub: Hub, base_url: str) -> None:
-    script = _addressed(_block("curl -s localhost:3000/api/events"), base_url)
+    script = addressed(_block("curl -s localhost:3000/api/events"), base_url)
     process = await asyncio.create_subprocess_exec(
         "bash", "-c", script, env=_env(base_url), stdout=asyncio.subprocess.PIPE
     )
@@ -230,7 +224,7 @@ async def _alive(http: httpx.AsyncClient, entity: str) -> bool:
 
 
 async def test_presence_doc_async_agent(hub: Hub, base_url: str, http: httpx.AsyncClient) -> None:
-    code = _addressed(_block_with("await beat.update("), base_url)
+    code = addressed(_block_with("await beat.update("), base_url)
     async with process_group(sys.executable, "-c", code, env=_env(base_url)) as agent:
         await _until(lambda: _alive(http, "crew/agent-7"))
         assert 8 < await _lease_left(hub, "crew/agent-7") <= 10
@@ -245,7 +239,7 @@ async def _busy(http: httpx.AsyncClient, entity: str) -> bool:
 
 
 async def test_presence_doc_sync_agent(hub: Hub, base_url: str, http: httpx.AsyncClient) -> None:
-    code = _addressed(_block_with("SyncFluxClient("), base_url)
+    code = addressed(_block_with("SyncFluxClient("), base_url)
     async with process_group(sys.executable, "-c", code, env=_env(base_url)) as agent:
         assert await asyncio.wait_for(agent.wait(), timeout(20)) == 0
     history = (await http.get("/api/events", params={"entity": "crew/agent-8"})).json()
@@ -265,7 +259,7 @@ async def test_presence_doc_observer_tells_departure_from_death(
 ) -> None:
     observer = _block_with("present: set[str]")
     async with process_group(
-        sys.executable, "-c", _addressed(observer, base_url), env=_env(base_url)
+        sys.executable, "-c", addressed(observer, base_url), env=_env(base_url)
     ) as process:
         assert process.stdout is not None
         await _until(lambda: _subscribed(hub))  # the observer's subscription is live
