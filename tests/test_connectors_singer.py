@@ -433,9 +433,11 @@ async def test_install_failure_is_reported(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- flux connectors
 
 
-async def test_flux_connectors_shows_the_taps_status_fields(
-    hub: Hub, http: httpx.AsyncClient, files: Path, tmp_path: Path
-) -> None:
+async def _a_good_and_a_broken_tap_ran(
+    http: httpx.AsyncClient, files: Path, tmp_path: Path
+) -> dict[str, Any]:
+    """Taps ``orders`` (reads a.jsonl) and ``broken`` (exits 2 with an error), each run
+    once; ``orders`` as the API then shows it."""
     write_jsonl(files / "a.jsonl", ROWS, 1_700_000_000)
     await register(http, jsonl_tap(files, interval_secs=60))
     crash = script(
@@ -444,6 +446,13 @@ async def test_flux_connectors_shows_the_taps_status_fields(
     await register(http, fake_tap("broken", crash, interval_secs=60))
     ran = await tap_until(http, "orders", lambda t: t["runs"] >= 1)
     await tap_until(http, "broken", lambda t: t["runs"] >= 1)
+    return ran
+
+
+async def test_flux_connectors_shows_the_taps_status_fields(
+    hub: Hub, http: httpx.AsyncClient, files: Path, tmp_path: Path
+) -> None:
+    ran = await _a_good_and_a_broken_tap_ran(http, files, tmp_path)
     out = io.StringIO()
     context = Context(f"http://127.0.0.1:{hub.port}", None, None, json_output=False, out=out)
     # The verb is a blocking client: off the loop that runs the hub.
@@ -477,14 +486,7 @@ async def test_flux_connectors_shows_the_taps_status_fields(
 async def test_dashboard_shows_the_taps_status_fields(
     hub: Hub, http: httpx.AsyncClient, files: Path, tmp_path: Path, devtools: DevTools
 ) -> None:
-    write_jsonl(files / "a.jsonl", ROWS, 1_700_000_000)
-    await register(http, jsonl_tap(files, interval_secs=60))
-    crash = script(
-        tmp_path, "crash", "print('Error: no such account', file=sys.stderr)\nsys.exit(2)"
-    )
-    await register(http, fake_tap("broken", crash, interval_secs=60))
-    await tap_until(http, "orders", lambda t: t["runs"] >= 1)
-    await tap_until(http, "broken", lambda t: t["runs"] >= 1)
+    await _a_good_and_a_broken_tap_ran(http, files, tmp_path)
     await devtools.send("Page.navigate", {"url": f"http://127.0.0.1:{hub.port}/"})
     row = (
         "JSON.stringify([...document.querySelectorAll('#connectors-table tbody tr')]"
