@@ -20,6 +20,23 @@ from mcp.shared.session import RequestResponder
 
 from .conftest import timeout
 
+#: What an MCP client over streamable HTTP accepts (the hub may answer with SSE).
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
+def mcp_initialize(client: str) -> dict[str, Any]:
+    """The JSON-RPC ``initialize`` request a client named ``client`` opens with."""
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": client, "version": "1"},
+        },
+    }
+
 
 class Agent:
     """An MCP client session, plus what it was notified of."""

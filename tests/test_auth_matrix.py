@@ -70,6 +70,7 @@ from hub.transport.server import WS_PATH
 
 from .conftest import make_settings, running_hub, timeout
 from .local_http import LocalServer, Reply, Seen, json_reply, until
+from .mcp_agents import MCP_ACCEPT, mcp_initialize
 from .native_client import event
 from .processes import free_port
 
@@ -972,17 +973,7 @@ async def tap_delete(w: World, cred: str) -> str:
 
 # --- MCP over streamable HTTP
 
-MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
-MCP_INIT: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "matrix", "version": "1"},
-    },
-}
+MCP_INIT = mcp_initialize("matrix")
 
 
 async def mcp_open(w: World, cred: str) -> tuple[str, str]:

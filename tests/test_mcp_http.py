@@ -17,20 +17,11 @@ from hub.mcp.http import MAX_WAITS
 from hub.store import Store
 
 from .conftest import make_settings, running_hub, timeout
-from .mcp_agents import http_agent, stdio_agent
+from .mcp_agents import MCP_ACCEPT, http_agent, mcp_initialize, stdio_agent
 
 ADMIN = "mcp-admin-token"
-INIT: dict[str, Any] = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "curl", "version": "1"},
-    },
-}
-ACCEPT = {"Accept": "application/json, text/event-stream"}
+INIT = mcp_initialize("curl")
+ACCEPT = MCP_ACCEPT
 
 
 async def test_mcp_http_tools_and_the_task_claim_between_two_agents(
