@@ -109,11 +109,19 @@ async def test_two_agents_claim_one_task_with_compare_and_set(
     async with stdio_agent(base_url) as planner:
         await planner.ok("publish", events=[task])
     results: dict[str, tuple[dict[str, Any], bool]] = {}
+    # Both read the open task before either claims it (one agent's process may start
+    # seconds before the other's on a busy machine): then exactly one claim may win.
+    have_read: list[str] = []
+    both_read = anyio.Event()
 
     async def claim(name: str) -> None:
         async with stdio_agent(base_url) as agent:
             current = await agent.ok("get", entity_id="crew/task-7")
             assert current["properties"] == {"state": "open"}
+            have_read.append(name)
+            if len(have_read) == 2:
+                both_read.set()
+            await both_read.wait()
             claim = {
                 "entity_id": "crew/task-7",
                 "properties": {"state": "claimed", "owner": name},
