@@ -8,6 +8,8 @@ import os
 import pty
 import re
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -43,6 +45,37 @@ async def flux_json(base_url: str, *args: str, env: dict[str, str] | None = None
     status, out, err = await flux(base_url, *args, env=env)
     assert status == 0, err
     return json.loads(out)
+
+
+@asynccontextmanager
+async def piped_watch(
+    base_url: str, *args: str
+) -> AsyncIterator[Callable[[], Awaitable[dict[str, Any]]]]:
+    """``flux watch ARGS`` with its output piped (JSON lines): yields a reader of its
+    next line (15 s at most); interrupted (SIGINT) at the end, and waited for."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hub.cli",
+        "watch",
+        *args,
+        env={**os.environ, "FLUX_URL": base_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+
+    async def line() -> dict[str, Any]:
+        assert process.stdout is not None
+        got: dict[str, Any] = json.loads(
+            await asyncio.wait_for(process.stdout.readline(), timeout(15))
+        )
+        return got
+
+    try:
+        yield line
+    finally:
+        process.send_signal(2)
+        await asyncio.wait_for(process.wait(), timeout(10))
 
 
 async def test_cli_runs_the_flux_skill_sequence(base_url: str, http: httpx.AsyncClient) -> None:
@@ -207,18 +240,8 @@ async def test_watch_in_a_terminal_shows_a_value_published_after_it_started(
 
 
 async def test_watch_piped_prints_json_lines(base_url: str, http: httpx.AsyncClient) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub.cli",
-        "watch",
-        "pipe/x",
-        env={**os.environ, "FLUX_URL": base_url},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        first = json.loads(await asyncio.wait_for(process.stdout.readline(), timeout(15)))
+    async with piped_watch(base_url, "pipe/x") as next_line:
+        first = await next_line()
         assert first["kind"] == "synced"
         await http.post(
             "/api/events",
@@ -228,13 +251,10 @@ async def test_watch_piped_prints_json_lines(base_url: str, http: httpx.AsyncCli
                 "payload": {"entity_id": "pipe/x", "properties": {"v": 1}},
             },
         )
-        line = json.loads(await asyncio.wait_for(process.stdout.readline(), timeout(15)))
+        line = await next_line()
         assert (line["kind"], line["id"], line["changes"], line["created"]) == (
             "delta",
             "pipe/x",
             {"v": 1},
             True,
         )
-    finally:
-        process.send_signal(2)
-        await asyncio.wait_for(process.wait(), timeout(10))

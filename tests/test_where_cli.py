@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import sys
-from typing import Any
-
 import httpx
 
-from .conftest import timeout
 from .native_client import rest_publish as publish
-from .test_cli_client import flux, flux_json
+from .test_cli_client import flux, flux_json, piped_watch
 
 
 async def test_flux_list_where(base_url: str, http: httpx.AsyncClient) -> None:
@@ -48,27 +41,7 @@ async def test_flux_watch_where_prints_entries_and_lefts(
     assert status == 2
     assert err.startswith("flux watch: --where 'nonsense': expected NAME=VALUE")
     await publish(http, "w/a", {"status": "open"})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub.cli",
-        "watch",
-        "w/",
-        "--where",
-        "status=open",
-        env={**os.environ, "FLUX_URL": base_url},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-
-    async def line() -> dict[str, Any]:
-        assert process.stdout is not None
-        got: dict[str, Any] = json.loads(
-            await asyncio.wait_for(process.stdout.readline(), timeout(15))
-        )
-        return got
-
-    try:
+    async with piped_watch(base_url, "w/", "--where", "status=open") as line:
         first = await line()
         assert (first["kind"], first["id"]) == ("snapshot", "w/a")
         assert (await line())["kind"] == "synced"
@@ -80,6 +53,3 @@ async def test_flux_watch_where_prints_entries_and_lefts(
         entry = await line()
         assert (entry["kind"], entry["id"], entry["created"]) == ("delta", "w/b", True)
         assert entry["changes"] == {"status": "open"}
-    finally:
-        process.send_signal(2)
-        await asyncio.wait_for(process.wait(), timeout(10))
