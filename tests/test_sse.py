@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -315,32 +316,43 @@ async def test_a_slow_consumer_is_conflated_then_closed_and_resumes(
                 await reader.until("synced")
 
 
-async def test_private_reads_need_a_token_header_or_query(store: Store, key_prefix: str) -> None:
-    admin = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+@contextlib.asynccontextmanager
+async def private_hub(
+    store: Store, key_prefix: str, namespace: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A Public-mode hub with private reads, admin token ``admin-secret``: a client
+    of it and the token of a namespace created there."""
     gateway = {"auth_enabled": True, "admin_token": "admin-secret", "private_reads": True}
     async with running_hub(make_settings(key_prefix, gateway=gateway), store) as hub:
         async with client(f"http://127.0.0.1:{hub.port}") as http:
-            reply = await http.post("/api/namespaces", json={"name": "alpha"}, headers=admin)
-            token = reply.json()["token"]
-            bearer = {"Authorization": f"Bearer {token}"}
-            await publish_as(http, bearer, event("alpha/a", v=1))
-            for query, headers, status, message in [
-                ("namespaces=alpha", {}, 401, "Authorization token not provided"),
-                ("namespaces=alpha&token=nope", {}, 401, "Invalid token"),
-                ("namespaces=alpha", {"Authorization": "Bearer nope"}, 401, "Invalid token"),
-                (f"namespaces=beta&token={token}", {}, 403, "the filter matches nothing"),
-            ]:
-                reply = await http.get(f"/api/stream?{query}", headers=headers)
-                assert reply.status_code == status, (query, reply.text)
-                assert message in reply.json()["error"]
-            for query, headers in [
-                ("all=true", bearer),
-                (f"all=true&token={token}", {}),
-            ]:
-                async with open_stream(http, query, headers) as reader:
-                    snapshot = await reader.until("snapshot")
-                    # all=true, confined to what the token reads.
-                    assert [e["id"] for e in snapshot.data["entities"]] == ["alpha/a"]
+            reply = await http.post("/api/namespaces", json={"name": namespace}, headers=ADMIN)
+            yield http, reply.json()["token"]
+
+
+async def test_private_reads_need_a_token_header_or_query(store: Store, key_prefix: str) -> None:
+    async with private_hub(store, key_prefix, "alpha") as (http, token):
+        bearer = {"Authorization": f"Bearer {token}"}
+        await publish_as(http, bearer, event("alpha/a", v=1))
+        for query, headers, status, message in [
+            ("namespaces=alpha", {}, 401, "Authorization token not provided"),
+            ("namespaces=alpha&token=nope", {}, 401, "Invalid token"),
+            ("namespaces=alpha", {"Authorization": "Bearer nope"}, 401, "Invalid token"),
+            (f"namespaces=beta&token={token}", {}, 403, "the filter matches nothing"),
+        ]:
+            reply = await http.get(f"/api/stream?{query}", headers=headers)
+            assert reply.status_code == status, (query, reply.text)
+            assert message in reply.json()["error"]
+        for query, headers in [
+            ("all=true", bearer),
+            (f"all=true&token={token}", {}),
+        ]:
+            async with open_stream(http, query, headers) as reader:
+                snapshot = await reader.until("snapshot")
+                # all=true, confined to what the token reads.
+                assert [e["id"] for e in snapshot.data["entities"]] == ["alpha/a"]
 
 
 async def publish_as(http: httpx.AsyncClient, headers: dict[str, str], *events: Any) -> None:
@@ -416,22 +428,17 @@ async def test_browsers_may_send_last_event_id_across_origins(http: httpx.AsyncC
 
 
 async def test_a_stream_ends_when_its_namespace_is_deleted(store: Store, key_prefix: str) -> None:
-    admin = {"Authorization": "Bearer admin-secret"}
-    gateway = {"auth_enabled": True, "admin_token": "admin-secret", "private_reads": True}
-    async with running_hub(make_settings(key_prefix, gateway=gateway), store) as hub:
-        async with client(f"http://127.0.0.1:{hub.port}") as http:
-            reply = await http.post("/api/namespaces", json={"name": "gone"}, headers=admin)
-            token = reply.json()["token"]
-            async with open_stream(http, f"all=true&token={token}") as reader:
-                await reader.until("synced")
-                reply = await http.delete("/api/namespaces/gone", headers=admin)
-                assert reply.status_code in (200, 204), reply.text
-                error = await asyncio.wait_for(reader.until("error"), timeout(10))
-                assert error.data["code"] == "unauthorized"
-                close = await asyncio.wait_for(reader.until("close"), timeout(10))
-                assert close.data["code"] == "unauthorized"
-                with pytest.raises(EOFError):
-                    await reader.next()
+    async with private_hub(store, key_prefix, "gone") as (http, token):
+        async with open_stream(http, f"all=true&token={token}") as reader:
+            await reader.until("synced")
+            reply = await http.delete("/api/namespaces/gone", headers=ADMIN)
+            assert reply.status_code in (200, 204), reply.text
+            error = await asyncio.wait_for(reader.until("error"), timeout(10))
+            assert error.data["code"] == "unauthorized"
+            close = await asyncio.wait_for(reader.until("close"), timeout(10))
+            assert close.data["code"] == "unauthorized"
+            with pytest.raises(EOFError):
+                await reader.next()
 
 
 async def test_metrics_count_event_streams(http: httpx.AsyncClient, base_url: str) -> None:
