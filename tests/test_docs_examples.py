@@ -31,7 +31,7 @@ from hub.wire.frames import CLIENT_FRAMES
 from .browser import DevTools
 from .conftest import timeout
 from .doc_blocks import ROOT, Block, addressed, doc_blocks, json_values, like
-from .native_client import Native, event
+from .native_client import Native, event, rest_publish
 from .processes import free_port, process_group, tools_env
 
 #: Blocks another test executes: (file, first line) -> (that test's file, what it does).
@@ -404,14 +404,7 @@ async def test_readme_replay(redis_url: str, hub: Hub, base_url: str, tmp_path: 
     data directory of ``flux serve``'s."""
     local, external = _block("README.md", "flux replay").splitlines()
     async with httpx.AsyncClient(base_url=base_url) as http:
-        await http.post(
-            "/api/events",
-            json={
-                "stream": "s",
-                "source": "doc",
-                "payload": {"entity_id": "r/1", "properties": {"n": 1}},
-            },
-        )
+        await rest_publish(http, "r/1", {"n": 1}, source="doc")
     env = {**_shell_env(base_url), "FLUX_KEY_PREFIX": hub.settings.redis.key_prefix}
     command = external.split("  #")[0].strip().replace("URL", redis_url)
     status, out, err = await _sh(command, env)
@@ -449,14 +442,7 @@ async def test_js_readme_node_example(base_url: str, tmp_path: Path) -> None:
                 assert asyncio.get_running_loop().time() < deadline, entity
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)  # the subscription is live (its snapshot is read)
-            await http.post(
-                "/api/events",
-                json={
-                    "stream": "s",
-                    "source": "doc",
-                    "payload": {"entity_id": "crew/task-8", "properties": {"state": "open"}},
-                },
-            )
+            await rest_publish(http, "crew/task-8", {"state": "open"}, source="doc")
             seen = await _line_with(node, "crew/task-8", 20)
     assert "state: 'open'" in seen[-1]
 
@@ -468,14 +454,7 @@ async def test_tenancy_directory_example(base_url: str) -> None:
     """The directory entity has the shape docs/tenancy.md shows."""
     (doc,) = json_values(_block("docs/tenancy.md", '{"id": "flux-core/directory"'))
     async with httpx.AsyncClient(base_url=base_url) as http:
-        await http.post(
-            "/api/events",
-            json={
-                "stream": "s",
-                "source": "doc",
-                "payload": {"entity_id": "crew/a", "properties": {"n": 1}},
-            },
-        )
+        await rest_publish(http, "crew/a", {"n": 1}, source="doc")
         deadline = asyncio.get_running_loop().time() + timeout(20)
         while True:
             reply = await http.get("/api/state/entities/flux-core%2Fdirectory")
@@ -629,14 +608,7 @@ async def test_protocol_example_session(ws_url: str, base_url: str) -> None:
         if line.startswith(("→ ", "← "))
     ]
     async with httpx.AsyncClient(base_url=base_url) as http:
-        await http.post(
-            "/api/events",
-            json={
-                "stream": "crew",
-                "source": "doc",
-                "payload": {"entity_id": "crew/task-7", "properties": {"state": "open"}},
-            },
-        )
+        await rest_publish(http, "crew/task-7", {"state": "open"}, source="doc", stream="crew")
         client = await Native.connect(ws_url)
         cursor = ""
         try:
@@ -738,14 +710,7 @@ async def test_js_readme_page(devtools: DevTools, base_url: str, tmp_path: Path)
     tasks = "document.getElementById('tasks')?.textContent ?? ''"
     await _page_text(devtools, tasks, 'crew/task-7: {"state":"open"}', 20)
     async with httpx.AsyncClient(base_url=base_url) as http:
-        await http.post(
-            "/api/events",
-            json={
-                "stream": "s",
-                "source": "doc",
-                "payload": {"entity_id": "crew/task-7", "properties": {"state": "done"}},
-            },
-        )
+        await rest_publish(http, "crew/task-7", {"state": "done"}, source="doc")
     await _page_text(devtools, tasks, 'crew/task-7: {"state":"done"}', 20)
     assert await devtools.evaluate("document.title") == "open"
     assert devtools.page_errors() == []
