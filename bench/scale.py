@@ -52,9 +52,14 @@ if str(_ROOT) not in sys.path:
 from fanout import (  # noqa: E402
     ACK_TIMEOUT,
     DRAIN_TIMEOUT,
+    HUB_DELTA,
+    HUB_OTHERS,
+    HUB_SUBPROTOCOL,
+    SUB,
     Board,
     PublisherSpec,
     ReaderResult,
+    ReaderSpec,
     _publisher_process,
     check_last_delta,
     check_readers,
@@ -284,6 +289,86 @@ def measure_ingest(backend: Backend, workers: int, options: Options, log: Path) 
     }
 
 
+def measure_tail(backend: Backend, options: Options, log: Path) -> dict[str, Any]:
+    """What every hub pays per event it did not take: two hubs on one Redis, REST batch
+    ingest into hub A only; hub B has one native subscriber whose filter matches none
+    of the events (``nothing/``), so B reads and filters every delta and delivers none
+    (its subscriber checks that it got none). B's CPU per event is ``e_tail``."""
+    requests = batch_requests(event_pool())
+    prefix = "bench-scale-tail"
+    with (
+        flux_serve(backend, 1, prefix, log) as (port_a, pids_a),
+        running_hub(backend.url, prefix, log) as (port_b, pid_b),
+    ):
+        board = Board(1, 1)
+        deadline = time.monotonic() + 60 + options.warmup + options.duration + DRAIN_TIMEOUT
+        nothing = orjson.dumps(
+            {"type": "subscribe", "sub": SUB, "filter": {"prefixes": ["nothing/"]}}
+        )
+        spec = ReaderSpec(
+            port_b,
+            1,
+            0,
+            "/api/ws",
+            HUB_SUBPROTOCOL,
+            nothing,
+            b'{"type":"subscribed",',
+            HUB_DELTA,
+            HUB_OTHERS,
+            0.05,
+            0,
+            deadline,
+        )
+        readers = Workers()
+        with cleanup(readers):
+            start_readers(readers, board, [spec], timeout=60)
+            begin = time.monotonic() + 1.0 + options.warmup
+            end = begin + options.duration
+            split = [n for n in split_connections(options.batch_connections, 2) if n]
+            load = run_load(
+                [
+                    LoadSpec(
+                        "127.0.0.1",
+                        port_a,
+                        requests,
+                        n,
+                        begin,
+                        end,
+                        b'"failed":0,',
+                        offset=i * 7919,
+                    )
+                    for i, n in enumerate(split)
+                ]
+            )
+            with cleanup(load):
+                meter = CpuMeter(
+                    {
+                        "hub_a": pids_a,
+                        "hub_b": [pid_b],
+                        "redis": backend.pids,
+                        "load": load.pids,
+                    }
+                )
+                _window(meter, begin, end)
+                results = load.results(DRAIN_TIMEOUT + 20)
+            board.target.value = 0
+            board.set_schedule(time.monotonic(), time.monotonic(), time.monotonic())
+            check_readers(readers.results(DRAIN_TIMEOUT + 10), "hub B's subscriber")
+    for result in results:
+        if result.errors or result.responses <= 0:
+            raise AssertionError(f"tail ingest: {result.first_error}")
+    events = sum(r.responses for r in results) * BATCH_EVENTS
+    window = max(r.window for r in results)
+    return {
+        "figure": "tail",
+        "events_per_s": round(events / window),
+        "events": events,
+        "steal_pct": meter.steal_pct,
+        "cpu_pct": meter.cpu_pct,
+        "cpu_us_per_event": _per(meter, events, 1),
+    }
+
+
 # ---------------------------------------------------------------------- connections
 
 
@@ -483,6 +568,7 @@ def run(options: Options, tmp: Path) -> tuple[dict[str, Any], list[dict[str, Any
             name, _, workers = setup.partition("x")
             note(measure_fanout(backends[name], int(workers), options, log, options.subscribers))
             note(measure_ingest(backends[name], int(workers), options, log))
+        note(measure_tail(one, options, log))
         note(measure_connections(one, options, log, options.idle, 2, 0.0))
         note(
             measure_connections(
@@ -513,6 +599,12 @@ def _human(record: dict[str, Any]) -> str:
         return (
             f"ingest {record['setup']:<10} {record['events_per_s']:>10,} events/s  µs/event: "
             + _cpu(record, "cpu_us_per_event")
+        )
+    if kind == "tail":
+        return (
+            f"tail   {record['events_per_s']:>10,} events/s into hub A; µs/event: "
+            + _cpu(record, "cpu_us_per_event")
+            + " (hub_b: reads and filters every delta, delivers none)"
         )
     if kind == "idle":
         return (

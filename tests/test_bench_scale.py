@@ -40,6 +40,8 @@ def test_scale_quick_mode_prints_every_figure(tmp_path: Path) -> None:
         assert record["cpu_us_per_delivery"]["hub"] > 0  # type: ignore[index]
     for record in by_kind["ingest"]:
         assert isinstance(record["events_per_s"], int) and record["events_per_s"] > 0
+    (tail,) = by_kind["tail"]
+    assert tail["cpu_us_per_event"]["hub_b"] > 0  # type: ignore[index]
     (idle,) = by_kind["idle"]
     assert idle["connections"] == 200
     assert idle["hub_kib_per_connection"] > 0  # type: ignore[operator]
