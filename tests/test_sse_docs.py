@@ -23,9 +23,9 @@ from hub.store import Store
 
 from .browser import DevTools
 from .conftest import make_settings, running_hub, timeout
-from .doc_blocks import like
+from .doc_blocks import addressed, like
 from .native_client import Replica, event, rest_state
-from .test_docs_examples import _addressed, _background, _block, _line_with, _shell_env
+from .test_docs_examples import _background, _block, _line_with, _shell_env
 
 SSE_MD = "docs/sse.md"
 CURL = shutil.which("curl")
@@ -55,7 +55,7 @@ async def test_the_curl_examples(base_url: str) -> None:
     the resume command with that delta's id goes on with the next change only."""
     await publish(base_url, event("crew/task-7", state="open"))
     env = _shell_env(base_url)
-    command = _addressed(_block(SSE_MD, "curl -N 'localhost:3000/api/stream"), base_url)
+    command = addressed(_block(SSE_MD, "curl -N 'localhost:3000/api/stream"), base_url)
     shown = _block(SSE_MD, "retry: 2000")
     async with _background(command, env) as curl:
         lines = await _line_with(curl, "event: synced", 10)
@@ -68,7 +68,7 @@ async def test_the_curl_examples(base_url: str) -> None:
     last_id = next(line for line in reversed(lines) if line.startswith("id: "))[4:]
 
     await publish(base_url, event("crew/task-7", state="done"))
-    resume = _addressed(_block(SSE_MD, 'curl -N -H "Last-Event-ID: $LAST_ID"'), base_url)
+    resume = addressed(_block(SSE_MD, 'curl -N -H "Last-Event-ID: $LAST_ID"'), base_url)
     async with _background(resume, {**env, "LAST_ID": last_id}) as curl:
         lines = await _line_with(curl, "event: synced", 10)
     text = "\n".join(lines)
@@ -129,7 +129,7 @@ async def test_the_page_with_event_source(
             " source.addEventListener(name, (e) => window.seen.push("
             "{event: name, lastEventId: e.lastEventId, data: JSON.parse(e.data)}));</script>"
         )
-        page.write_text(_addressed(_block(SSE_MD, "<!doctype html>"), base_url) + recorder)
+        page.write_text(addressed(_block(SSE_MD, "<!doctype html>"), base_url) + recorder)
         await devtools.send("Page.navigate", {"url": page.as_uri()})
         await _page_matches_rest(devtools, base_url)
         await publish(
