@@ -148,13 +148,18 @@ async def test_a_reader_that_stops_reading_is_bounded_and_stopped() -> None:
 async def test_a_producer_that_drains_waits_for_its_reader() -> None:
     chunk = b"y" * 16384
     progress: list[int] = []
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
     async def produce(body: BodyWriter) -> None:
         body.set_buffer_limits(high=64 * 1024, low=16 * 1024)
-        while True:
-            body.write(chunk)
-            progress.append(body.buffered)
-            await body.drain()
+        try:
+            while True:
+                body.write(chunk)
+                progress.append(body.buffered)
+                await body.drain()
+        except BaseException as exc:
+            ended.set_result(exc)
+            raise
 
     async with serving(StreamApp(produce)) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
@@ -172,6 +177,10 @@ async def test_a_producer_that_drains_waits_for_its_reader() -> None:
             while len(progress) == stalled:  # going again once read
                 await reader.read(1 << 20)
         writer.close()
+        # The client left: the producer is cancelled at its next drain. (drain() once
+        # returned at once while nothing paused: a producer writing into a closed
+        # connection spun there and held the event loop until something killed it.)
+        assert isinstance(await asyncio.wait_for(ended, timeout(10)), asyncio.CancelledError)
 
 
 @pytest.mark.parametrize("method", ["HEAD"])

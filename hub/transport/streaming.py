@@ -53,6 +53,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     import asyncio
@@ -158,7 +159,13 @@ class BodyWriter:
         return True
 
     async def drain(self) -> None:
-        """Return once the buffer is below its low-water mark, or the stream is over."""
+        """Return once the buffer is below its low-water mark, or the stream is over.
+
+        Always a checkpoint: a producer writing in a loop lets the loop run (else, its
+        client gone and nothing ever paused, it would spin and hold the whole hub), and
+        is cancelled here once the stream is stopped.
+        """
+        await anyio.lowlevel.checkpoint()
         while self._paused and self.open and self.stop_reason is None:
             self._drained = anyio.Event()
             await self._drained.wait()
