@@ -10,9 +10,9 @@ run by tests/test_connectors_github_hub.py and tests/test_connectors_singer.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import os
 import stat
 import sys
 from pathlib import Path
@@ -26,6 +26,7 @@ from hub.store import Store
 from .conftest import make_settings, running_hub, timeout
 from .doc_blocks import Block, doc_blocks, json_values
 from .local_http import LocalServer, Seen, json_reply, until
+from .test_cli_client import Terminal
 from .test_docs_examples import _shape_problems
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -164,25 +165,11 @@ async def _compare(hub: Hub, tmp_path: Path) -> None:
 
 async def _on_a_terminal(args: list[str], base: str) -> list[str]:
     """The lines a command prints on a terminal (a pseudo-terminal of its own)."""
-    import asyncio
-    import pty
-
-    controller, terminal = pty.openpty()
-    env = {**os.environ, "FLUX_URL": base, "COLUMNS": "200", "TERM": "dumb"}
-    process = await asyncio.create_subprocess_exec(
-        *args, env=env, stdin=terminal, stdout=terminal, stderr=terminal
-    )
-    os.close(terminal)
-    await asyncio.wait_for(process.wait(), timeout(30))
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: the terminal's other side is closed and drained
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(controller)
-    assert process.returncode == 0, output
-    return output.decode().replace("\r\n", "\n").splitlines()
+    terminal = Terminal()
+    await terminal.start(*args, env={"FLUX_URL": base})
+    assert terminal.process is not None
+    await asyncio.wait_for(terminal.process.wait(), timeout(30))
+    await terminal.wait_for("orders")  # read to the end of what it wrote
+    await terminal.stop()
+    assert terminal.process.returncode == 0, terminal.output
+    return terminal.screen().replace("\r\n", "\n").splitlines()
