@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
+
 from .conftest import timeout
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["HubProcess", "free_port", "process_group", "tools_env"]
+__all__ = ["HubProcess", "free_port", "process_group", "tools_env", "until_ready"]
 
 
 def free_port() -> int:
@@ -115,3 +117,15 @@ class HubProcess:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(self.process.wait(), timeout(20))
+
+
+async def until_ready(url: str, wait: float = 30) -> None:
+    """Poll ``url``'s ``/readyz`` until it answers 200, as a health check does."""
+    deadline = asyncio.get_running_loop().time() + timeout(wait)
+    async with httpx.AsyncClient(timeout=timeout(5)) as http:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            assert asyncio.get_running_loop().time() < deadline, f"{url} never ready"
+            await asyncio.sleep(0.1)

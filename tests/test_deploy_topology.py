@@ -28,7 +28,7 @@ from .conftest import timeout
 from .doc_blocks import ROOT
 from .native_client import rest_state
 from .nginx_local import NGINX, prefix_dir, render, run_nginx, upstream_servers
-from .processes import HubProcess, free_port
+from .processes import HubProcess, free_port, until_ready
 
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (.ci/run installs Debian's nginx)"
@@ -57,20 +57,6 @@ def test_nginx_compose_upstreams_are_the_compose_hubs() -> None:
     assert servers == [f"{name}:{port}" for name in sorted(hubs) for port in ports]
 
 
-async def _ready(url: str) -> None:
-    """Like compose's healthcheck: poll /readyz until it answers 200."""
-    deadline = asyncio.get_running_loop().time() + timeout(30)
-    async with httpx.AsyncClient(timeout=timeout(5)) as http:
-        while True:
-            try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert asyncio.get_running_loop().time() < deadline, f"{url} never ready"
-            await asyncio.sleep(0.1)
-
-
 async def _native_subscriptions(port: int) -> int:
     """``flux_subscriptions{protocol="native"}`` of one hub (asked directly, not via nginx)."""
     async with httpx.AsyncClient(timeout=timeout(5)) as http:
@@ -93,7 +79,7 @@ async def hubs(redis_url: str, key_prefix: str) -> AsyncIterator[list[HubProcess
             await hub.start()
             started.append(hub)
         for hub in started:
-            await _ready(f"http://127.0.0.1:{hub.port}")
+            await until_ready(f"http://127.0.0.1:{hub.port}")  # as compose's healthcheck
         yield started
     finally:
         for hub in started:

@@ -32,7 +32,7 @@ from .browser import DevTools
 from .conftest import timeout
 from .doc_blocks import ROOT, Block, addressed, doc_blocks, json_values, like
 from .native_client import Native, event, rest_publish
-from .processes import free_port, process_group, tools_env
+from .processes import free_port, process_group, tools_env, until_ready
 
 #: Blocks another test executes: (file, first line) -> (that test's file, what it does).
 #: The named file must mention the documentation file it reads.
@@ -373,7 +373,7 @@ async def test_readme_two_hubs(tmp_path: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         for line, port in zip(lines, (first, second), strict=True):
             await stack.enter_async_context(_background(line, env, tmp_path))
-            await _until_ready(port)
+            await until_ready(f"http://127.0.0.1:{port}", 60)
         async with httpx.AsyncClient() as http:
             published = await http.post(
                 f"http://127.0.0.1:{second}/api/events",
@@ -386,17 +386,6 @@ async def test_readme_two_hubs(tmp_path: Path) -> None:
             assert published.status_code == 200, published.text
             read = await http.get(f"http://127.0.0.1:{first}/api/state/entities/two%2Fhubs")
             assert read.json()["properties"] == {"on": True}
-
-
-async def _until_ready(port: int) -> None:
-    async with httpx.AsyncClient() as http:
-        deadline = asyncio.get_running_loop().time() + timeout(60)
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return
-            assert asyncio.get_running_loop().time() < deadline, f"no hub on port {port}"
-            await asyncio.sleep(0.1)
 
 
 async def test_readme_replay(redis_url: str, hub: Hub, base_url: str, tmp_path: Path) -> None:
@@ -413,7 +402,7 @@ async def test_readme_replay(redis_url: str, hub: Hub, base_url: str, tmp_path: 
     # `flux replay` in the directory where `flux serve` ran (./flux-data), once it stopped.
     port = free_port()
     async with _background(f"flux serve --host 127.0.0.1 --port {port}", env, tmp_path):
-        await _until_ready(port)
+        await until_ready(f"http://127.0.0.1:{port}", 60)
     status, out, err = await _sh(local.split("  #")[0].strip(), env, tmp_path)
     assert status == 0, err
 
