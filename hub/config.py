@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PORT",
+    "DEFAULT_REPLY_TIMEOUT",
     "FanoutSettings",
     "GatewaySettings",
     "IngestSettings",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 3000
+#: Seconds the store waits for Redis's reply to a command (``FLUX_REDIS_REPLY_TIMEOUT``).
+DEFAULT_REPLY_TIMEOUT = 30.0
 MiB = 1024 * 1024
 
 
@@ -59,6 +62,13 @@ class RedisSettings(_Frozen):
     server_binary: str | None = None
     #: How long to wait for the embedded server to load its data and answer.
     start_timeout: float = Field(default=120.0, gt=0)
+    #: Seconds to wait for Redis's reply to a command before the call fails (503
+    #: ``unavailable``; docs/faults.md, a stalled Redis). It also bounds a reconnection
+    #: (at most 5 s) and the wait for a free pooled connection. At least 0.1 s: a batch
+    #: of 512 events with ``appendfsync always`` takes tens of ms. At most 300 s: past
+    #: the proxies' and clients' own timeouts (nginx's 120 s in deploy/) nobody is
+    #: left to hear the answer.
+    reply_timeout: float = Field(default=DEFAULT_REPLY_TIMEOUT, ge=0.1, le=300)
     #: Prefix of every key the hub writes; lets several hubs share a Redis.
     key_prefix: str = Field(default="flux", pattern=r"^[A-Za-z0-9_.:-]+$")
     #: Number of partitions (Redis Cluster hash tags) the logs and state are split in.
@@ -345,6 +355,7 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "FLUX_APPENDFSYNC": ("redis", "appendfsync", str),
     "FLUX_REDIS_SERVER": ("redis", "server_binary", str),
     "FLUX_REDIS_START_TIMEOUT": ("redis", "start_timeout", float),
+    "FLUX_REDIS_REPLY_TIMEOUT": ("redis", "reply_timeout", float),
     "FLUX_KEY_PREFIX": ("redis", "key_prefix", str),
     "FLUX_PARTITIONS": ("redis", "partitions", int),
     "FLUX_REDIS_WAIT_REPLICAS": ("redis", "wait_replicas", int),

@@ -72,7 +72,8 @@ async def _replay(settings: Settings, url: str, *, quiet: bool) -> Replay:
         last = loop.time()
         print(f"partition {partition}: {done:,} of {total:,} events", file=sys.stderr)
 
-    async with await Store.connect(url, keys, settings.log) as store:
+    timeout = settings.redis.reply_timeout
+    async with await Store.connect(url, keys, settings.log, reply_timeout=timeout) as store:
         return await replay(store, progress=progress)
 
 

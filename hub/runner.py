@@ -27,10 +27,13 @@ async def serve(
     settings: Settings, redis_url: str, *, on_ready: Callable[[Hub], None] | None = None
 ) -> None:
     """Serve on ``redis_url`` until SIGINT or SIGTERM, then shut down cleanly."""
-    keys = Keys(settings.redis.key_prefix, settings.redis.partitions)
+    redis = settings.redis
+    keys = Keys(redis.key_prefix, redis.partitions)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
-            await Store.connect(redis_url, keys, settings.log, wait=settings.redis.wait()) as store,
+            await Store.connect(
+                redis_url, keys, settings.log, reply_timeout=redis.reply_timeout, wait=redis.wait()
+            ) as store,
             Hub(settings, store) as hub,
         ):
             freeze_startup_heap()

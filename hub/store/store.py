@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from ..config import DEFAULT_REPLY_TIMEOUT
 from ..errors import ConfigError, LogUnavailable
 from .apply import PendingApply, reduce_call
 from .batches import Applied, DeltaBatch, LogHead, NamespaceTotals, SnapshotPage, Totals
@@ -59,8 +60,9 @@ _SNAPSHOT_SOURCE = resources.files(__package__).joinpath("snapshot.lua").read_te
 #: Take a free lease on a singleton task, or renew one we hold.
 _LEASE = resources.files(__package__).joinpath("lease.lua").read_text()
 
-#: Seconds to wait for the reply of a reduce-script call before giving up on Redis.
-REPLY_TIMEOUT = 30.0
+#: Seconds to wait for the reply of a reduce-script call before giving up on Redis
+#: (``FLUX_REDIS_REPLY_TIMEOUT`` sets it for ``flux serve``).
+REPLY_TIMEOUT = DEFAULT_REPLY_TIMEOUT
 #: The reduce-script connection's name in ``CLIENT LIST``.
 CHANNEL_NAME = "flux-hub:reduce"
 
