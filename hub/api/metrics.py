@@ -104,6 +104,33 @@ class _Collector(Collector):
             closes.add_metric([str(code)], count)
         yield closes
 
+        ended = CounterMetricFamily(
+            "flux_sse_closes",
+            "Event streams ended, by the code of their close event (gone: the reader left).",
+            labels=["code"],
+        )
+        for name, count in sorted(gateway.sse_closes.items()):
+            ended.add_metric([name], count)
+        yield ended
+
+        # The bounds that refuse or close a connection (docs/limits.md), by cap.
+        refused = CounterMetricFamily(
+            "flux_connections_refused",
+            "Connections refused at a cap: the hub's (503) or one address's (429).",
+            labels=["cap"],
+        )
+        evicted = CounterMetricFamily(
+            "flux_request_heads_evicted",
+            "Unfinished request heads closed with 408 at a cap, the oldest first: "
+            "the hub's or one address's (slowloris).",
+            labels=["cap"],
+        )
+        for cap in ("hub", "client"):
+            refused.add_metric([cap], gateway.connections_refused.get(cap, 0))
+            evicted.add_metric([cap], gateway.heads_evicted.get(cap, 0))
+        yield refused
+        yield evicted
+
         connections = GaugeMetricFamily(
             "flux_connections", "Open connections, by kind.", labels=["kind"]
         )

@@ -55,12 +55,18 @@ class UnfinishedHeads(Generic[K]):
         self.timeout = timeout
         self.max_total = max_total
         self.max_per_client = max_per_client
-        #: Heads closed at a cap since the start (for metrics and logs).
-        self.evicted = 0
+        #: Heads closed at each cap since the start, for ``/metrics``
+        #: (``flux_request_heads_evicted_total``): ``client`` (one address's) and ``hub``.
+        self.evicted_at: dict[str, int] = {"client": 0, "hub": 0}
         # Invariant: a key is in _all iff it is in _by_client[_all[key]]; dicts keep
         # insertion order, so the first key of each is the oldest head.
         self._all: dict[K, str] = {}
         self._by_client: dict[str, dict[K, None]] = {}
+
+    @property
+    def evicted(self) -> int:
+        """Heads closed at either cap since the start."""
+        return sum(self.evicted_at.values())
 
     def __len__(self) -> int:
         return len(self._all)
@@ -90,11 +96,12 @@ class UnfinishedHeads(Generic[K]):
             oldest = next(iter(mine))
             self.end(oldest)
             closed.append((oldest, OLDEST_OF_ADDRESS))
+            self.evicted_at["client"] += 1
         while len(self._all) > self.max_total:
             oldest = next(iter(self._all))
             self.end(oldest)
             closed.append((oldest, OLDEST_ON_HUB))
-        self.evicted += len(closed)
+            self.evicted_at["hub"] += 1
         return closed
 
     def end(self, key: K) -> None:

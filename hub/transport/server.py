@@ -15,7 +15,7 @@ import errno
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -105,6 +105,12 @@ class GatewayStatistics:
     send_buffer_sum: int
     #: Open event streams (``GET /api/stream``), each one connection and one subscription.
     sse: int = 0
+    #: Since the start, by cap (``hub``, ``client``): connections refused (503, 429),
+    #: and unfinished request heads closed with 408 (slowloris, :mod:`.heads`).
+    connections_refused: dict[str, int] = field(default_factory=dict)
+    heads_evicted: dict[str, int] = field(default_factory=dict)
+    #: Event streams ended since the start, by code (:class:`.sse.SseStatistics`).
+    sse_closes: dict[str, int] = field(default_factory=dict)
 
 
 class Gateway:
@@ -147,6 +153,8 @@ class Gateway:
             max_per_client=gateway.max_unfinished_heads_per_client,
         )
         self._per_client: dict[str, int] = {}
+        #: Connections refused since the start, at the hub's cap and at an address's.
+        self.refused: dict[str, int] = {"hub": 0, "client": 0}
         self.websockets: set[WebSocket] = set()
         self.native_sessions: set[NativeSession] = set()
         #: Event streams (``GET /api/stream``): reset with the native sessions on a gap.
@@ -234,11 +242,13 @@ class Gateway:
             logger.warning(
                 "connection limit (%d) reached: refusing %s", len(self.connections), conn.client
             )
+            self.refused["hub"] += 1
             return "too many connections: try again later"
         address = conn.client.rpartition(":")[0]
         count = self._per_client.get(address, 0)
         if count >= self.settings.max_connections_per_client:
             logger.warning("%s has %d connections open: refusing another", address, count)
+            self.refused["client"] += 1
             return "too many connections from your address: close some and try again"
         self._per_client[address] = count + 1
         self.connections.add(conn)
@@ -436,6 +446,9 @@ class Gateway:
             send_buffer_max=max(sizes, default=0),
             send_buffer_sum=sum(sizes),
             sse=sse,
+            connections_refused=dict(self.refused),
+            heads_evicted=dict(self.heads.evicted_at),
+            sse_closes=streams.closes if streams is not None else {},
         )
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,7 +37,7 @@ from ..wire.native import DeltaEncoder, delta_frame
 from ..wire.replies import Checkpoint, ErrorReply, Reset, Subscribed, Synced
 from ..wire.sse import sse_comment, sse_event, sse_retry
 from .native_sync import Subscriptions, send_merged
-from .streaming import SHUTTING_DOWN
+from .streaming import CLIENT_GONE, SHUTTING_DOWN
 
 if TYPE_CHECKING:
     from ..core.cursor import Position
@@ -60,6 +61,10 @@ class SseStatistics:
     held_deltas: int
     conflated_pending: int
     conflated: int
+    #: Streams ended since the start, by the code of their ``close`` event
+    #: (``slow_consumer``, ``shutting_down``, an error's code...), or ``gone``: the
+    #: reader closed its side or the connection dropped first.
+    closes: dict[str, int] = field(default_factory=dict)
 
 
 class SseStreams:
@@ -78,6 +83,8 @@ class SseStreams:
         self.sessions: set[SseSession] = set()
         #: Deltas merged by streams already closed (a statistic).
         self.conflated_closed = 0
+        #: Streams ended, by code (a statistic: :attr:`SseStatistics.closes`).
+        self.closes: Counter[str] = Counter()
 
     def session(self, frame: SubscribeFrame, scope: str, token: str | None) -> SseSession:
         """A stream of the subscription ``frame`` (already planned and authorized)."""
@@ -95,6 +102,7 @@ class SseStreams:
             held_deltas=sum(s.subscriptions.held() for s in sessions),
             conflated_pending=sum(len(s.outbox.pending) for s in sessions),
             conflated=self.conflated_closed + sum(s.outbox.conflated for s in sessions),
+            closes=dict(self.closes),
         )
 
 
@@ -184,8 +192,6 @@ class SseSession:
         """What is queued (unless the reader is too far behind for more), then the
         final ``close`` event naming why (unless the reader left)."""
         out, self._out = self._out, []
-        if not body.open:
-            return
         if self.closing is not None:
             code, reason = self.closing
         else:
@@ -196,6 +202,10 @@ class SseSession:
                 code = "slow_consumer"
             else:
                 code = "closed"
+        gone = not body.open or body.stop_reason == CLIENT_GONE
+        self.streams.closes["gone" if gone else code] += 1
+        if not body.open:
+            return
         data = JSON.encode({"type": "close", "code": code, "reason": reason})
         if self._behind():
             out = []
