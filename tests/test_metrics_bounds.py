@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
+import pytest
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.typing import Subprotocol
 
 from hub.app import Hub
 from hub.store import Store
 from hub.transport.heads import OLDEST_OF_ADDRESS, OLDEST_ON_HUB
+from hub.transport.ws import CLOSE_TIMEOUT
 
 from .attack import status_and_body
 from .conftest import make_settings, running_hub, timeout
@@ -229,3 +234,48 @@ async def test_metrics_count_event_streams_ended_slow_or_gone(
         name = "flux_sse_closes_total"
         assert await _metric(hub.port, name, code="slow_consumer") == 1
         assert await _metric(hub.port, name, code="gone") == 1
+
+
+# ---------------------------------------------------------------- a native slow consumer
+
+#: Seconds the slow client stays stalled after the hub closed its connection: more
+#: than a prompt close's grace (``ws.CLOSE_TIMEOUT``, 5 s), less than a 1013's (30 s).
+#: Not scaled: it is measured against the hub's own constants.
+STALLED_AFTER_CLOSE = CLOSE_TIMEOUT + 1
+
+
+@pytest.mark.slow
+async def test_slow_native_client_reads_its_1013_after_seconds_and_it_is_counted(
+    store: Store, key_prefix: str
+) -> None:
+    settings = make_settings(key_prefix, fanout=SMALL_BOUNDS)
+    async with running_hub(settings, store) as hub:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", hub.port))
+        # max_queue=1: with one message waiting, the client stops reading its socket.
+        async with websockets.connect(
+            f"ws://127.0.0.1:{hub.port}/api/ws",
+            sock=sock,
+            subprotocols=[Subprotocol("flux.v1")],
+            max_queue=1,
+        ) as ws:
+            await ws.send(
+                json.dumps({"type": "subscribe", "sub": "s", "filter": {"prefixes": ["n/"]}})
+            )
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+            (session,) = hub.gateway.native_sessions
+            shrink_hub_side(hub, sock)
+            # It reads nothing now: its merged deltas pass the bound (1), the hub
+            # closes with 1013, and it goes on reading nothing for a while.
+            await publish_until(hub.port, "n/", lambda: not session.ws.open)
+            await asyncio.sleep(STALLED_AFTER_CLOSE)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), timeout(10))
+        assert closed.value.rcvd is not None, "cut before the client read the close frame"
+        assert closed.value.rcvd.code == 1013
+        assert closed.value.rcvd.reason.startswith("slow consumer: more than 1 entities pending")
+        await _until(lambda: not hub.gateway.websockets, "the connection stayed")
+        assert await _metric(hub.port, "flux_ws_closes_total", code="1013") == 1

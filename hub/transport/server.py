@@ -355,7 +355,12 @@ class Gateway:
             if unwatch is not None:
                 unwatch()
         self.websockets.discard(ws)
-        self.metrics.closes[ws.protocol.close_code or 1006] += 1
+        # The code of whoever closed first: the hub's own (1013, 1001...) even when the
+        # client never answered it, else the client's; 1006 with no close frame at all.
+        sent = ws.protocol.close_sent
+        ours = sent is not None and not ws.protocol.close_rcvd_then_sent
+        code = sent.code if sent is not None and ours else ws.protocol.close_code
+        self.metrics.closes[code or 1006] += 1
         self.metrics.frames_sent_closed["native" if ws.subprotocol else "compat"] += ws.frames_sent
         if isinstance(ws.session, NativeSession):
             self.metrics.conflations_closed += ws.session.statistics().conflated

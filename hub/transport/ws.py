@@ -38,10 +38,16 @@ logger = logging.getLogger("hub.gateway")
 # websockets logs every open and close at INFO; that is per-connection noise here.
 _protocol_logger = logging.getLogger("hub.ws.protocol")
 
-#: Seconds a closing connection may take to finish the closing handshake.
+#: Seconds a closing connection may take to finish the closing handshake (a client
+#: that reads gets the close frame at once).
 CLOSE_TIMEOUT = 5.0
-#: Seconds a slow consumer gets to read what is buffered, then its 1013 close frame.
-#: Its buffer is already bounded (``max_send_buffer``), so waiting costs no more memory.
+#: Seconds a connection closed with 1013 gets to read what is queued, then the close
+#: frame and its reason (docs/faults.md). Every 1013 close is for a client that is
+#: behind — past ``max_send_buffer`` unsent, past ``max_pending_entities`` merged
+#: deltas (with up to ``conflate_after_bytes`` unsent), or the hub fell behind — and
+#: such a client is often stalled for seconds (a paused process, a network blip).
+#: What is queued is bounded already, so waiting costs no more memory than the bound;
+#: it is the grace of an event stream too (``streaming.CLOSE_TIMEOUT``).
 SLOW_CLOSE_TIMEOUT = 30.0
 
 
@@ -205,7 +211,7 @@ class WebSocket:
         buffered = self.transport.get_write_buffer_size()
         if buffered > self.max_send_buffer:
             slow = Overloaded(f"slow consumer: {buffered} bytes unread; reconnect")
-            self.close(close_code_for(slow), str(slow), timeout=SLOW_CLOSE_TIMEOUT)
+            self.close(close_code_for(slow), str(slow))
             return
         self.transport.write(frames)
         self.frames_sent += count
@@ -216,16 +222,20 @@ class WebSocket:
             self.protocol.send_ping(data)
             self._flush()
 
-    def close(self, code: int = 1000, reason: str = "", timeout: float = CLOSE_TIMEOUT) -> None:
+    def close(self, code: int = 1000, reason: str = "", timeout: float | None = None) -> None:
         """Start the closing handshake; the transport is cut if it does not finish.
 
         Args:
             code: RFC 6455 §7.4 close code.
             reason: shown to the client; say what it can do.
-            timeout: seconds before the TCP connection is cut regardless.
+            timeout: seconds before the TCP connection is cut regardless; by default
+                :data:`SLOW_CLOSE_TIMEOUT` for 1013, else :data:`CLOSE_TIMEOUT`.
         """
         if self.closed:
             return
+        if timeout is None:
+            slow = code == CloseCode.TRY_AGAIN_LATER
+            timeout = SLOW_CLOSE_TIMEOUT if slow else CLOSE_TIMEOUT
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
             self._flush()
