@@ -32,17 +32,22 @@ __all__ = [
     "render",
     "run_nginx",
     "unprivileged",
+    "upstream_servers",
+    "without_addresses",
 ]
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 STANDALONE = ROOT / "deploy/nginx/standalone.conf"
 
-_UPSTREAM_SERVER = re.compile(r"^(?P<indent>[ \t]*)server[ \t]+(?P<address>[^;{\s]+);$", re.M)
+_UPSTREAM_SERVER = re.compile(
+    r"^(?P<indent>[ \t]*)server[ \t]+(?P<address>[^;{\s]+)(?P<params>[^;{]*);$", re.M
+)
 _LISTEN = re.compile(r"^(?P<indent>[ \t]*)listen[ \t]+(?P<address>[^;\s]+);$", re.M)
 
 
 def render(conf: str, servers: list[str], listen: str) -> str:
-    """``conf`` with its upstream servers and its listen address replaced, nothing else.
+    """``conf`` with its upstream servers' addresses and its listen address replaced,
+    nothing else (a server's parameters, ``max_fails=1``..., are kept).
 
     Raises:
         AssertionError: the file does not have exactly ``len(servers)`` upstream
@@ -52,13 +57,20 @@ def render(conf: str, servers: list[str], listen: str) -> str:
     assert len(found) == len(servers), f"{len(found)} upstream servers, not {len(servers)}"
     assert len(_LISTEN.findall(conf)) == 1, "not exactly one listen line"
     addresses = iter(servers)
-    conf = _UPSTREAM_SERVER.sub(lambda m: f"{m['indent']}server {next(addresses)};", conf)
+    conf = _UPSTREAM_SERVER.sub(
+        lambda m: f"{m['indent']}server {next(addresses)}{m['params']};", conf
+    )
     return _LISTEN.sub(lambda m: f"{m['indent']}listen {listen};", conf)
 
 
 def upstream_servers(conf: str) -> list[str]:
     """The addresses of the upstream ``server`` lines."""
-    return [address for _, address in _UPSTREAM_SERVER.findall(conf)]
+    return [m["address"] for m in _UPSTREAM_SERVER.finditer(conf)]
+
+
+def without_addresses(conf: str) -> str:
+    """``conf`` with each upstream server's address replaced by ``ADDRESS``."""
+    return _UPSTREAM_SERVER.sub(lambda m: f"{m['indent']}server ADDRESS{m['params']};", conf)
 
 
 def unprivileged() -> dict[str, Any]:

@@ -29,7 +29,14 @@ from hub.transport.server import SHUTDOWN_GRACE
 
 from .conftest import timeout
 from .doc_blocks import ROOT, doc_blocks
-from .nginx_local import NGINX, nginx_test, prefix_dir, render, upstream_servers
+from .nginx_local import (
+    NGINX,
+    nginx_test,
+    prefix_dir,
+    render,
+    upstream_servers,
+    without_addresses,
+)
 from .processes import free_port, tools_env
 
 README = "deploy/README.md"
@@ -415,14 +422,8 @@ def test_nginx_bounds_each_client_address(shipped: str) -> None:
 
 def test_the_two_nginx_configs_differ_only_in_their_upstream_servers() -> None:
     def essential(path: str) -> list[str]:
-        text = (ROOT / path).read_text(encoding="utf-8")
-        servers = set(upstream_servers(text))
-        return [
-            line
-            for line in text.splitlines()
-            if not line.lstrip().startswith("#")
-            and not any(line.strip() == f"server {s};" for s in servers)
-        ]
+        text = without_addresses((ROOT / path).read_text(encoding="utf-8"))
+        return [line for line in text.splitlines() if not line.lstrip().startswith("#")]
 
     assert essential("deploy/nginx/flux-hub.conf") == essential("deploy/docker/nginx-compose.conf")
 
