@@ -2,7 +2,8 @@
 
 The core of the compat tests (REST publish, get, list, history, delete; compat
 WebSocket state_update, across two hubs), the cross-hub kill -9 resume, lease expiry
-in every partition and the native gapless snapshot/resume tests run here as written:
+in every partition, leases' deadlines on reads and deltas, and the native gapless
+snapshot/resume tests run here as written:
 they are imported from their modules, and this module's ``redis_url`` and ``settings``
 fixtures put them on the cluster with 16 partitions (spread over the three masters).
 Then the cluster's own checks: every key on its slot's master, a batch across
@@ -50,6 +51,13 @@ from .test_connectors_status import KEY as CONNECTORS_KEY
 from .test_connectors_status import _detail_until
 from .test_cross_hub import hubs, test_publish_on_a_delta_on_b_and_resume_on_c_after_b_is_killed  # noqa: F401
 from .test_deploy_configs import K8S, _kustomize, _one, _pod_env
+from .test_lease_reads import (  # noqa: F401
+    test_a_reader_never_sees_the_deadline_of_another_state,
+    test_listings_show_each_deadline_streamed_paged_and_filtered,
+    test_native_reads_and_snapshots_carry_the_deadline,
+    test_native_subscriber_hears_every_move_of_the_deadline_live_and_on_resume,
+    test_rest_read_shows_the_deadline_while_leased_and_moves_it_on_a_beat,
+)
 from .test_leases import test_every_partition_is_swept  # noqa: F401
 from .test_native_sync import (  # noqa: F401
     test_of_20_agents_claiming_one_entity_exactly_one_wins,

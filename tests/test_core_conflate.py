@@ -9,7 +9,7 @@ reducer's own delta stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from hub.core import DELETED_PROPERTY, Change, Delta, World
 from hub.core.conflate import merge
+from hub.core.model import LeasedDelta
 from hub.wire.jsonutil import canonical
 
 T0 = 1_772_049_867_000
@@ -119,6 +120,37 @@ def test_merge_update_after_update_sorts_touched_by_name() -> None:
     merged = merge(a, b)
     assert merged is not None
     assert list(merged.touched) == ["a", "m", "n", "z"]
+
+
+def leased(delta: Delta, deadline: int) -> Delta:
+    """``delta`` with news of the lease (0: removed)."""
+    values = {f.name: getattr(delta, f.name) for f in fields(Delta)}
+    return LeasedDelta(**values, deadline=deadline)
+
+
+def test_merge_keeps_the_earlier_deadline_when_the_later_delta_says_nothing() -> None:
+    merged = merge(leased(update(1, 2, encode(p=1)), T2), update(2, 3, encode(q=2)))
+    assert merged is not None and merged.deadline == T2
+
+
+def test_merge_takes_the_later_news_of_the_lease_removal_included() -> None:
+    first = leased(update(1, 2, encode(p=1)), T1)
+    merged = merge(first, leased(update(2, 2, {}), T2))  # a beat: the news alone
+    assert merged is not None and merged.deadline == T2
+    assert merged.changed == encode(p=1)
+    merged = merge(first, leased(update(2, 3, encode(q=2)), 0))
+    assert merged is not None and merged.deadline == 0
+
+
+def test_merge_of_a_deletion_and_a_recreation_keeps_only_the_recreations_lease() -> None:
+    gone = leased(update(1, 1, {}), T1), deletion(1)
+    held = merge(*gone)
+    assert held is not None and held.deadline is None  # a deletion says none
+    merged = merge(held, update(2, 3, encode(p=1), created=True))
+    assert merged is not None and (merged.created, merged.deadline) == (True, None)
+    merged = merge(held, leased(update(2, 3, encode(p=1), created=True), T2))
+    assert merged is not None and merged.deadline == T2
+    assert merge(leased(update(0, 1, encode(p=1), created=True), T1), deletion(1)) is None
 
 
 def test_merge_update_after_creation_stays_a_creation() -> None:
@@ -249,13 +281,22 @@ def changes(draw: st.DrawFn) -> Change:
     # Mostly one entity, and many deletions: delete, re-create, delete again within
     # one conflated stretch is the case that needs ``replaced``.
     entity_id = draw(st.sampled_from([IDS[0], IDS[0], *IDS]))
+    # Leases set, refreshed, removed or left alone, by updates or by beats that change
+    # nothing else (empty properties).
+    ttl_ms = draw(st.sampled_from([None, None, 0, 5_000]))
     if draw(st.integers(0, 2)) == 0:
         values: dict[str, Any] = {DELETED_PROPERTY: True}
     else:
         values = draw(
-            st.dictionaries(st.sampled_from(PROPS), st.sampled_from(VALUES), min_size=1, max_size=3)
+            st.dictionaries(
+                st.sampled_from(PROPS),
+                st.sampled_from(VALUES),
+                min_size=0 if ttl_ms else 1,
+                max_size=3,
+            )
         )
-    return Change.from_parts(entity_id, {k: canonical(v) for k, v in values.items()})
+    encoded = {k: canonical(v) for k, v in values.items()}
+    return Change.from_parts(entity_id, encoded, ttl_ms=ttl_ms)
 
 
 @dataclass
@@ -263,6 +304,7 @@ class Held:
     version: int
     properties: dict[str, bytes]
     last_updated: int
+    expires_at: int | None
 
 
 @dataclass
@@ -280,19 +322,25 @@ class Replica:
         elif held is None:
             assert delta.created, f"gap: delta for an entity not held: {delta}"
             self.entities[delta.entity_id] = Held(
-                delta.version, dict(delta.changed), delta.last_updated
+                delta.version, dict(delta.changed), delta.last_updated, delta.deadline or None
             )
         else:
             assert delta.base == held.version, f"held {held.version}, got {delta}"
             if delta.created:
                 held.properties = dict(delta.changed)
+                held.expires_at = None  # a re-created entity: only what the delta says
             else:
                 held.properties.update(delta.changed)
+            if delta.deadline is not None:
+                held.expires_at = delta.deadline or None  # 0: removed
             held.version = delta.version
             held.last_updated = delta.last_updated
 
-    def state(self) -> dict[str, tuple[int, dict[str, bytes], int]]:
-        return {i: (h.version, h.properties, h.last_updated) for i, h in self.entities.items()}
+    def state(self) -> dict[str, tuple[int, dict[str, bytes], int, int | None]]:
+        return {
+            i: (h.version, h.properties, h.last_updated, h.expires_at)
+            for i, h in self.entities.items()
+        }
 
 
 def conflate(deltas: list[Delta]) -> list[Delta]:
@@ -348,5 +396,6 @@ def test_client_applying_conflated_deltas_ends_like_client_applying_each(
         one_by_one.apply(delta)
     assert replica.state() == one_by_one.state()
     assert replica.state() == {
-        i: (e.version, e.properties, e.last_updated) for i, e in world.entities.items()
+        i: (e.version, e.properties, e.last_updated, e.expires_at)
+        for i, e in world.entities.items()
     }

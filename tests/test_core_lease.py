@@ -94,6 +94,18 @@ def test_leases_zero_ttl_or_deletion_removes_the_lease() -> None:
     assert leases.deadlines == {}
 
 
+def test_leases_event_news_is_the_new_deadline_a_removal_or_nothing() -> None:
+    leases = Leases()
+    assert leases.after_event("a", 10_000, live=True, now_ms=T0) == T0 + 10_000
+    assert leases.after_event("a", 10_000, live=True, now_ms=T0 + 1) == T0 + 10_001  # a beat
+    assert leases.after_event("a", None, live=True, now_ms=T0 + 2) is None  # left as it is
+    assert leases.after_event("a", 0, live=True, now_ms=T0 + 3) == 0  # removed
+    assert leases.after_event("a", 0, live=True, now_ms=T0 + 4) is None  # none to remove
+    assert leases.after_event("b", 10_000, live=True, now_ms=T0) == T0 + 10_000
+    assert leases.after_event("b", 10_000, live=False, now_ms=T0) is None  # a deletion says it
+    assert leases.deadlines == {}
+
+
 def test_leases_event_that_leaves_no_entity_sets_no_lease() -> None:
     leases = Leases()
     leases.after_event("a", 10_000, live=False, now_ms=T0)

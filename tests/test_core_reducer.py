@@ -20,6 +20,7 @@ from hub.core import (
     OutcomeStatus,
     World,
 )
+from hub.core.model import LeasedDelta
 from hub.wire.jsonutil import canonical
 
 T0 = 1_772_049_867_000
@@ -519,6 +520,65 @@ def test_reducer_reports_duplicate_before_checking_if_version() -> None:
     assert world.apply(update("e", {"a": 1}, dedup_id="ev-1", if_version=0), T1) == Outcome(
         DUPLICATE, 1
     )
+
+
+# ---------------------------------------------------------------- leases
+
+
+def leased(entity_id: str, values: dict[str, Any], ttl_ms: int) -> Change:
+    return Change.from_parts(entity_id, encode(values), source="agent", ttl_ms=ttl_ms)
+
+
+def test_reducer_gives_the_entity_a_deadline_and_its_delta_the_news() -> None:
+    world = World()
+    outcome = world.apply(leased("e", {"a": 1}, 10_000), T0)
+    assert outcome.delta == LeasedDelta(
+        "e", 0, 1, T0, touched=encode({"a": 1}), created=True, source="agent", deadline=T0 + 10_000
+    )
+    assert world.entities["e"] == Entity("e", encode({"a": 1}), 1, T0, T0 + 10_000)
+    beat = world.apply(leased("e", {"a": 1}, 10_000), T1)  # same value: a heartbeat
+    assert beat.delta is not None and (beat.delta.base, beat.delta.version) == (1, 1)
+    assert (beat.delta.changed, beat.delta.deadline) == ({}, T1 + 10_000)
+    assert world.entities["e"].expires_at == T1 + 10_000
+
+
+def test_reducer_event_without_ttl_says_nothing_of_the_lease() -> None:
+    world = world_with(leased("e", {"a": 1}, 10_000))
+    outcome = world.apply(update("e", {"a": 2}), T1)
+    assert outcome.delta is not None and type(outcome.delta) is Delta
+    assert outcome.delta.deadline is None
+    assert world.entities["e"].expires_at == T0 + 10_000
+
+
+def test_reducer_ttl_zero_removes_the_lease_and_says_so_once() -> None:
+    world = world_with(leased("e", {"a": 1}, 10_000))
+    outcome = world.apply(leased("e", {"a": 1}, 0), T1)
+    assert outcome.delta is not None and outcome.delta.deadline == 0
+    assert world.entities["e"].expires_at is None
+    again = world.apply(leased("e", {"a": 1}, 0), T2)  # no lease to remove
+    assert again.delta is not None and again.delta.deadline is None
+
+
+def test_reducer_beat_with_empty_properties_has_a_delta_of_the_news_alone() -> None:
+    world = world_with(update("e", {"a": 1}))
+    outcome = world.apply(leased("e", {}, 5_000), T1)
+    assert outcome == Outcome(
+        APPLIED, 1, LeasedDelta("e", 1, 1, T0, source="agent", deadline=T1 + 5_000)
+    )
+    assert world.entities["e"] == Entity("e", encode({"a": 1}), 1, T0, T1 + 5_000)
+    # Nothing to say: no lease to remove, or no entity to lease.
+    assert world.apply(leased("e", {}, 0), T2).delta is not None  # removes it
+    assert world.apply(leased("e", {}, 0), T2).delta is None
+    assert world.apply(leased("f", {}, 5_000), T2) == Outcome(APPLIED, 0)
+    assert "f" not in world.leases.deadlines
+
+
+def test_reducer_deletion_ends_the_lease_and_a_recreated_entity_has_none() -> None:
+    world = world_with(leased("e", {"a": 1}, 10_000), delete("e"))
+    assert world.leases.deadlines == {}
+    outcome = world.apply(update("e", {"a": 2}), T1)
+    assert outcome.delta is not None and outcome.delta.created
+    assert outcome.delta.deadline is None and world.entities["e"].expires_at is None
 
 
 # ---------------------------------------------------------------- Delta.changed

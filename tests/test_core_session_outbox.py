@@ -172,6 +172,9 @@ def test_a_client_of_a_conflating_connection_ends_with_the_worlds_state(
         return
     for client, merged, _ in box.resume():
         client.apply(merged)
-    expected = {i: (e.version, e.properties, e.last_updated) for i, e in world.entities.items()}
+    expected = {
+        i: (e.version, e.properties, e.last_updated, e.expires_at)
+        for i, e in world.entities.items()
+    }
     for client in clients.values():
         assert client.state() == expected

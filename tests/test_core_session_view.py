@@ -4,7 +4,8 @@ The property: for random event sequences and random filters, a client that folds
 frames the view gives holds exactly the entities the query selects, at every
 position — live from a snapshot, and after resuming from any cursor (the resume
 reads a later snapshot and refreshes the entities touched in between). Conflating
-the view's deltas (as a slow consumer's outbox does) changes nothing either.
+the view's deltas (as a slow consumer's outbox does) changes nothing either. The
+events carry leases too: the client's deadlines are the world's as well.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ PROPS = ["s", "n"]
 VALUES: list[Any] = ["open", "done", 0, 1, 5, None]
 
 
-def change(entity_id: str, **props: Any) -> Change:
-    return Change.from_parts(entity_id, {k: canonical(v) for k, v in props.items()})
+def change(entity_id: str, ttl_ms: int | None = None, **props: Any) -> Change:
+    encoded = {k: canonical(v) for k, v in props.items()}
+    return Change.from_parts(entity_id, encoded, ttl_ms=ttl_ms)
 
 
 def delete(entity_id: str) -> Change:
@@ -51,14 +53,18 @@ def play(changes: list[Change]) -> tuple[list[Delta], list[dict[str, Entity]]]:
     return deltas, states
 
 
+#: What a client holds of an entity: version, properties, lease deadline (or None).
+Held = tuple[int, dict[str, bytes], int | None]
+
+
 class Client:
     """Folds view frames the way docs/protocol.md tells a client to."""
 
     def __init__(self) -> None:
-        self.held: dict[str, tuple[int, dict[str, bytes]]] = {}
+        self.held: dict[str, Held] = {}
 
     def snapshot(self, entity: Entity) -> None:
-        self.held[entity.id] = (entity.version, dict(entity.properties))
+        self.held[entity.id] = (entity.version, dict(entity.properties), entity.expires_at)
 
     def fold(self, delta: Delta, *, resumed: bool = False) -> None:
         if isinstance(delta, ViewDelta) and delta.left:
@@ -69,21 +75,28 @@ class Client:
             held = self.held.pop(delta.entity_id)
             assert held[0] == delta.base
         elif delta.created:
-            # An entry (or a creation): the properties are exactly `set`.
-            self.held[delta.entity_id] = (delta.version, dict(delta.touched))
+            # An entry (or a creation): the properties are exactly `set`, the lease
+            # exactly what it says (none when it says nothing).
+            self.held[delta.entity_id] = (
+                delta.version,
+                dict(delta.touched),
+                delta.deadline or None,
+            )
         else:
-            version, properties = self.held[delta.entity_id]
+            version, properties, expires = self.held[delta.entity_id]
             assert version == delta.base, delta
-            self.held[delta.entity_id] = (delta.version, {**properties, **delta.changed})
+            if delta.deadline is not None:
+                expires = delta.deadline or None  # 0: the lease was removed
+            self.held[delta.entity_id] = (delta.version, {**properties, **delta.changed}, expires)
 
-    def view(self) -> dict[str, tuple[int, dict[str, bytes]]]:
+    def view(self) -> dict[str, Held]:
         return self.held
 
 
-def expected(where: Any, entities: dict[str, Entity]) -> dict[str, tuple[int, dict[str, bytes]]]:
+def expected(where: Any, entities: dict[str, Entity]) -> dict[str, Held]:
     parsed = parse_where(where)
     return {
-        i: (e.version, e.properties)
+        i: (e.version, e.properties, e.expires_at)
         for i, e in entities.items()
         if parsed.matches({k: loads(v) for k, v in e.properties.items()})
     }
@@ -185,8 +198,12 @@ def changes(draw: st.DrawFn) -> Change:
     entity_id = draw(st.sampled_from(IDS))
     if draw(st.integers(0, 5)) == 0:
         return delete(entity_id)
-    props = draw(st.dictionaries(st.sampled_from(PROPS), st.sampled_from(VALUES), min_size=1))
-    return change(entity_id, **props)
+    # A lease set, refreshed, removed or left alone; and beats that change nothing
+    # else (empty properties).
+    ttl_ms = draw(st.sampled_from([None, None, 0, 10_000]))
+    least = 0 if ttl_ms else 1
+    props = draw(st.dictionaries(st.sampled_from(PROPS), st.sampled_from(VALUES), min_size=least))
+    return change(entity_id, ttl_ms, **props)
 
 
 CONDITIONS = st.one_of(
@@ -226,7 +243,7 @@ def test_client_view_equals_the_query_at_every_position(
     cursor = start + min(resume, len(deltas) - start)
     snap = cursor + min(lag, len(deltas) - cursor)
     resumed = Client()
-    resumed.held = {k: (v, dict(p)) for k, (v, p) in expected(where, states[cursor]).items()}
+    resumed.held = {k: (v, dict(p), x) for k, (v, p, x) in expected(where, states[cursor]).items()}
     fresh = subscribe_silently(where, states[snap])
     last: dict[str, Delta] = {}
     for delta in deltas[cursor:snap]:

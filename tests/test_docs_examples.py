@@ -126,6 +126,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_presence.py",
         "runs both lines: the lease, then the heartbeat until Ctrl-C deletes the entity",
     ),
+    ("docs/presence.md", "curl -s localhost:3000/api/state/entities/crew%2Fagent-7"): (
+        "tests/test_presence.py",
+        "runs it after a beat and matches what it prints with the comment: expiresAt is the lease's",
+    ),
     ("docs/presence.md", "import asyncio"): (
         "tests/test_presence.py",
         "runs the agent (to its end: entity deleted) and the observer (a death, a departure)",
@@ -567,6 +571,14 @@ async def _real_server_frames(ws_url: str, base_url: str) -> dict[str, list[dict
         keep(entry)
         await client.publish(event("crew/task-9", load=7))
         keep(await client.recv_type("left"))
+        # A lease: an entity that shows its deadline, and a beat that moves it.
+        await client.publish({**event("crew/agent-7", status="online"), "ttl": 10})
+        listed = {"type": "list", "ref": 5, "prefix": "crew/agent-"}
+        keep(await client.request(listed, "entities"))
+        await client.publish({**event("crew/agent-7", status="online"), "ttl": 10})
+        while (beat := await client.recv_type("delta"))["set"] or beat["id"] != "crew/agent-7":
+            pass
+        keep(beat)
     finally:
         await client.close()
     return frames

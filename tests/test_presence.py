@@ -18,10 +18,11 @@ from flux_client import FluxClient, Heartbeat, PublishError, SyncFluxClient
 from hub.app import Hub
 from hub.cli import main
 from hub.config import Settings
+from hub.core import format_ms
 from hub.store.expiry import LeaseTable
 
 from .conftest import make_settings, timeout
-from .doc_blocks import addressed, doc_blocks
+from .doc_blocks import addressed, doc_blocks, like
 from .processes import process_group, tools_env
 
 DOC = "docs/presence.md"
@@ -82,13 +83,20 @@ async def test_sdk_heartbeat_keeps_an_entity_past_its_ttl_then_deletes_it(
             assert await _exists(http, "crew/agent-1") is not None
             assert beat.beats >= 5
         assert await _exists(http, "crew/agent-1") is None
-        kinds = []
+        seen = []
         async for update in updates:
-            kinds.append((update.kind, update.reason))
+            seen.append(update)
             if update.kind == "deleted":
                 break
-    # Created once; the beats changed nothing; the end was a departure, not a death.
-    assert kinds == [("delta", ""), ("deleted", "")]
+    # Created once; the beats changed nothing but the deadline, each later than the
+    # last; the end was a departure, not a death.
+    created, *beats, end = seen
+    assert (created.kind, created.created, created.changes) == ("delta", True, {"status": "online"})
+    assert len(beats) >= 4
+    assert all((b.kind, b.changes, b.lease_news) == ("delta", {}, True) for b in beats)
+    deadlines = [u.expires_at or "" for u in (created, *beats)]
+    assert deadlines == sorted(deadlines) and len(set(deadlines)) == len(deadlines)
+    assert (end.kind, end.reason) == ("deleted", "")
 
 
 async def test_sdk_heartbeat_left_to_expire_reports_the_reason(
@@ -201,6 +209,24 @@ async def test_presence_doc_curl_beat(hub: Hub, base_url: str) -> None:
     out, _ = await process.communicate()
     assert process.returncode == 0 and '"eventId"' in out.decode()
     assert 8 < await _lease_left(hub, "crew/agent-7") <= 10
+
+
+async def test_presence_doc_curl_read_shows_when_the_lease_ends(
+    hub: Hub, base_url: str, http: httpx.AsyncClient
+) -> None:
+    block = _block("curl -s localhost:3000/api/state/entities/crew%2Fagent-7")
+    command, shown = block.splitlines()
+    beat = addressed(_block("curl -s localhost:3000/api/events"), base_url)
+    for script in (beat, addressed(command, base_url)):
+        process = await asyncio.create_subprocess_exec(
+            "bash", "-c", script, env=_env(base_url), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        assert process.returncode == 0
+    printed = out.decode().strip()
+    assert like(shown.removeprefix("# "), printed), printed
+    deadline = await LeaseTable(hub.store).deadline("crew/agent-7")
+    assert deadline is not None and json.loads(printed)["expiresAt"] == format_ms(deadline)
 
 
 async def test_presence_doc_flux_commands(hub: Hub, base_url: str, http: httpx.AsyncClient) -> None:

@@ -2,10 +2,12 @@
 
 Hypothesis generates random event sequences — updates over a small alphabet of ids,
 properties and values (so that values repeat and collide), deletes, re-creations,
-``null``, nested values, log-only events, repeated ``eventId``s and ``if_version``
-conditions — cut into batches the way the ingest coalesces them. Both reducers apply
-them; every per-event outcome, every delta and the final state must be identical,
-versions included.
+``null``, nested values, log-only events, repeated ``eventId``s, ``if_version``
+conditions and leases (``ttl`` absent, 0 or positive) — cut into batches the way the
+ingest coalesces them. Both reducers apply them; every per-event outcome, every delta
+and the final state must be identical, versions included. Leases run on Redis's
+clock in Redis and on the given time in the pure reducer, so of a deadline they must
+agree on the news: none, removed (0) or set, and on which entities hold one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.config import LogSettings
-from hub.core import Change, Delta, OutcomeStatus, World
+from hub.core import Change, Delta, Entity, OutcomeStatus, World
 from hub.store import Keys, Store
 from hub.wire.jsonutil import canonical, dumps
 
@@ -46,7 +48,7 @@ def _item(change: Change) -> Item:
 properties = st.dictionaries(st.sampled_from(PROPS), st.sampled_from(VALUES), max_size=3)
 
 change_strategy = st.builds(
-    lambda kind, entity_id, props, dedup_id, if_version: Change.from_parts(
+    lambda kind, entity_id, props, dedup_id, if_version, ttl_ms: Change.from_parts(
         None if kind == "no-entity" else entity_id,
         (
             None
@@ -60,12 +62,14 @@ change_strategy = st.builds(
         dedup_id=dedup_id,
         if_version=if_version,
         source="src",
+        ttl_ms=ttl_ms,
     ),
     st.sampled_from(["update"] * 6 + ["delete"] * 2 + ["no-entity", "no-props", "not-a-delete"]),
     st.sampled_from(IDS),
     properties,
     st.none() | st.none() | st.sampled_from(EVENT_IDS),
     st.none() | st.none() | st.none() | st.integers(min_value=0, max_value=3),
+    st.none() | st.none() | st.sampled_from([0, 60_000]),
 )
 
 batches = st.lists(st.lists(change_strategy, min_size=1, max_size=5), min_size=1, max_size=12)
@@ -88,7 +92,17 @@ def _delta_key(d: Delta) -> tuple[Any, ...]:
         d.unchanged,
         d.deleted,
         d.created,
+        _news(d.deadline),
     )
+
+
+def _news(deadline: int | None) -> str:
+    """What a deadline says, whatever the clock it was taken on."""
+    return "none" if deadline is None else "removed" if deadline == 0 else "set"
+
+
+def _entity_key(e: Entity | None) -> Any:
+    return None if e is None else replace(e, expires_at=e.expires_at is not None)
 
 
 def _per_entity_event_ids(plan: list[list[Change]]) -> list[list[Change]]:
@@ -139,7 +153,7 @@ async def _fold(redis_url: str, partitions: int, plan: list[list[Change]]) -> No
             if mine_entity is None:
                 assert stored is None, entity_id
             else:
-                assert stored == mine_entity, entity_id
+                assert _entity_key(stored) == _entity_key(mine_entity), entity_id
         assert sorted(await store.list_ids("", 100)) == sorted(world.entities)
 
 

@@ -8,6 +8,7 @@ clients' own decoders (``json``, ``msgpack``) and compare every field, in order.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
 import msgpack
@@ -15,7 +16,7 @@ import orjson
 import pytest
 
 from hub.core.cursor import Position
-from hub.core.model import Delta, Entity
+from hub.core.model import Delta, Entity, LeasedDelta
 from hub.wire.codec import JSON, MSGPACK, Codec
 from hub.wire.jsonutil import canonical
 from hub.wire.native import DeltaEncoder, SubPrefix, delta_frame, entity_value
@@ -263,6 +264,71 @@ def test_delta_encoder_skips_delta_touching_nothing_in_projection_even_with_touc
     assert DeltaEncoder(UPDATE, AT).body(codec, frozenset({"zz"}), touches=True) is None
 
 
+# ---------------------------------------------------------------- leases
+
+T_LATER = T + 30_000
+T_LATER_TEXT = "2026-02-25T20:04:57.638Z"
+
+
+def with_deadline(delta: Delta, deadline: int) -> Delta:
+    values = {f.name: getattr(delta, f.name) for f in fields(Delta)}
+    return LeasedDelta(**values, deadline=deadline)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_delta_frame_carries_the_new_deadline_after_the_time(codec: Codec) -> None:
+    frame = frame_of(codec, with_deadline(UPDATE, T_LATER))
+    assert frame is not None
+    assert list(frame)[-3:] == ["lastUpdated", "expiresAt", "position"]
+    assert frame["expiresAt"] == T_LATER_TEXT
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_delta_frame_says_null_when_the_lease_was_removed(codec: Codec) -> None:
+    frame = frame_of(codec, with_deadline(UPDATE, 0))
+    assert frame is not None
+    assert "expiresAt" in frame and frame["expiresAt"] is None
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_delta_frame_without_news_of_the_lease_has_no_expires_at(codec: Codec) -> None:
+    for delta in (UPDATE, CREATED, with_deadline(CREATED, 0)):
+        frame = frame_of(codec, delta)
+        assert frame is not None and "expiresAt" not in frame
+    frame = frame_of(codec, with_deadline(CREATED, T_LATER))
+    assert frame is not None and frame["expiresAt"] == T_LATER_TEXT
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_delta_frame_sends_a_beat_to_every_projection_with_the_news_alone(codec: Codec) -> None:
+    # A heartbeat changes no value: it goes out anyway, for its deadline.
+    beat = with_deadline(TOUCH, T_LATER)
+    for properties in (None, frozenset({"zz"})):
+        assert_frame(
+            frame_of(codec, beat, properties=properties),
+            {
+                "sub": "s1",
+                "type": "delta",
+                "id": "e/1",
+                "base": 5,
+                "version": 5,
+                "set": {},
+                "lastUpdated": T_TEXT,
+                "expiresAt": T_LATER_TEXT,
+                "position": "2:1700-3",
+            },
+        )
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_entity_value_carries_expires_at_only_for_a_leased_entity(codec: Codec) -> None:
+    assert "expiresAt" not in entity_value(ENTITY, codec)
+    leased = Entity(ENTITY.id, ENTITY.properties, 3, T, T_LATER)
+    value = decode(codec, codec.encode(entity_value(leased, codec)))
+    assert list(value) == ["id", "properties", "version", "lastUpdated", "expiresAt"]
+    assert value["expiresAt"] == T_LATER_TEXT
+
+
 # ---------------------------------------------------------------- conflated
 
 
@@ -278,9 +344,9 @@ def test_delta_frame_marks_conflated_delta_last(codec: Codec) -> None:
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_delta_frame_has_at_most_eleven_entries(codec: Codec) -> None:
+def test_delta_frame_has_at_most_twelve_entries(codec: Codec) -> None:
     # Every optional field at once: the MessagePack header is always a fixmap.
-    frame = frame_of(codec, CREATED, touches=True, conflated=True)
+    frame = frame_of(codec, with_deadline(CREATED, T_LATER), touches=True, conflated=True)
     assert frame is not None
     assert list(frame) == [
         "sub",
@@ -292,6 +358,7 @@ def test_delta_frame_has_at_most_eleven_entries(codec: Codec) -> None:
         "set",
         "touched",
         "lastUpdated",
+        "expiresAt",
         "position",
         "conflated",
     ]

@@ -52,13 +52,18 @@ def may_read(scope: str, entity_id: str) -> None:
 
 
 def encode_entity(entity: Entity) -> bytes:
-    """An entity as Flux shows it, plus its ``version``; values are already JSON."""
+    """An entity as Flux shows it, plus its ``version``, and ``expiresAt`` when it
+    holds a lease (absent otherwise: what Flux clients saw); values are already JSON."""
     props = b",".join(dumps(name) + b":" + value for name, value in entity.properties.items())
-    return b'{"id":%b,"properties":{%b},"lastUpdated":"%b","version":%d}' % (
+    lease = b""
+    if entity.expires_at is not None:
+        lease = b',"expiresAt":"%b"' % format_ms(entity.expires_at).encode()
+    return b'{"id":%b,"properties":{%b},"lastUpdated":"%b","version":%d%b}' % (
         dumps(entity.id),
         props,
         format_ms(entity.last_updated).encode(),
         entity.version,
+        lease,
     )
 
 

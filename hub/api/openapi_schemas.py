@@ -184,6 +184,12 @@ CORE_SCHEMAS: dict[str, JsonObject] = {
                 "minimum": 1,
                 "description": "Counts the events applied to the entity (a hub extension).",
             },
+            "expiresAt": {
+                **_TIME,
+                "description": "When the entity's lease runs out unless an event with a "
+                "`ttl` renews it; present only while it holds one (a hub extension). "
+                "RFC 3339, UTC, milliseconds.",
+            },
         },
     },
     "Deleted": {

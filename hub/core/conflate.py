@@ -13,14 +13,16 @@ a removal):
 - a deletion after anything: a deletion from ``a.base`` — or nothing at all if ``a``
   created the entity from nothing (the client never held it);
 - an update after a deletion: a re-creation (``created`` and ``replaced``: the client
-  held the entity at ``base``), whose properties replace what the client held.
+  held the entity at ``base``), whose properties replace what the client held;
+- the lease (``deadline``): ``b``'s news if it has any, else ``a``'s (after a
+  deletion, only ``b``'s: a re-created entity has no lease until an event gives one).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .model import Delta
+from .model import Delta, LeasedDelta
 
 __all__ = ["merge"]
 
@@ -56,16 +58,32 @@ def merge(a: Delta, b: Delta) -> Delta | None:
         unchanged = frozenset(k for k in touched if k not in changed)
     else:
         unchanged = frozenset()
-    return Delta(
-        entity_id=b.entity_id,
-        base=a.base,
-        version=b.version,
-        last_updated=b.last_updated,
-        touched=touched,
-        unchanged=unchanged,
+    deadline = a.deadline if b.deadline is None else b.deadline
+    if deadline is None:
+        return Delta(
+            b.entity_id,
+            a.base,
+            b.version,
+            b.last_updated,
+            touched,
+            unchanged,
+            created=a.created,
+            replaced=a.replaced,
+            source=b.source,
+            position=b.position,
+            seq=b.seq,
+        )
+    return LeasedDelta(
+        b.entity_id,
+        a.base,
+        b.version,
+        b.last_updated,
+        touched,
+        unchanged,
         created=a.created,
         replaced=a.replaced,
         source=b.source,
         position=b.position,
         seq=b.seq,
+        deadline=deadline,
     )

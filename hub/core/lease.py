@@ -12,6 +12,12 @@ lease table that ``hub/store/reduce.lua`` (setting leases) and ``hub/store/expir
 - an event without ``ttl`` (or with ``null``) leaves the lease as it is;
 - deleting the entity removes its lease (a re-created entity has none until an event
   gives it one);
+- what an applied event changed of a lease is news, told with its delta (its
+  ``deadline``, :class:`~hub.core.model.Delta`): the new deadline, or 0 when a lease
+  was removed; nothing when the lease is as it was (no ``ttl``, or ``ttl: 0`` on an
+  entity without one), nor for a deletion (which says it itself). An event that
+  changes nothing else but the lease (empty properties on a live entity) still has a
+  delta, to carry that news: readers of the log see every deadline move;
 - a sweep deletes the entities whose deadline is at or before *now*, oldest deadline
   first (ties by id), at most ``limit`` per sweep: the rest wait for the next sweep.
 
@@ -84,7 +90,9 @@ class Leases:
         self.deadlines: dict[str, int] = {}
         """Leased entities and their deadlines."""
 
-    def after_event(self, entity_id: str, ttl_ms: int | None, live: bool, now_ms: int) -> None:
+    def after_event(
+        self, entity_id: str, ttl_ms: int | None, live: bool, now_ms: int
+    ) -> int | None:
         """Record an applied event of ``entity_id``.
 
         Args:
@@ -92,11 +100,21 @@ class Leases:
             ttl_ms: the event's ttl (:func:`parse_ttl`).
             live: whether the entity exists after the event.
             now_ms: when the event was applied.
+
+        Returns:
+            The news its delta carries (``Delta.deadline``): None when the lease is
+            as it was (or the entity is gone), 0 when it was removed, else the new
+            deadline.
         """
-        if not live or ttl_ms == 0:
+        if not live:
             self.deadlines.pop(entity_id, None)
-        elif ttl_ms is not None:
-            self.deadlines[entity_id] = deadline_ms(now_ms, ttl_ms)
+            return None
+        if ttl_ms == 0:
+            return 0 if self.deadlines.pop(entity_id, None) is not None else None
+        if ttl_ms is None:
+            return None
+        deadline = self.deadlines[entity_id] = deadline_ms(now_ms, ttl_ms)
+        return deadline
 
     def due(self, now_ms: int, limit: int) -> list[str]:
         """The entities a sweep at ``now_ms`` deletes: deadline at or before it, the

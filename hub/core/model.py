@@ -22,6 +22,7 @@ __all__ = [
     "Entity",
     "ExpiredDelta",
     "LeasedChange",
+    "LeasedDelta",
     "Outcome",
     "OutcomeStatus",
 ]
@@ -120,6 +121,9 @@ class Entity:
     version: int
     #: Milliseconds since the epoch of the last applied event.
     last_updated: int
+    #: When its lease runs out (ms since the epoch, Redis's clock; hub/core/lease.py),
+    #: or None: it has no lease.
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,11 @@ class Delta:
     #: :class:`ExpiredDelta`. A class attribute, not a field: every other delta would
     #: pay for setting it (decoding deltas is the fan-out's hot path).
     reason: ClassVar[str] = ""
+    #: What the delta says of the entity's lease (hub/core/lease.py): None, nothing —
+    #: the lease is as it was, and on a ``created`` delta, there is none; 0, it was
+    #: removed; else the new deadline (ms, Redis's clock). Set on a
+    #: :class:`LeasedDelta` only, for the same reason as ``reason``.
+    deadline: ClassVar[int | None] = None
 
     @property
     def changed(self) -> dict[str, bytes]:
@@ -170,6 +179,13 @@ class ExpiredDelta(Delta):
     (hub/core/lease.py); ``deleted`` is True."""
 
     reason: ClassVar[str] = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedDelta(Delta):
+    """A :class:`Delta` of an event that set or removed the entity's lease."""
+
+    deadline: int | None = None  # type: ignore[misc]
 
 
 class OutcomeStatus(Enum):

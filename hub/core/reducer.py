@@ -14,12 +14,20 @@ Rules:
   rising across delete and re-creation (a deleted entity leaves its version behind,
   so per-entity versions never repeat);
 - ``last_updated`` moves on every applied update, changed or not;
-- a repeated client ``eventId`` is a duplicate: acknowledged, not applied.
+- a repeated client ``eventId`` is a duplicate: acknowledged, not applied;
+- leases (hub/core/lease.py): an applied event's ``ttl`` sets or removes the entity's
+  deadline (*now + ttl*), and the delta carries the news (``Delta.deadline``); an
+  event that changes nothing but the lease of a live entity (empty properties) has a
+  delta of its own for it (``base == version``, nothing touched). The store runs
+  leases on Redis's clock: its deadlines are the same news at another time.
 """
 
 from __future__ import annotations
 
-from .model import Change, ChangeKind, Delta, Entity, Outcome, OutcomeStatus
+from dataclasses import fields
+
+from .lease import Leases
+from .model import Change, ChangeKind, Delta, Entity, LeasedDelta, Outcome, OutcomeStatus
 
 __all__ = ["World"]
 
@@ -42,6 +50,8 @@ class World:
         """Version left behind by each deleted entity (so versions never repeat)."""
         self.seen: dict[str, int] = {}
         """Client event ids already applied, with the version they produced."""
+        self.leases = Leases()
+        """The deadlines of the leased entities."""
 
     def version_of(self, entity_id: str) -> int:
         """Return the current version of an entity: 0 if it does not exist."""
@@ -76,10 +86,29 @@ class World:
         else:
             version = self.version_of(entity_id) if entity_id is not None else 0
             outcome = Outcome(OutcomeStatus.APPLIED, version)
+        if entity_id is not None:
+            outcome = self._lease(entity_id, change, outcome, now_ms)
 
         if change.dedup_id is not None:
             self.seen[change.dedup_id] = outcome.version
         return outcome
+
+    def _lease(self, entity_id: str, change: Change, outcome: Outcome, now_ms: int) -> Outcome:
+        """The lease rules after an applied event: its delta carries their news."""
+        entity = self.entities.get(entity_id)
+        news = self.leases.after_event(entity_id, change.ttl_ms, entity is not None, now_ms)
+        if entity is not None:
+            entity.expires_at = self.leases.deadlines.get(entity_id)
+        if news is None:
+            return outcome
+        delta = outcome.delta
+        if delta is None:  # (empty properties: the news alone)
+            assert entity is not None  # Invariant: news comes only for a live entity.
+            delta = Delta(
+                entity_id, entity.version, entity.version, entity.last_updated, source=change.source
+            )
+        values = {f.name: getattr(delta, f.name) for f in fields(Delta)}
+        return Outcome(outcome.status, outcome.version, LeasedDelta(**values, deadline=news))
 
     def _update(self, entity_id: str, change: Change, now_ms: int) -> Outcome:
         entity = self.entities.get(entity_id)

@@ -241,6 +241,9 @@ class ViewDelta(Delta):
     #: The entity stops matching (``deleted`` is set, so merges treat it as a
     #: removal; wire: a ``left`` frame).
     left: bool = False
+    #: An entry's lease: the entity's deadline (None: it has none), as on a
+    #: :class:`~hub.core.model.LeasedDelta`; or what the delta it stands for said.
+    deadline: int | None = None  # type: ignore[misc]
 
 
 def _depth(value: Any, path: str, level: int = 0) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..core.model import Delta, Entity, ExpiredDelta
+from ..core.model import Delta, Entity, ExpiredDelta, LeasedDelta
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -16,17 +16,28 @@ __all__ = ["decode_delta", "decode_delta_fields", "decode_entity", "decode_snaps
 
 # Delta-log fields (see keys.py).
 _ID, _BASE, _VERSION, _TIME, _SOURCE = b"i", b"b", b"v", b"t", b"s"
-_DELETED, _CREATED, SEQ, _REASON = b"d", b"c", b"n", b"r"
+_DELETED, _CREATED, SEQ, _REASON, _DEADLINE = b"d", b"c", b"n", b"r", b"x"
+#: Not a field of the entity hash: snapshot.lua adds it to a reply, with the deadline
+#: of the entity's lease (read in the same call, so of the same incarnation).
+_EXPIRES = b"#x"
 _CHANGED, _SAME = ord("="), ord("~")
 
 
 def decode_entity(entity_id: str, fields: Mapping[bytes, bytes]) -> Entity | None:
-    """An entity from its hash, or None when it is deleted or was never written."""
+    """An entity from its hash (with ``#x``, its lease's deadline, when snapshot.lua
+    read one), or None when it is deleted or was never written."""
     version = fields.get(b"#v")
     if version is None or b"#d" in fields:
         return None
     properties = {k[1:].decode(): v for k, v in sorted(fields.items()) if k[:1] == b"."}
-    return Entity(entity_id, properties, int(version), int(fields.get(b"#t", b"0")))
+    deadline = fields.get(_EXPIRES)
+    return Entity(
+        entity_id,
+        properties,
+        int(version),
+        int(fields.get(b"#t", b"0")),
+        None if deadline is None else int(deadline),
+    )
 
 
 def decode_snapshot(reply: list[Any]) -> tuple[list[Entity], str | None]:
@@ -67,6 +78,21 @@ def decode_delta_fields(position: bytes, fields: Mapping[bytes, bytes]) -> Delta
             touched[key] = value
             same.append(key)
     deleted = _DELETED in fields
+    if _DEADLINE in fields:
+        # The event set or removed a lease (keys.py): the only deltas that say so.
+        return LeasedDelta(
+            fields[_ID].decode(),
+            int(fields[_BASE]),
+            int(fields[_VERSION]),
+            int(fields[_TIME]),
+            touched=touched,
+            unchanged=frozenset(same),
+            created=_CREATED in fields,
+            source=fields.get(_SOURCE, b"").decode(),
+            position=position.decode(),
+            seq=int(fields.get(SEQ, b"0")),
+            deadline=int(fields[_DEADLINE]),
+        )
     # Only a lease's expiry names a reason (keys.py): a subclass, so that every other
     # delta is built as before.
     return (ExpiredDelta if deleted and _REASON in fields else Delta)(

@@ -37,7 +37,10 @@ lastUpdated (ms), ``s`` source, ``n`` sequence number (1, 2, 3 ... per partition
 jump tells a reader that trimming overtook it); then ``d`` = ``1`` for a deletion (with
 ``r`` = ``expired`` when a lease ran out), or for an update
 ``c`` = ``1`` if it created the entity, and for each property the event carried
-``=<name>`` (value changed) or ``~<name>`` (same value) -> JSON value.
+``=<name>`` (value changed) or ``~<name>`` (same value) -> JSON value; and ``x``
+when the event set or removed the entity's lease: its new deadline (ms, Redis's
+clock), or ``0`` (removed). An event that changes nothing but a live entity's lease
+(empty properties and a ``ttl``) has a delta of ``i b v t s n x`` alone.
 """
 
 from __future__ import annotations

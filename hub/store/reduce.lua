@@ -15,6 +15,8 @@
 --       (sorted by name).
 -- Returns a flat array, four items per event: status ('ok', 'dup', 'conflict'),
 --       version, delta-log id or '', event-log id or ''.
+-- A delta of an event with a ttl carries the news of the lease in field 'x'
+-- (hub/core/lease.py): the new deadline (ms, Redis's clock), or 0: removed.
 
 -- XADD '*' is not deterministic: replicate effects, not the script (a no-op on 7+).
 redis.replicate_commands()
@@ -41,17 +43,23 @@ local function live_version(ekey)
 end
 
 -- Leases (hub/core/lease.py) run on Redis's clock, the one every hub's sweep reads.
+-- Sets or removes the lease of a live entity; returns the news its delta carries
+-- (field 'x'): the new deadline, 0 when a lease was removed, nil when nothing changed.
 local redis_now = nil
-local function set_lease(ekey, id, ttl)
+local function set_lease(id, ttl)
   if ttl == '0' then
-    redis.call('ZREM', KEYS[6], id)
-  elseif live_version(ekey) > 0 then
-    if not redis_now then
-      local t = redis.call('TIME')
-      redis_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if redis.call('ZREM', KEYS[6], id) == 1 then
+      return 0
     end
-    redis.call('ZADD', KEYS[6], redis_now + tonumber(ttl), id)
+    return nil
   end
+  if not redis_now then
+    local t = redis.call('TIME')
+    redis_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local deadline = redis_now + tonumber(ttl)
+  redis.call('ZADD', KEYS[6], deadline, id)
+  return deadline
 end
 
 local out = {}
@@ -165,6 +173,13 @@ for _ = 1, n do
       sets[#sets + 1] = '#t'
       sets[#sets + 1] = now
       redis.call('HSET', ekey, unpack(sets))
+      if ttl ~= '' then
+        local news = set_lease(id, ttl)
+        if news then
+          delta[#delta + 1] = 'x'
+          delta[#delta + 1] = news
+        end
+      end
       dpos = xadd(KEYS[2], delta)
     elseif kind == 'D' then
       local base = live_version(ekey)
@@ -184,10 +199,16 @@ for _ = 1, n do
       -- Deleting what does not exist is a silent no-op (Flux); version stays 0.
     elseif id ~= '' then
       version = live_version(ekey)
-    end
-
-    if ttl ~= '' and id ~= '' and kind ~= 'D' then
-      set_lease(ekey, id, ttl)
+      -- Empty properties change nothing but the lease of a live entity: a delta
+      -- carries that news alone (lastUpdated stays).
+      if ttl ~= '' and version > 0 then
+        local news = set_lease(id, ttl)
+        if news then
+          seq = seq + 1
+          dpos = xadd(KEYS[2], {'i', id, 'b', version, 'v', version,
+            't', redis.call('HGET', ekey, '#t'), 's', source, 'n', seq, 'x', news})
+        end
+      end
     end
 
     if dedup ~= '' then

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -33,8 +33,9 @@ from .cluster import (
     tail_connection,
 )
 from .connection import REDIS_FAILURES, make_client, redact, version_tuple
-from .decode import SEQ, decode_delta_fields, decode_entity, decode_snapshot
+from .decode import SEQ, decode_delta_fields
 from .ordered import ScriptChannel
+from .snapshots import SNAPSHOT_SOURCE, EntityReader
 from .tails import TAIL_NAME, Tails
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ logger = logging.getLogger("hub.store")
 MIN_REDIS_VERSION = (6, 2, 0)
 
 _REDUCE_SOURCE = resources.files(__package__).joinpath("reduce.lua").read_text()
-_SNAPSHOT_SOURCE = resources.files(__package__).joinpath("snapshot.lua").read_text()
 #: Take a free lease on a singleton task, or renew one we hold.
 _LEASE = resources.files(__package__).joinpath("lease.lua").read_text()
 
@@ -97,7 +97,8 @@ class Store:
         #: The delta-log reads (XREAD BLOCK), on connections of their own.
         self._tails = Tails(keys, self._dedicated_connection, self._tail_failed)
         self._sha = ""
-        self._snapshot_sha = ""
+        #: Entity reads (snapshot.lua), once connected.
+        self._reader: EntityReader | None = None
         self._lease = self._client.register_script(_LEASE)
         # The reduce script's calls: pipelined on a connection of their own.
         self._channel: ScriptChannel | ClusterChannels | None = None
@@ -146,9 +147,10 @@ class Store:
                 check_spread(self._cluster, self.keys)
                 self._lease = self._client.register_script(_LEASE)
             self._sha = await self._client.script_load(_REDUCE_SOURCE)
-            self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
+            snapshot_sha = await self._client.script_load(SNAPSHOT_SOURCE)
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from exc
+        self._reader = EntityReader(self._client, self.keys, snapshot_sha)
         # No socket timeout on writes (redis-py would start a task per write for it);
         # replies have the channel's own.
         script = (_REDUCE_SOURCE, self._sha, self.reply_timeout)
@@ -230,16 +232,15 @@ class Store:
 
     # ------------------------------------------------------------------ reads
 
+    @property
+    def _reads(self) -> EntityReader:
+        assert self._reader is not None, "Store.connect() first"
+        return self._reader
+
     async def get(self, entity_id: str) -> Entity | None:
-        """The current state of one entity, or None."""
-        p = self.keys.partition_of(entity_id)
-        try:
-            fields = cast(
-                "dict[bytes, bytes]", await self._client.hgetall(self.keys.entity(p, entity_id))
-            )
-        except REDIS_FAILURES as exc:
-            raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
-        return decode_entity(entity_id, fields)
+        """The current state of one entity (with its lease's deadline), or None."""
+        found = await self._reads.get_many([entity_id])
+        return found[0] if found else None
 
     async def list_ids(self, prefix: str, limit: int, after: str | None = None) -> list[str]:
         """Entity ids starting with ``prefix``, in byte order, after ``after``."""
@@ -270,18 +271,9 @@ class Store:
         return sum(int(c) for c in counts)
 
     async def get_many(self, entity_ids: Sequence[str]) -> list[Entity]:
-        """The live entities among ``entity_ids``, in the order given."""
-        if not entity_ids:
-            return []
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for entity_id in entity_ids:
-                    pipe.hgetall(self.keys.entity(self.keys.partition_of(entity_id), entity_id))
-                replies = await pipe.execute()
-        except REDIS_FAILURES as exc:
-            raise LogUnavailable(f"Redis failed while reading: {exc}") from exc
-        entities = (decode_entity(i, f) for i, f in zip(entity_ids, replies, strict=True))
-        return [e for e in entities if e is not None]
+        """The live entities among ``entity_ids`` (with their leases' deadlines, read
+        atomically with each state), in the order given; one round trip."""
+        return await self._reads.get_many(entity_ids)
 
     async def history(self, entity_id: str, since_ms: int, limit: int) -> list[bytes]:
         """The newest ``limit`` stored events of an entity, newest first.
@@ -333,35 +325,14 @@ class Store:
         self, p: int, prefix: str, after: str | None, limit: int
     ) -> SnapshotPage:
         """One snapshot page of partition ``p``: live entities whose id starts with
-        ``prefix``, after ``after``, read atomically with the delta-log head; its
-        ``last`` is None when the range is exhausted."""
-        low = "[" + prefix if after is None or after < prefix else "(" + after
-        high = b"[" + prefix.encode() + b"\xff"
-        keys = [self.keys.ids(p), self.keys.delta_log(p)]
-        args: list[Any] = [self.keys.entity(p, ""), "range", low, high, limit]
-        reply = await self._snapshot_call(keys, args)
-        head, count = reply[0].decode(), int(reply[1])
-        entities, last = decode_snapshot(reply)
-        return SnapshotPage(entities, head, last if count >= limit else None)
+        ``prefix``, after ``after``, read atomically with the delta-log head (and
+        their leases' deadlines); its ``last`` is None when the range is exhausted."""
+        return await self._reads.page_range(p, prefix, after, limit)
 
     async def snapshot_ids(self, p: int, entity_ids: Sequence[str]) -> SnapshotPage:
         """The live entities among ``entity_ids`` (all of partition ``p``), read
-        atomically with the delta-log head."""
-        keys = [self.keys.ids(p), self.keys.delta_log(p)]
-        reply = await self._snapshot_call(keys, [self.keys.entity(p, ""), "ids", *entity_ids])
-        entities, _ = decode_snapshot(reply)
-        return SnapshotPage(entities, reply[0].decode())
-
-    async def _snapshot_call(self, keys: list[str], args: list[Any]) -> list[Any]:
-        try:
-            try:
-                reply = await self._client.evalsha(self._snapshot_sha, len(keys), *keys, *args)
-            except redis_errors.NoScriptError:
-                self._snapshot_sha = await self._client.script_load(_SNAPSHOT_SOURCE)
-                reply = await self._client.evalsha(self._snapshot_sha, len(keys), *keys, *args)
-        except REDIS_FAILURES as exc:
-            raise LogUnavailable(f"Redis failed while reading a snapshot: {exc}") from exc
-        return list(cast("list[Any]", reply))
+        atomically with the delta-log head (and their leases' deadlines)."""
+        return await self._reads.page_ids(p, entity_ids)
 
     async def read_range(self, p: int, after: str, count: int) -> list[Delta]:
         """Up to ``count`` deltas of partition ``p`` after position ``after`` (catch-up)."""

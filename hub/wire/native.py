@@ -137,7 +137,12 @@ class DeltaEncoder:
             if properties is not None:
                 changed = {k: v for k, v in changed.items() if k in properties}
                 touched_names = [k for k in touched_names if k in properties]
-            if not changed and not d.created and not (touches and touched_names):
+            if (
+                not changed
+                and not d.created
+                and not (touches and touched_names)
+                and d.deadline is None  # (a lease's news goes out: it predicts a deletion)
+            ):
                 return None
             fields = [
                 ("type", "delta"),
@@ -153,6 +158,11 @@ class DeltaEncoder:
             if touches:
                 fields.append(("touched", touched_names))
         fields.append(("lastUpdated", format_ms(d.last_updated)))
+        deadline = d.deadline
+        if deadline is not None and (deadline or not d.created):
+            # The new deadline, or null: the lease was removed. A ``created`` delta
+            # has one only if it says so (docs/protocol.md, "delta").
+            fields.append(("expiresAt", format_ms(deadline) if deadline else None))
         fields.append(("position", self.position))
         if conflated:
             fields.append(("conflated", True))
@@ -191,7 +201,8 @@ def _encode_entries(codec: Codec, fields: list[tuple[str, Any]]) -> bytes:
 def entity_value(
     entity: Entity, codec: Codec, properties: frozenset[str] | None = None
 ) -> dict[str, Any]:
-    """An entity as a frame value: ``{id, properties, version, lastUpdated}``."""
+    """An entity as a frame value: ``{id, properties, version, lastUpdated}``, and
+    ``expiresAt`` when it holds a lease."""
     props = entity.properties
     if properties is not None:
         props = {k: v for k, v in props.items() if k in properties}
@@ -199,9 +210,12 @@ def entity_value(
         values: dict[str, Any] = {k: orjson.Fragment(v) for k, v in props.items()}
     else:
         values = {k: loads(v) for k, v in props.items()}
-    return {
+    value = {
         "id": entity.id,
         "properties": values,
         "version": entity.version,
         "lastUpdated": format_ms(entity.last_updated),
     }
+    if entity.expires_at is not None:
+        value["expiresAt"] = format_ms(entity.expires_at)
+    return value

@@ -104,7 +104,11 @@ class EntityCache:
                 if not update.created:
                     self._gap(f"delta for {update.entity_id}, which is not held: {update}")
                 self.entities[update.entity_id] = Entity(
-                    update.entity_id, dict(update.changes), update.version, update.last_updated
+                    update.entity_id,
+                    dict(update.changes),
+                    update.version,
+                    update.last_updated,
+                    update.expires_at,
                 )
                 return
             # On a `where` subscription, an entity coming back into the view replaces
@@ -119,6 +123,8 @@ class EntityCache:
                 held.properties.update(update.changes)
             held.version = update.version
             held.last_updated = update.last_updated
+            if update.lease_news:  # (else the lease is as it was)
+                held.expires_at = update.expires_at
         elif update.kind == "left":
             self.entities.pop(update.entity_id, None)
         elif update.kind == "deleted":

@@ -196,11 +196,14 @@ class Subscription:
                         version=entity.version,
                         last_updated=entity.last_updated,
                         entity=entity,
+                        expires_at=entity.expires_at,
+                        lease_news=True,
                     )
                 )
         elif kind in ("delta", "deleted", "left"):
             position = frame.get("position")
             conflated = bool(frame.get("conflated"))
+            created = bool(frame.get("created"))
             await self._queue.put(
                 Update(
                     kind,
@@ -208,11 +211,14 @@ class Subscription:
                     changes=dict(frame.get("set", {})),
                     base=frame["base"],
                     version=frame["version"],
-                    created=bool(frame.get("created")),
+                    created=created,
                     last_updated=frame.get("lastUpdated", ""),
                     position=position,
                     conflated=conflated,
                     reason=frame.get("reason", ""),
+                    # Absent: as it was; null: removed; on a creation, absent is none.
+                    expires_at=frame.get("expiresAt"),
+                    lease_news=kind == "delta" and (created or "expiresAt" in frame),
                 )
             )
             if position and not conflated and self.synced:

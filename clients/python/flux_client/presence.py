@@ -8,9 +8,9 @@ is stopped: an agent that crashes, hangs or loses its network disappears within
 that stops cleanly deletes its entity at once. docs/presence.md shows the pattern.
 
 Each beat re-publishes the whole property set: it changes no value (subscribers hear
-nothing, unless they asked for touches), moves ``lastUpdated`` ("seen now"), and
-creates the entity again if it expired meanwhile (a beat that came too late, or a
-network outage longer than ``ttl``).
+only the new deadline: a delta with no changes that moves ``expires_at``), moves
+``lastUpdated`` ("seen now"), and creates the entity again if it expired meanwhile (a
+beat that came too late, or a network outage longer than ``ttl``).
 """
 
 from __future__ import annotations

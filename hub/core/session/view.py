@@ -89,6 +89,8 @@ class WhereView:
         state.properties.update(delta.touched)
         state.version = delta.version
         state.last_updated = delta.last_updated
+        if delta.deadline is not None:
+            state.expires_at = delta.deadline or None
         if not delta.created and self.fields.isdisjoint(delta.touched):
             return delta if member else None
         matches = self.where.matches_state(entity_id, delta.version, state.properties)
@@ -130,6 +132,7 @@ def _entered(delta: Delta, state: Entity, *, replaced: bool) -> ViewDelta:
         position=delta.position,
         seq=delta.seq,
         entered=True,
+        deadline=state.expires_at,
     )
 
 
