@@ -11,6 +11,7 @@ Exit status: 0 success, 1 the hub refused or could not be reached, 2 bad argumen
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .core.timefmt import parse_rfc3339_ms
 from .core.where import WhereError, where_from_words
 
 __all__ = ["CommandError", "Context", "run_verb"]
@@ -172,8 +174,11 @@ def _get(ctx: Context, args: Any) -> None:
     if ctx.json_output:
         _show(ctx, entity)
         return
+    lease = ""
+    if "expiresAt" in entity:  # only while it holds a lease (docs/presence.md)
+        lease = f", expires {entity['expiresAt']} ({expires_in(entity['expiresAt'])})"
     print(
-        f"{entity['id']}  (version {entity.get('version', '?')}, {entity['lastUpdated']})",
+        f"{entity['id']}  (version {entity.get('version', '?')}, {entity['lastUpdated']}{lease})",
         file=ctx.out,
     )
     width = max((len(k) for k in entity["properties"]), default=0)
@@ -310,21 +315,38 @@ def cell(value: Any, width: int = MAX_CELL) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(entities: list[dict[str, Any]]) -> str:
-    """Entities as an aligned table: id, version, last update, properties."""
-    rows = [("ID", "VERSION", "LAST UPDATED", "PROPERTIES")]
+def expires_in(expires_at: str, now_ms: int | None = None) -> str:
+    """How long until a lease's deadline (``expiresAt``): ``in 8s``, ``in 2m05s``, or
+    ``due`` once it passed (the hub deletes the entity at its next sweep)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    seconds = math.ceil((parse_rfc3339_ms(expires_at) - now) / 1000)
+    if seconds <= 0:
+        return "due"
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"in {hours}h{minutes:02}m"
+    return f"in {minutes}m{seconds:02}s" if minutes else f"in {seconds}s"
+
+
+def format_table(entities: list[dict[str, Any]], now_ms: int | None = None) -> str:
+    """Entities as an aligned table: id, version, last update, when the lease runs out
+    (empty without one), properties."""
+    rows = [("ID", "VERSION", "LAST UPDATED", "EXPIRES", "PROPERTIES")]
     rows += [
         (
             e["id"],
             str(e.get("version", "")),
             e.get("lastUpdated", ""),
+            expires_in(e["expiresAt"], now_ms) if "expiresAt" in e else "",
             cell(e.get("properties", {}), 80),
         )
         for e in entities
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
-        f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].ljust(widths[2])}  {row[3]}"
+        f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].ljust(widths[2])}  "
+        f"{row[3].ljust(widths[3])}  {row[4]}"
         for row in rows
     )
 

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from flux_client import EntityCache, FluxClient, Update
 
-from .commands import cell
+from .commands import cell, expires_in
 from .core.where import where_from_words
 
 __all__ = ["filter_of", "watch"]
@@ -82,9 +82,19 @@ def _draw(cache: EntityCache, state: str, out: TextIO) -> None:
     header = f"flux watch — {status} — {len(cache.entities)} entities (Ctrl-C to quit)"
     rows = [header, ""]
     width = max((len(i) for i in cache.entities), default=2)
-    for entity_id in sorted(cache.entities)[: max(0, lines - 4)]:
+    shown = sorted(cache.entities)[: max(0, lines - 4)]
+    # "expires in 8s" for leased entities, in a column only when one is shown.
+    leases = {
+        i: f"expires {expires_in(e.expires_at)}"
+        for i in shown
+        if (e := cache.entities[i]).expires_at is not None
+    }
+    lease_width = max((len(text) for text in leases.values()), default=0)
+    for entity_id in shown:
         entity = cache.entities[entity_id]
         prefix = f"{entity_id.ljust(width)}  v{entity.version:<5} "
+        if lease_width:
+            prefix += leases.get(entity_id, "").ljust(lease_width) + "  "
         rows.append(prefix + cell(entity.properties, max(10, columns - len(prefix) - 1)))
     out.write(_CLEAR + "\n".join(rows) + "\n")
     out.flush()
@@ -95,8 +105,13 @@ def _update_json(update: Update) -> dict[str, Any]:
     if update.kind == "snapshot" and update.entity is not None:
         value["properties"] = update.entity.properties
         value["version"] = update.entity.version
+        if update.entity.expires_at is not None:
+            value["expiresAt"] = update.entity.expires_at
     elif update.kind == "delta":
         value.update(changes=update.changes, version=update.version, created=update.created)
+        # The lease's news (docs/protocol.md, "delta"): a deadline, or null when removed.
+        if update.lease_news and (update.expires_at is not None or not update.created):
+            value["expiresAt"] = update.expires_at
     elif update.kind in ("deleted", "left"):
         value["version"] = update.version
         if update.reason:  # "expired": its lease ran out (docs/presence.md)
