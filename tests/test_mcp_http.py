@@ -269,6 +269,42 @@ async def test_mcp_presence_with_a_ttl_expires_and_is_seen_deleted(base_url: str
         assert is_error and "-1 is less than the minimum of 0" in refused["text"]
 
 
+async def test_mcp_get_list_and_changes_carry_a_leases_deadline(base_url: str) -> None:
+    async with http_agent(base_url) as agent:
+        start = await agent.ok(
+            "wait_for_change", filter={"prefixes": ["crew/agents/"]}, timeout_seconds=0
+        )
+        beat = {"entity_id": "crew/agents/b", "properties": {"status": "idle"}, "ttl": 30}
+        plain = {"entity_id": "crew/agents/c", "properties": {"status": "idle"}}
+        assert all(r["ok"] for r in (await agent.ok("publish", events=[beat, plain]))["results"])
+        got = await agent.ok("get", entity_id="crew/agents/b")
+        deadline = got["expiresAt"]
+        assert deadline.endswith("Z")
+        assert "expiresAt" not in await agent.ok("get", entity_id="crew/agents/c")
+        listed = (await agent.ok("list", prefix="crew/agents/"))["entities"]
+        assert [e.get("expiresAt") for e in listed] == [deadline, None]
+        assert (await agent.ok("publish", events=[beat]))["results"][0]["ok"]  # a beat
+        assert (await agent.ok("publish", events=[{**beat, "ttl": 0}]))["results"][0]["ok"]
+        changes: list[dict[str, Any]] = []
+        cursor = start["cursor"]
+        with anyio.fail_after(timeout(15)):
+            while len(changes) < 4:
+                found = await agent.ok(
+                    "wait_for_change",
+                    filter={"prefixes": ["crew/agents/"]},
+                    cursor=cursor,
+                    timeout_seconds=5,
+                )
+                changes += found["changes"]
+                cursor = found["cursor"]
+        created, other, renewed, removed = changes
+        assert (created["kind"], created["expiresAt"]) == ("created", deadline)
+        assert "expiresAt" not in other
+        assert (renewed["kind"], renewed["set"]) == ("updated", {})
+        assert renewed["expiresAt"] > deadline
+        assert "expiresAt" in removed and removed["expiresAt"] is None
+
+
 async def test_mcp_list_where_keeps_matching_values(base_url: str) -> None:
     async with http_agent(base_url) as agent:
         await agent.ok(

@@ -394,6 +394,8 @@ def _change(frame: dict[str, Any]) -> dict[str, Any]:
         version=frame.get("version"),
         lastUpdated=frame.get("lastUpdated"),
     )
+    if "expiresAt" in frame:  # the event moved the lease: a deadline, or None (removed)
+        change["expiresAt"] = frame["expiresAt"]
     if frame.get("reason"):
         change["reason"] = frame["reason"]
     return change

@@ -159,7 +159,8 @@ def build_server(
                 name="entity",
                 title="An entity of the world state",
                 description="One entity's current state: {id, properties, version, "
-                "lastUpdated}. Subscribe to hear of every change.",
+                "lastUpdated}, and expiresAt while it holds a lease. Subscribe to hear of "
+                "every change.",
                 mimeType="application/json",
             )
         ]

@@ -129,8 +129,9 @@ TOOLS: list[dict[str, Any]] = [
     {
         "name": "get",
         "description": "Read one entity's current state: its properties, version and "
-        'lastUpdated. Example: {"entity_id": "crew/task-7"}. An entity that does not '
-        "exist is an error with code 'not_found'.",
+        "lastUpdated, and expiresAt while it holds a lease (when the hub deletes it unless "
+        'a publish with a ttl renews it). Example: {"entity_id": "crew/task-7"}. An entity '
+        "that does not exist is an error with code 'not_found'.",
         "inputSchema": {
             "type": "object",
             "properties": {"entity_id": _ID},
