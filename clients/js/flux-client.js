@@ -35,7 +35,9 @@ export const MAX_EVENTS_PER_FRAME = 1000;
  *   The union of what is given (docs/protocol.md, `subscribe`).
  *
  * @typedef {{id: string, properties: Record<string, any>, version: number,
- *   lastUpdated: string}} Entity
+ *   lastUpdated: string, expiresAt?: string}} Entity
+ *   `expiresAt`: when its lease runs out unless an event with a `ttl` renews it (RFC
+ *   3339 UTC); absent when it has none (docs/presence.md).
  *
  * @typedef {{stream: string, source: string, payload: {entity_id: string,
  *   properties: Record<string, any>}, eventId?: string, if_version?: number,
@@ -469,7 +471,9 @@ class Cursor {
  * @typedef {{type: 'snapshot', sub: string, entities: Entity[], done: boolean}} SnapshotFrame
  * @typedef {{type: 'delta', sub: string, id: string, base: number, version: number,
  *   set: Record<string, any>, lastUpdated: string, position: string, created?: boolean,
- *   conflated?: boolean, touched?: string[]}} DeltaFrame
+ *   conflated?: boolean, touched?: string[], expiresAt?: string|null}} DeltaFrame
+ *   (`expiresAt`: the event moved the lease: the new deadline, or null when removed;
+ *   absent, it is as it was — on a `created` delta, the entity has none)
  * @typedef {{type: 'deleted', sub: string, id: string, base: number, version: number,
  *   lastUpdated: string, position: string, conflated?: boolean, reason?: 'expired'}} DeletedFrame
  *   (`reason: 'expired'`: the hub deleted it because its lease ran out)
@@ -849,7 +853,9 @@ export class EntityCache {
         return;
       case 'snapshot':
         for (const e of frame.entities) {
+          /** @type {Entity} */
           const entity = { id: e.id, properties: { ...e.properties }, version: e.version, lastUpdated: e.lastUpdated };
+          if (e.expiresAt) entity.expiresAt = e.expiresAt;
           entities.set(e.id, entity);
           this._notify({ type: 'entity', id: e.id, entity, frame });
         }
@@ -863,6 +869,7 @@ export class EntityCache {
         if (held === undefined) {
           if (!frame.created) this.gaps += 1;
           held = { id: frame.id, properties: { ...frame.set }, version: frame.version, lastUpdated: frame.lastUpdated };
+          if (frame.expiresAt) held.expiresAt = frame.expiresAt;
           entities.set(frame.id, held);
         } else {
           // On a `where` subscription an entry replaces what is held, whatever its base.
@@ -871,6 +878,11 @@ export class EntityCache {
           held.properties = frame.created ? { ...frame.set } : { ...held.properties, ...frame.set };
           held.version = frame.version;
           held.lastUpdated = frame.lastUpdated;
+          // The lease: a created delta says all of it; another only when it moved.
+          if (frame.created || 'expiresAt' in frame) {
+            if (frame.expiresAt) held.expiresAt = frame.expiresAt;
+            else delete held.expiresAt;
+          }
         }
         this._notify({ type: 'entity', id: frame.id, entity: held, frame });
         return;

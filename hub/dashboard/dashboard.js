@@ -291,7 +291,8 @@ function makeRow(id) {
  * @param {boolean} flash
  */
 function fillRow(tr, entity, flash) {
-  const [, props, version, time] = tr.children;
+  const [idCell, props, version, time] = tr.children;
+  showLease(/** @type {HTMLElement} */ (idCell), entity);
   props.textContent = summary(entity.properties);
   props.setAttribute('title', JSON.stringify(entity.properties, null, 1).slice(0, 2000));
   version.textContent = String(entity.version);
@@ -304,6 +305,38 @@ function fillRow(tr, entity, flash) {
     tr.classList.add('changed');
   }
 }
+
+/**
+ * Under the id of a leased entity, when its lease runs out ("expires in 8s"), counted
+ * down by `tickLeases`; nothing for an entity without a lease.
+ * @param {HTMLElement} cell
+ * @param {import('./flux-client.js').Entity} entity
+ */
+function showLease(cell, entity) {
+  let lease = /** @type {HTMLElement|null} */ (cell.querySelector('.lease'));
+  if (!entity.expiresAt) {
+    lease?.remove();
+    return;
+  }
+  if (!lease) {
+    lease = document.createElement('span');
+    lease.className = 'lease';
+    cell.append(lease);
+  }
+  lease.dataset.expiresAt = entity.expiresAt;
+  lease.title = `lease deadline: ${entity.expiresAt} (renewed by each event with a ttl)`;
+  lease.textContent = formatLease(entity.expiresAt);
+}
+
+/** Count the shown leases down, once a second (the cache changes only when they move). */
+function tickLeases() {
+  for (const lease of document.querySelectorAll('#entities .lease')) {
+    const at = /** @type {HTMLElement} */ (lease).dataset.expiresAt;
+    if (at) lease.textContent = formatLease(at);
+  }
+  if (selected && cache?.get(selected)?.expiresAt) showMeta(/** @type {any} */ (cache.get(selected)));
+}
+setInterval(tickLeases, 1000);
 
 /** @param {Record<string, any>} properties */
 function summary(properties) {
@@ -346,7 +379,7 @@ function showDetail(now) {
   const entity = cache?.get(selected);
   $('detail-id').textContent = selected;
   if (entity) {
-    $('detail-meta').textContent = `version ${entity.version} · updated ${entity.lastUpdated}`;
+    showMeta(entity);
     $('detail-properties').textContent = JSON.stringify(entity.properties, null, 2);
   } else {
     $('detail-meta').textContent = 'deleted (or no longer matching the filter)';
@@ -354,6 +387,12 @@ function showDetail(now) {
   }
   clearTimeout(historyTimer);
   historyTimer = setTimeout(loadHistory, now ? 0 : 300);
+}
+
+/** @param {import('./flux-client.js').Entity} entity */
+function showMeta(entity) {
+  const lease = entity.expiresAt ? ` · ${formatLease(entity.expiresAt)} (${entity.expiresAt})` : '';
+  $('detail-meta').textContent = `version ${entity.version} · updated ${entity.lastUpdated}${lease}`;
 }
 
 async function loadHistory() {
@@ -461,6 +500,19 @@ function formatDuration(ms) {
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/**
+ * "expires in 8s", "expires in 2 min 5 s"; "expiring" once the deadline passed (the
+ * hub deletes the entity at its next sweep, and the row goes).
+ * @param {string} expiresAt
+ */
+function formatLease(expiresAt) {
+  const left = Date.parse(expiresAt) - Date.now();
+  if (Number.isNaN(left)) return `expires ${expiresAt}`;
+  if (left <= 0) return 'expiring';
+  const s = Math.ceil(left / 1000);
+  return s < 60 ? `expires in ${s}s` : `expires in ${formatDuration(s * 1000)}`;
 }
 
 /** @param {string} iso */

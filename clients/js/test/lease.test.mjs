@@ -27,3 +27,28 @@ test('an entity published with a ttl expires with reason expired', { skip: SKIP 
   assert.equal(deleted.id, `${p}agent`);
   assert.equal(deleted.reason, 'expired');
 });
+
+test('the cache keeps each entity\'s expiresAt: a snapshot, a beat, no ttl, ttl 0', { skip: SKIP }, async (t) => {
+  const p = uniquePrefix();
+  const c = client();
+  t.after(() => c.close());
+  await c.connect();
+  await c.publish(makeEvent(`${p}a`, { on: true }, { ttl: 30 }));
+  await c.publish(makeEvent(`${p}plain`, { on: true }));
+  const got = await c.get(`${p}a`); // REST
+  assert.match(got.expiresAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  const cache = c.cache({ prefixes: [p] });
+  t.after(() => cache.close());
+  await cache.ready;
+  assert.equal(cache.get(`${p}a`).expiresAt, got.expiresAt); // from the snapshot
+  assert.equal('expiresAt' in cache.get(`${p}plain`), false);
+  await c.publish(makeEvent(`${p}a`, { on: true }, { ttl: 60 })); // a beat: set {}
+  await cache.waitUntil((k) => k.get(`${p}a`).expiresAt > got.expiresAt, ms(10000));
+  const beat = cache.get(`${p}a`).expiresAt;
+  await c.publish(makeEvent(`${p}a`, { on: false })); // no ttl: as it was
+  await cache.waitUntil((k) => k.get(`${p}a`).properties.on === false, ms(10000));
+  assert.equal(cache.get(`${p}a`).expiresAt, beat);
+  await c.publish(makeEvent(`${p}a`, { on: false }, { ttl: 0 })); // removed
+  await cache.waitUntil((k) => !('expiresAt' in k.get(`${p}a`)), ms(10000));
+  assert.equal(cache.gaps, 0);
+});
