@@ -14,6 +14,13 @@ previous reply and sends the next, instead of the two taking turns.
 Bound: at most ``queue_size`` submissions wait; past that, :meth:`Ingest.submit` waits
 for room (backpressure reaches the client as a slower acknowledgement).
 
+On a Redis Cluster being resharded, a call whose partition's slot is moving is held
+by the store until the slot has moved (hub/store/moving.py). Its batch is set aside
+then: the submissions the other calls answered are settled at once, the others when
+their call is, so a moving slot delays only its own partition's publishes. At most
+``queue_size`` submissions are set aside so; past that, no batch is sent until some
+are settled (every partition's publishes wait, as behind a slow Redis).
+
 The queue and the signals between the tasks are plain asyncio (a deque and
 ``asyncio.Event``), not anyio's memory stream and events: those yield to the event loop
 at every call, even when nothing needs waiting for, and under fan-out every extra turn
@@ -28,7 +35,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 
@@ -115,6 +122,15 @@ class _Sent:
     started: float
 
 
+@dataclass(slots=True)
+class _SetAside:
+    """A batch some of whose events wait for a moving Redis Cluster slot."""
+
+    sent: _Sent
+    #: Its submissions not settled yet (the others were).
+    waiting: list[Ticket]
+
+
 class Ingest:
     """Queue of publishes and the task that applies them.
 
@@ -153,6 +169,13 @@ class Ingest:
         self._settling = 0
         self._sent = asyncio.Event()
         self._answered = asyncio.Event()
+        #: Batches waiting for a moving Redis Cluster slot, oldest first, and how many
+        #: of their submissions wait: at most ``queue_size``.
+        self._aside: deque[_SetAside] = deque()
+        self._aside_tickets = 0
+        self._set_aside = asyncio.Event()
+        #: Whether the store may hold calls back (Redis Cluster).
+        self._partial = store.cluster
         # Statistics.
         self.batches = 0
         self.events = 0
@@ -225,12 +248,16 @@ class Ingest:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._settle_in_order)
+                if self._partial:
+                    tasks.start_soon(self._settle_set_aside)
                 await self._send_batches()
         finally:
             # Calls sent are settled, whatever stopped us: publishers get a reply.
             with anyio.CancelScope(shield=True):
                 while self._in_flight:
                     await self._settle(self._in_flight.popleft())
+                while self._aside:
+                    await self._settle_rest(self._aside.popleft())
             # Wake everyone still waiting: the hub is going away.
             self.close()
 
@@ -241,7 +268,7 @@ class Ingest:
         load. While it must wait, this task reads replies itself (the oldest first):
         a waiting hand-off to the other task would cost a turn of the loop per call."""
         while True:
-            while self._unanswered >= self.depth:
+            while self._unanswered >= self.depth or self._aside_tickets >= self.queue_size:
                 await self._wait_for_a_reply()
             queue = self._queue
             while not queue:
@@ -302,15 +329,33 @@ class Ingest:
         tickets."""
         self._settling += 1
         try:
-            results = await sent.pending.result()
+            if self._partial:
+                outcomes = await sent.pending.partial()
+                if sent.pending.held:
+                    self._set_aside_batch(sent, outcomes)
+                    return
+                results = cast("list[Applied]", outcomes)
+            else:
+                results = await sent.pending.result()
         except LogUnavailable as exc:
             self._fail(sent.batch, sent.count, exc)
             return
         finally:
             self._settling -= 1
             self._unanswered -= 1
-            answered, self._answered = self._answered, asyncio.Event()
-            answered.set()
+            self._wake_senders()
+        self._count(sent, results)
+        start = 0
+        for ticket in sent.batch:
+            end = start + len(ticket.items)
+            ticket.finish(results[start:end])
+            start = end
+
+    def _wake_senders(self) -> None:
+        answered, self._answered = self._answered, asyncio.Event()
+        answered.set()
+
+    def _count(self, sent: _Sent, results: list[Applied]) -> None:
         self.metrics.redis_apply.observe(time.perf_counter() - sent.started)
         self.batches += 1
         self.events += sent.count
@@ -319,11 +364,54 @@ class Ingest:
                 self.metrics.rejected["conflict"] += 1
             else:
                 self.metrics.accepted[_OUTCOMES[result.status]] += 1
+
+    def _set_aside_batch(self, sent: _Sent, outcomes: list[Applied | None]) -> None:
+        """Settle the submissions whose events were all answered; set the batch aside
+        for :meth:`_settle_set_aside` to settle the others (a moving slot holds them)."""
+        waiting = []
         start = 0
         for ticket in sent.batch:
             end = start + len(ticket.items)
-            ticket.finish(results[start:end])
+            mine = outcomes[start:end]
+            if None in mine:
+                waiting.append(ticket)
+            else:
+                ticket.finish(cast("list[Applied]", mine))
             start = end
+        self._aside.append(_SetAside(sent, waiting))
+        self._aside_tickets += len(waiting)
+        self._set_aside.set()
+
+    async def _settle_set_aside(self) -> None:
+        """Settle the batches set aside, oldest first: waiting for one drives the
+        moving slots' probes (hub/store/moving.py)."""
+        while True:
+            while not self._aside:
+                self._set_aside.clear()
+                await self._set_aside.wait()
+            # Shielded: once sent, the reply must reach the publishers.
+            with anyio.CancelScope(shield=True):
+                await self._settle_rest(self._aside.popleft())
+
+    async def _settle_rest(self, aside: _SetAside) -> None:
+        sent = aside.sent
+        try:
+            results = await sent.pending.result()
+        except LogUnavailable as exc:
+            self._fail(aside.waiting, sum(len(t.items) for t in aside.waiting), exc)
+            return
+        else:
+            self._count(sent, results)
+            waiting = {id(ticket) for ticket in aside.waiting}
+            start = 0
+            for ticket in sent.batch:
+                end = start + len(ticket.items)
+                if id(ticket) in waiting:
+                    ticket.finish(results[start:end])
+                start = end
+        finally:
+            self._aside_tickets -= len(aside.waiting)
+            self._wake_senders()
 
     def _fail(self, batch: list[Ticket], count: int, exc: LogUnavailable) -> None:
         self.metrics.rejected["unavailable"] += count

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.model import OutcomeStatus
 from .batches import Applied
+from .cluster import ClusterChannels
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..config import LogSettings
     from .batches import Submission
-    from .cluster import ClusterChannels
     from .keys import Keys
     from .ordered import ScriptCall, ScriptChannel
 
@@ -38,6 +38,8 @@ class PendingApply:
         self._channel = channel
         self._count = count
         self._calls = calls
+        #: After :meth:`partial`: whether some events' call waits for a moving slot.
+        self.held = False
 
     async def result(self) -> list[Applied]:
         """The outcome of each event, in the order given.
@@ -48,10 +50,34 @@ class PendingApply:
         results: list[Applied | None] = [None] * self._count
         for p, indexes, call in self._calls:
             reply = await self._channel.reply(call)
-            for n, i in enumerate(indexes):
-                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
-                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
+            _fill(results, p, indexes, reply)
         return [r for r in results if r is not None]
+
+    async def partial(self) -> list[Applied | None]:
+        """As :meth:`result`, without waiting for the calls that a Redis Cluster slot
+        being moved holds (hub/store/moving.py): their events' outcomes are None and
+        :attr:`held` is True; :meth:`result` then waits for everything.
+
+        Raises:
+            LogUnavailable: as :meth:`result`.
+        """
+        channel = self._channel
+        if not isinstance(channel, ClusterChannels):
+            return [*(await self.result())]
+        results: list[Applied | None] = [None] * self._count
+        for p, indexes, call in self._calls:
+            reply = await channel.answer(call)
+            if reply is None:
+                self.held = True
+            else:
+                _fill(results, p, indexes, reply)
+        return results
+
+
+def _fill(results: list[Applied | None], p: int, indexes: list[int], reply: list[bytes]) -> None:
+    for n, i in enumerate(indexes):
+        status, version, dpos, epos = reply[4 * n : 4 * n + 4]
+        results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
 
 
 def reduce_call(

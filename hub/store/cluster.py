@@ -10,7 +10,8 @@ and keeps the two fast paths of one Redis, per master:
   :class:`~hub.store.ordered.ScriptChannel` per master. Every key of one call carries
   the partition's hash tag, so a call goes whole to the master of that slot; calls of
   one partition keep their order (one connection, in order); across partitions there
-  is no order (docs/semantics.md).
+  is no order (docs/semantics.md). While a slot moves (resharding), its calls are
+  held and sent again in order once it has moved (hub/store/moving.py).
 - :func:`tail_connection`: a bare connection per partition to its master for the
   blocking delta-log reads.
 
@@ -30,24 +31,24 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.cluster import PRIMARY
 from redis.commands.core import AsyncScript
 
 from ..errors import LogUnavailable
 from .connection import packing_class
+from .keys import Keys
+from .moving import MovingSlots
 from .ordered import ScriptCall, ScriptChannel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     import redis.asyncio as aioredis
-    from redis.asyncio.cluster import ClusterNode
     from redis.asyncio.connection import AbstractConnection
     from redis.typing import ScriptTextT
-
-    from .keys import Keys
 
 __all__ = [
     "ClusterChannels",
@@ -107,10 +108,25 @@ class _ClusterScript(AsyncScript):
 
 
 class FluxCluster(RedisCluster):
-    """redis-py's cluster client, with scripts that work in its pipelines."""
+    """redis-py's cluster client, with scripts that work in its pipelines, and ``ASK``
+    followed to a master that serves no slot yet."""
 
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]  # typed as the sync Script
         return _ClusterScript(self, script)
+
+    def get_node(
+        self, host: str | None = None, port: int | None = None, node_name: str | None = None
+    ) -> ClusterNode | None:
+        node = super().get_node(host, port, node_name)
+        if node is None and host and port:
+            # An ASK names the master a slot moves to. A master just added serves no
+            # slot until its first slot has moved, so CLUSTER SLOTS does not list it
+            # and redis-py does not know it: it failed the command with an
+            # AttributeError (redis/redis-py#4015), which stopped the hub's loops.
+            manager = self.nodes_manager
+            node = ClusterNode(host, port, PRIMARY, **manager.connection_kwargs)
+            manager.set_nodes(manager.nodes_cache, {node.name: node})
+        return node
 
 
 def make_cluster_client(url: str, *, socket_timeout: float | None) -> RedisCluster:
@@ -201,7 +217,9 @@ class ClusterChannels:
     """The reduce script's calls, pipelined on one :class:`ScriptChannel` per master.
 
     The same ``send``/``reply`` as one channel: :class:`~hub.store.apply.PendingApply`
-    does not know which it has.
+    does not know which it has. Calls refused because their slot is moving are held
+    and sent again (:class:`~hub.store.moving.MovingSlots`); :meth:`answer` does not
+    wait for those.
     """
 
     def __init__(
@@ -220,6 +238,9 @@ class ClusterChannels:
         self._name = name
         self._wait = wait
         self._channels: dict[str, ScriptChannel] = {}
+        self.moving = MovingSlots(cluster, self._channel, read_timeout)
+        #: Slot -> the key of that slot no call writes (``Keys.unwritten``).
+        self._unwritten: dict[int, str] = {}
 
     def _channel(self, node: ClusterNode) -> ScriptChannel:
         channel = self._channels.get(node.name)
@@ -228,6 +249,7 @@ class ClusterChannels:
             channel = ScriptChannel(
                 connection, self._source, self.sha, self.read_timeout, self._wait
             )
+            channel.redirected = self.moving.refused
             self._channels[node.name] = channel
         return channel
 
@@ -237,7 +259,8 @@ class ClusterChannels:
             await self._channel(node).open()
 
     async def send(self, keys: list[str], args: list[Any]) -> ScriptCall:
-        """Write one call to the master of ``keys[0]``'s slot (all keys share it).
+        """Write one call to the master of ``keys[0]``'s slot (all keys share it), or
+        hold it behind the slot's calls while the slot moves.
 
         A connection that cannot be made (the master is down) reads the slot map
         again and tries once more, on the new master if a replica took over.
@@ -245,31 +268,81 @@ class ClusterChannels:
         Raises:
             LogUnavailable: no master of the slot could be written to.
         """
+        slot = self._cluster.keyslot(keys[0])
+        unwritten = self._unwritten.get(slot)
+        if unwritten is None:
+            unwritten = self._unwritten[slot] = Keys.unwritten_beside(keys[0])
+        # (The caller's list, made for this call.)
+        keys.append(unwritten)
+        moving = self.moving
         for attempt in (1, 2):
-            node = _master(self._cluster, keys[0])
+            channel = self._channel(_owner(self._cluster, slot))
+            last = moving.last.get(slot)
+            if last is not None and last.via is not channel and not last.done.is_set():
+                # The slot has another master in the map: its calls written to the
+                # one before are heard first (refused, the slot is held).
+                if last.via is not None:
+                    await last.via.hear(last)
+            if moving.slots and slot in moving.slots:
+                call = channel.prepare(keys, args)
+                call.slot = slot
+                return moving.hold(call)
             try:
-                return await self._channel(node).send(keys, args)
+                call = await channel.send(keys, args)
             except LogUnavailable:
-                await self._drop(node.name, f"Redis Cluster master {node.name} failed")
+                await self._drop(channel, "a Redis Cluster master failed")
                 await refresh(self._cluster, force=attempt == 1)
                 if attempt == 2:
                     raise
+                continue
+            call.slot = slot
+            moving.last[slot] = call
+            return call
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def reply(self, call: ScriptCall) -> list[bytes]:
-        """The reply of ``call``; a failure reads the slot map again for the next."""
-        assert call.via is not None
-        try:
-            return await call.via.reply(call)
-        except LogUnavailable:
-            await refresh(self._cluster)
-            raise
+        """The reply of ``call``; a failure reads the slot map again for the next.
 
-    async def _drop(self, name: str, reason: str) -> None:
-        channel = self._channels.pop(name, None)
-        if channel is not None:
-            await channel.aclose(reason)
+        Raises:
+            LogUnavailable: Redis failed or refused it, or its slot was still moving
+                after ``read_timeout`` s.
+        """
+        while not call.done.is_set():
+            if call.via is None:
+                await self.moving.drive()
+            else:
+                await call.via.hear(call)
+        return await self._outcome(call)
+
+    async def answer(self, call: ScriptCall) -> list[bytes] | None:
+        """As :meth:`reply`, but None at once while its moving slot holds ``call``."""
+        while not call.done.is_set():
+            if call.via is None:
+                return None
+            await call.via.hear(call)
+        return await self._outcome(call)
+
+    async def _outcome(self, call: ScriptCall) -> list[bytes]:
+        if call.error is not None:
+            if isinstance(call.error, LogUnavailable):
+                await refresh(self._cluster)
+            raise call.error
+        return list(call.reply)
+
+    async def _drop(self, channel: ScriptChannel, reason: str) -> None:
+        for name, known in list(self._channels.items()):
+            if known is channel:
+                del self._channels[name]
+                await channel.aclose(reason)
 
     async def aclose(self) -> None:
-        for name in list(self._channels):
-            await self._drop(name, "the hub is shutting down")
+        self.moving.close(LogUnavailable("the hub is shutting down"))
+        for channel in list(self._channels.values()):
+            await self._drop(channel, "the hub is shutting down")
+
+
+def _owner(cluster: RedisCluster, slot: int) -> ClusterNode:
+    owners = cluster.nodes_manager.slots_cache.get(slot)
+    if not owners:
+        raise LogUnavailable(f"no Redis Cluster master serves slot {slot} now")
+    return owners[0]

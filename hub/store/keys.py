@@ -18,6 +18,8 @@ Layout (prefix ``flux``, partition ``p``)::
                                   ``#d`` present when deleted (tombstone)
     flux:{p}:h:<id>       LIST    event-log ids of the entity's events, newest first
     flux:{p}:x:<eventId>  STRING  a client eventId already applied, with its result
+    flux:{p}:unwritten    (none)  never written: named by every reduce call on a
+                                  Redis Cluster, so that none runs while the slot moves
     flux:config           HASH    runtime settings changed by PUT /api/admin/config
     flux:{ns}:n:<name>    HASH    registered namespace: ``id``, ``token`` (SHA-256 hex of
                                   the token, never the token), ``created`` (ms)
@@ -98,6 +100,17 @@ class Keys:
 
     def dedup(self, p: int, event_id: str) -> str:
         return self._tags[p] + "x:" + event_id
+
+    @staticmethod
+    def unwritten_beside(key: str) -> str:
+        """The key nothing writes in the partition of ``key`` (one of its keys).
+
+        Every reduce call on a Redis Cluster names it: while the partition's slot
+        migrates it exists on neither node, so *every* call is refused (``ASK``,
+        ``TRYAGAIN``) instead of some running on the old master while others wait
+        (hub/store/moving.py).
+        """
+        return key[: key.index("}") + 1] + ":unwritten"
 
     def runtime_config(self) -> str:
         # Not partitioned: read whole by every hub, never inside a reduce call.

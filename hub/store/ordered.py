@@ -26,6 +26,11 @@ With ``wait`` (``FLUX_REDIS_WAIT_REPLICAS``), each call is followed on the conne
 write, and a call they did not confirm in time fails with :class:`LogUnavailable` (it
 was applied on the master: a retry with the same ``eventId`` answers it as a duplicate).
 
+On a Redis Cluster (hub/store/cluster.py) a call whose slot is moving is refused with a
+redirection (``ASK``, ``TRYAGAIN``, ``MOVED``): with :attr:`ScriptChannel.redirected`
+set, such a call is handed to it unsettled, in reply order, to be sent again
+(:meth:`ScriptChannel.resend`, hub/store/moving.py).
+
 Bound: the caller keeps at most a few calls in flight (the ingest: ``INGEST_DEPTH``).
 """
 
@@ -42,7 +47,7 @@ from redis import exceptions as redis_errors
 from ..errors import LogUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from redis.asyncio.connection import AbstractConnection
 
@@ -58,6 +63,10 @@ _LOST = object()
 #: when it runs at all.
 CONNECT_TIMEOUT = 5.0
 
+#: A Redis Cluster's answers to a call whose slot is moving or has moved (``MOVED``
+#: is an ``ASK`` to redis-py): nothing of the call ran.
+REDIRECTIONS = (redis_errors.AskError, redis_errors.TryAgainError)
+
 
 @dataclass(eq=False, slots=True)
 class ScriptCall:
@@ -68,8 +77,13 @@ class ScriptCall:
     internal: bool = False
     #: Followed by a WAIT whose reply is read after the script's.
     waits: bool = False
-    #: The channel it was written to (a cluster has one per master).
+    #: The channel it was written to (a cluster has one per master); None while a
+    #: moving Redis Cluster slot holds it (hub/store/moving.py).
     via: ScriptChannel | None = None
+    #: Its keys' Redis Cluster slot (-1 on one Redis).
+    slot: int = -1
+    #: When it gives up waiting for a moving slot (``time.monotonic()``; cluster only).
+    deadline: float = 0.0
     reply: Any = _PENDING
     error: BaseException | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -109,6 +123,10 @@ class ScriptChannel:
         # every call would wait a turn of it (behind a whole fan-out dispatch, maybe).
         self._writing = asyncio.Lock()
         self._reading = asyncio.Lock()
+        #: Given, in reply order and unsettled, each call a Redis Cluster node
+        #: redirected (:data:`REDIRECTIONS`): it ran nowhere, and is for the taker to
+        #: send again. None (one Redis): such a reply fails the call like any error.
+        self.redirected: Callable[[ScriptCall, redis_errors.ResponseError], None] | None = None
 
     async def open(self) -> None:
         """Connect and load the script now, so that the first call pays no set-up.
@@ -132,6 +150,35 @@ class ScriptChannel:
         async with self._writing:
             await self._write([call])
         return call
+
+    def prepare(self, keys: list[str], args: list[Any]) -> ScriptCall:
+        """One ``EVALSHA`` packed but not written (:meth:`resend` writes it)."""
+        packed = self._connection.pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        return ScriptCall(packed + self._wait, waits=bool(self._wait))
+
+    async def resend(self, calls: list[ScriptCall]) -> None:
+        """Write calls that were not answered (prepared, or redirected) now, in order;
+        :meth:`reply` or :meth:`hear` then reads their replies. A write that fails
+        settles them with the error."""
+        for call in calls:
+            call.via = self
+        try:
+            async with self._writing:
+                await self._write(calls)
+        except LogUnavailable as exc:
+            for call in calls:
+                call.settle(error=exc)
+
+    async def hear(self, call: ScriptCall) -> None:
+        """Read replies until ``call``'s is read, or it left this channel (redirected)."""
+        while not call.done.is_set() and call.via is self:
+            async with self._reading:
+                if not call.done.is_set() and call.via is self:
+                    await self._read_one()
+
+    def newest(self) -> ScriptCall | None:
+        """The call written last whose reply is not read yet."""
+        return self._in_flight[-1] if self._in_flight else None
 
     async def reply(self, call: ScriptCall) -> list[bytes]:
         """The reply of a call :meth:`send` returned, reading those before it.
@@ -212,6 +259,12 @@ class ScriptChannel:
         except redis_errors.NoScriptError:
             await self._recover_from_noscript()
             return
+        except REDIRECTIONS as exc:
+            if self.redirected is None:
+                reply = LogUnavailable(f"Redis refused the reduce script: {exc}")
+            else:
+                await self._redirect(call, exc)
+                return
         except redis_errors.ResponseError as exc:
             reply = LogUnavailable(f"Redis refused the reduce script: {exc}")
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
@@ -232,6 +285,16 @@ class ScriptChannel:
             self._settle_oldest(call, error=error)
         else:
             self._settle_oldest(call, reply)
+
+    async def _redirect(self, call: ScriptCall, exc: redis_errors.ResponseError) -> None:
+        """Hand the oldest call, redirected, to :attr:`redirected` (after its WAIT's
+        reply, if any: that is read whatever the script's)."""
+        if await self._read_wait(call) is _LOST:
+            return
+        if self._in_flight and self._in_flight[0] is call and self.redirected is not None:
+            self._in_flight.popleft()
+            self.redirected(call, exc)  # (it reads ``via``: the channel that refused)
+            call.via = None
 
     async def _read_wait(self, call: ScriptCall) -> object:
         """Read the reply of the WAIT after ``call``, if it has one: None when the
