@@ -27,10 +27,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis.crc import key_slot
 
 from hub.app import Hub
-from hub.config import Settings
-from hub.core.model import OutcomeStatus
+from hub.config import LogSettings, Settings
+from hub.core.model import Change, OutcomeStatus
+from hub.errors import LogUnavailable
 from hub.store import Keys, Store
 
 from .conftest import make_settings, running_hub, timeout
@@ -326,3 +328,51 @@ async def test_too_few_partitions_for_the_masters_are_warned_about(
     async with await Store.connect(cluster.url, Keys(key_prefix, PARTITIONS), settings.log):
         pass
     assert "FLUX_PARTITIONS" not in caplog.text
+
+
+async def test_a_read_never_takes_an_entity_moved_mid_migration_for_absent(
+    cluster: LocalCluster, key_prefix: str
+) -> None:
+    """While a partition's slot migrates, an entity's hash may already be on the new
+    master while every key a read names (snapshot.lua: index, delta log, leases) is
+    still on the old one. The old master refuses the script then (Redis checks every key
+    a script touches in a migrating slot), rather than reading the moved entity as
+    absent: a read gets the entity, or fails (503, retryable); never a 404 for an
+    entity that exists (as when reads were plain HGETALLs, which follow ASK)."""
+    keys = Keys(key_prefix, PARTITIONS)
+    entity = next(f"mv/{n}" for n in range(1000) if keys.partition_of(f"mv/{n}") == 5)
+    slot = key_slot(keys.delta_log(5).encode())
+    source = cluster.master_of_slot(slot)
+    target = next(port for port in cluster.master_ports() if port != source)
+
+    def move(start: int, end: int, first_key: str | None = None) -> None:
+        cluster.begin_migration(slot, end)
+        if first_key is not None:  # this key first, alone
+            with redis.Redis(host="127.0.0.1", port=start) as node:
+                node.execute_command("MIGRATE", "127.0.0.1", end, "", 0, 5000, "KEYS", first_key)
+            return
+        cluster.move_keys(slot, start, end)
+        cluster.end_migration(slot, end)
+
+    # Another entity of the partition holds a lease: every key the read names but the
+    # moved entity's exists on the old master, which would answer for them.
+    other = next(f"mv/{n}" for n in range(1000, 2000) if keys.partition_of(f"mv/{n}") == 5)
+    leased = Item(other, 1)
+    leased.change = Change.from_parts(other, {"n": b"1"}, source="test", ttl_ms=60_000)
+    async with await Store.connect(cluster.url, keys, LogSettings()) as store:
+        await store.apply([Item(entity, 7), leased], 0)
+        await asyncio.to_thread(move, source, target, keys.entity(5, entity))
+        try:
+            read = asyncio.ensure_future(store.get(entity))
+            await asyncio.sleep(0.3)
+        finally:
+            await asyncio.to_thread(move, source, target)
+        try:
+            got = await asyncio.wait_for(read, timeout(10))
+        except LogUnavailable:
+            pass  # refused while the slot moved: the client retries
+        else:
+            assert got is not None, "an entity that exists was read as absent"
+            assert got.properties == {"n": b"7"}
+        assert (await store.get(entity)) is not None
+        await asyncio.to_thread(move, target, source)  # (as it was, for the other tests)

@@ -22,7 +22,14 @@ __all__ = [
 ]
 
 #: What a lost or failing Redis raises; callers turn it into :class:`LogUnavailable`.
-REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+#: (On a cluster, redis-py's ``ClusterError``: it gave up following redirections, as
+#: for a multi-key command while its slot moves, ``TTL exhausted``.)
+REDIS_FAILURES = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    OSError,
+)
 #: The same, and a script's error reply (the connector and tap registries' calls).
 SCRIPT_FAILURES = (*REDIS_FAILURES, redis_errors.ResponseError)
 

@@ -5,6 +5,11 @@ Leases are set by the reduce script, in the same atomic call as the event that g
 them (so an entity and its lease never disagree), in ``flux:{p}:leases`` (a sorted
 set: entity id -> deadline, in ms of Redis's clock). ``expire.lua`` deletes what is due.
 The rules are :mod:`hub.core.lease`'s.
+
+On a Redis Cluster, a sweep names the partition's unwritten key as the reduce calls do
+(``Keys.unwritten_beside``), so it never starts while the partition's slot moves (it
+would fail at the first entity that has left, with its first writes done); a
+partition whose slot is moving is skipped, and swept by the next sweep after it moved.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from redis import exceptions as redis_errors
 
 from ..errors import LogUnavailable
 from .connection import REDIS_FAILURES
+from .moving import slot_moving
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -74,6 +80,8 @@ class LeaseTable:
             keys.namespace_stats(p),
             keys.leases(p),
         ]
+        if self.store.cluster:
+            key_list.append(keys.unwritten_beside(key_list[0]))
         args: list[Any] = [
             len(event_ids),
             log.event_log_maxlen,
@@ -87,9 +95,11 @@ class LeaseTable:
         ]
         try:
             reply = cast("list[int]", await self._script(keys=key_list, args=args))
-        except REDIS_FAILURES as exc:
-            raise LogUnavailable(f"Redis failed while expiring leases: {exc}") from exc
-        except redis_errors.ResponseError as exc:
+        except (*REDIS_FAILURES, redis_errors.ResponseError) as exc:
+            if slot_moving(exc):
+                return Expiry(0, 0, 0)  # nothing ran: swept once the slot has moved
+            if not isinstance(exc, redis_errors.ResponseError):
+                raise LogUnavailable(f"Redis failed while expiring leases: {exc}") from exc
             # Refused whole (OOM past maxmemory, MISCONF on a full disk, a read-only
             # replica): the sweep is a write. Nothing was applied; the next one retries.
             raise LogUnavailable(f"Redis refused the lease sweep: {exc}") from exc

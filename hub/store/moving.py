@@ -29,6 +29,11 @@ No task of its own: whoever waits for a held call's reply drives the probes of e
 held slot (:meth:`MovingSlots.drive`), as whoever waits for a reply reads the replies
 before it (hub/store/ordered.py). Bound: the calls held are calls the ingest sent and
 has not settled (hub/engine/ingest.py bounds them by its ``queue_size``).
+
+Reads that name several keys of a partition (snapshot.lua, the delta log's head with
+its sequence number) are refused the same way, and redis-py gives up on them within
+a few redirections: :func:`slot_moving` tells those refusals apart and
+:class:`Backoff` paces the retries, within the same reply timeout.
 """
 
 from __future__ import annotations
@@ -37,20 +42,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from redis import exceptions as redis_errors
 
 from ..errors import LogUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
     from .ordered import ScriptCall, ScriptChannel
 
-__all__ = ["FIRST_DELAY", "MAX_DELAY", "MovingSlots"]
+__all__ = ["FIRST_DELAY", "MAX_DELAY", "Backoff", "MovingSlots", "slot_moving", "while_moving"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("hub.store")
 
@@ -239,3 +246,57 @@ class MovingSlots:
             for call in late:
                 queue.remove(call)
                 call.settle(error=error)
+
+
+def slot_moving(exc: BaseException) -> bool:
+    """Whether Redis refused a command because its keys' slot is moving, or has just
+    moved (it ran nowhere; once the slot has moved it runs): a redirection redis-py
+    passed on, its ``TTL exhausted`` after following too many, or a script's access
+    to a key that has already left (``non local key``)."""
+    if isinstance(exc, (redis_errors.AskError, redis_errors.TryAgainError)):
+        return True
+    text = str(exc)
+    if isinstance(exc, redis_errors.ClusterError) and "TTL exhausted" in text:
+        return True
+    return isinstance(exc, redis_errors.ResponseError) and "non local key" in text
+
+
+class Backoff:
+    """The pace of a read retried while its slot moves: ``FIRST_DELAY`` doubling up to
+    ``MAX_DELAY``, for ``timeout`` s at most."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._deadline = time.monotonic() + timeout
+        self._delay = FIRST_DELAY
+
+    async def wait(self, exc: BaseException) -> None:
+        """Sleep before the next try.
+
+        Raises:
+            LogUnavailable: the time is up.
+        """
+        if time.monotonic() + self._delay > self._deadline:
+            raise LogUnavailable(
+                f"a Redis Cluster slot was moving for longer than the reply timeout "
+                f"({self.timeout:g} s): {exc}"
+            ) from exc
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, MAX_DELAY)
+
+
+async def while_moving(read: Callable[[], Awaitable[T]], within: float) -> T:
+    """``read()``, tried again while it fails because its slot is moving.
+
+    Raises:
+        LogUnavailable: still moving after ``within`` s.
+    """
+    backoff: Backoff | None = None
+    while True:
+        try:
+            return await read()
+        except (redis_errors.ResponseError, redis_errors.ClusterError) as exc:
+            if not slot_moving(exc):
+                raise
+            backoff = backoff or Backoff(within)
+            await backoff.wait(exc)

@@ -6,7 +6,10 @@ their leases (``ZMSCORE`` on the partition's lease set) and the delta-log head i
 atomic step: a reader never sees a state with the deadline of another incarnation of
 the entity (docs/semantics.md, "Leases"). The calls of one read go in one pipeline:
 one round trip, whatever the number of partitions; on a Redis Cluster each goes to
-its partition's master (every key of a call carries the partition's hash tag).
+its partition's master (every key of a call carries the partition's hash tag). While a
+partition's slot moves (resharding) its calls are refused: they are sent again after
+a back-off until it has moved, for the store's reply timeout at most
+(hub/store/moving.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..errors import LogUnavailable
 from .batches import SnapshotPage
 from .connection import REDIS_FAILURES
 from .decode import decode_snapshot
+from .moving import Backoff, slot_moving
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,12 +52,14 @@ class EntityReader:
         client: the command client (a Redis Cluster client on a cluster).
         keys: the key names.
         sha: snapshot.lua's SHA1, already loaded.
+        timeout: seconds a read waits for a moving slot, at most.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, sha: str) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, sha: str, timeout: float) -> None:
         self.client = client
         self.keys = keys
         self.sha = sha
+        self.timeout = timeout
 
     def _call(self, p: int, mode: list[Any]) -> _Call:
         keys = self.keys
@@ -94,23 +100,35 @@ class EntityReader:
 
     async def _run(self, calls: list[_Call]) -> list[list[Any]]:
         """The replies of ``calls``, sent in one pipeline; the script is loaded again
-        (once) where Redis lost it (a restart, a promoted replica of Redis 7)."""
-        for attempt in (1, 2):
+        (once) where Redis lost it (a restart, a promoted replica of Redis 7), and the
+        calls a moving slot refused are sent again (:class:`Backoff`)."""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        reloaded = False
+        backoff: Backoff | None = None
+        while True:
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
+                    for i in todo:
+                        keys, args = calls[i]
                         pipe.evalsha(self.sha, len(keys), *keys, *args)
-                    replies = await pipe.execute(raise_on_error=False)
+                    got = await pipe.execute(raise_on_error=False)
             except REDIS_FAILURES as exc:
                 raise LogUnavailable(f"Redis failed while reading entities: {exc}") from exc
-            failed = [r for r in replies if isinstance(r, Exception)]
-            if not failed:
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+            todo = [i for i in todo if isinstance(replies[i], Exception)]
+            if not todo:
                 return [list(cast("list[Any]", r)) for r in replies]
-            if attempt == 1 and all(isinstance(r, redis_errors.NoScriptError) for r in failed):
+            failed = [replies[i] for i in todo]
+            if not reloaded and any(isinstance(r, redis_errors.NoScriptError) for r in failed):
+                reloaded = True
                 try:
                     self.sha = await self.client.script_load(SNAPSHOT_SOURCE)
                 except REDIS_FAILURES as exc:
                     raise LogUnavailable(f"Redis failed while loading a script: {exc}") from exc
                 continue
-            raise LogUnavailable(f"Redis failed while reading entities: {failed[0]}")
-        raise AssertionError("unreachable")  # pragma: no cover
+            if not all(slot_moving(r) for r in failed):
+                raise LogUnavailable(f"Redis failed while reading entities: {failed[0]}")
+            backoff = backoff or Backoff(self.timeout)
+            await backoff.wait(failed[0])

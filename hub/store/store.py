@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -34,6 +34,7 @@ from .cluster import (
 )
 from .connection import REDIS_FAILURES, make_client, redact, version_tuple
 from .decode import SEQ, decode_delta_fields
+from .moving import while_moving
 from .ordered import ScriptChannel
 from .snapshots import SNAPSHOT_SOURCE, EntityReader
 from .tails import TAIL_NAME, Tails
@@ -150,7 +151,7 @@ class Store:
             snapshot_sha = await self._client.script_load(SNAPSHOT_SOURCE)
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"cannot reach Redis at {redact(self.url)}: {exc}") from exc
-        self._reader = EntityReader(self._client, self.keys, snapshot_sha)
+        self._reader = EntityReader(self._client, self.keys, snapshot_sha, self.reply_timeout)
         # No socket timeout on writes (redis-py would start a task per write for it);
         # replies have the channel's own.
         script = (_REDUCE_SOURCE, self._sha, self.reply_timeout)
@@ -314,11 +315,15 @@ class Store:
         listens (:meth:`DeltaBatch.deltas`)."""
         return await self._tails.read(p, after, count, block_ms)
 
-    async def _tail_failed(self) -> bool:
-        """After a failed delta-log read: keep its connection, unless on a cluster."""
+    async def _tail_failed(self, exc: BaseException) -> bool:
+        """After a failed delta-log read: keep its connection, unless on a cluster
+        (where the slot map is read again, or set as a ``MOVED`` says)."""
         if self._cluster is None:
             return True
-        await refresh(self._cluster)
+        if isinstance(exc, redis_errors.MovedError):
+            await self._cluster.nodes_manager.move_slot(exc)
+        else:
+            await refresh(self._cluster)
         return False
 
     async def snapshot_range(
@@ -356,10 +361,7 @@ class Store:
             if position == "0-0":
                 # Before the first delta: reachable if nothing was ever trimmed, that
                 # is, if the oldest delta left is still number 1.
-                async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.xrange(log, count=1)
-                    pipe.hget(self.keys.stats(p), "deltas")
-                    oldest, last = await pipe.execute()
+                oldest, last = await self._end_and_seq(p, newest=False)
                 if not oldest:
                     return not last
                 return int(oldest[0][1].get(SEQ, b"0")) == 1
@@ -373,10 +375,7 @@ class Store:
     async def delta_log_head(self, p: int) -> LogHead:
         """Position and sequence number of the newest delta of partition ``p``."""
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.xrevrange(self.keys.delta_log(p), count=1)
-                pipe.hget(self.keys.stats(p), "deltas")
-                newest, seq = await pipe.execute()
+            newest, seq = await self._end_and_seq(p, newest=True)
         except REDIS_FAILURES as exc:
             raise LogUnavailable(f"Redis failed while reading the delta log: {exc}") from exc
         if newest:
@@ -384,6 +383,23 @@ class Store:
         # An empty log that had deltas was trimmed whole (by age): its last sequence
         # number is still the reference point.
         return LogHead("0-0", int(seq or 0))
+
+    async def _end_and_seq(self, p: int, *, newest: bool) -> list[Any]:
+        """The newest (or oldest) delta of ``p`` and its last sequence number, read
+        together (MULTI); on a cluster, again while the partition's slot moves."""
+
+        async def read() -> list[Any]:
+            async with self._client.pipeline(transaction=True) as pipe:
+                if newest:
+                    pipe.xrevrange(self.keys.delta_log(p), count=1)
+                else:
+                    pipe.xrange(self.keys.delta_log(p), count=1)
+                pipe.hget(self.keys.stats(p), "deltas")
+                return list(await pipe.execute())
+
+        if self._cluster is None:
+            return await read()
+        return await while_moving(read, self.reply_timeout)
 
     async def counts(self) -> Totals:
         """Live entities and events accepted all time, over every partition."""
