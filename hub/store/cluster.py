@@ -31,6 +31,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -40,7 +41,7 @@ from redis.commands.core import AsyncScript
 from ..errors import LogUnavailable
 from .connection import packing_class
 from .keys import Keys
-from .moving import MovingSlots
+from .moving import Backoff, MovingSlots, slot_moving
 from .ordered import ScriptCall, ScriptChannel
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
     import redis.asyncio as aioredis
     from redis.asyncio.connection import AbstractConnection
-    from redis.typing import ScriptTextT
+    from redis.typing import EncodableT, ScriptTextT
 
 __all__ = [
     "ClusterChannels",
@@ -108,11 +109,35 @@ class _ClusterScript(AsyncScript):
 
 
 class FluxCluster(RedisCluster):
-    """redis-py's cluster client, with scripts that work in its pipelines, and ``ASK``
-    followed to a master that serves no slot yet."""
+    """redis-py's cluster client, with scripts that work in its pipelines, ``ASK``
+    followed to a master that serves no slot yet, and commands refused while their
+    slot moves tried again until it has moved."""
+
+    #: Seconds a command waits for a moving slot (the store's reply timeout).
+    moving_timeout = 30.0
 
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]  # typed as the sync Script
         return _ClusterScript(self, script)
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        """As redis-py's; while the keys' slot moves, after a back-off, again.
+
+        redis-py follows ``ASK`` (sending ``ASKING``) and ``TRYAGAIN`` a few times
+        (16 redirections), which a single-key command needs; a command naming several
+        keys of a slot being migrated is refused until the slot has moved, and redis-py
+        gives up (``TTL exhausted``) in ~0.1 s. (Its pipelines send such commands
+        again through here.) Past ``moving_timeout`` the last refusal is raised.
+        """
+        backoff: Backoff | None = None
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except (redis_errors.ResponseError, redis_errors.ClusterError) as exc:
+                if not slot_moving(exc):
+                    raise
+                backoff = backoff or Backoff(self.moving_timeout)
+                if not await backoff.pause():
+                    raise
 
     def get_node(
         self, host: str | None = None, port: int | None = None, node_name: str | None = None
@@ -131,7 +156,7 @@ class FluxCluster(RedisCluster):
 
 def make_cluster_client(url: str, *, socket_timeout: float | None) -> RedisCluster:
     """A cluster client seeded by the node at ``url`` (it discovers the others)."""
-    return FluxCluster.from_url(
+    client = FluxCluster.from_url(
         url,
         decode_responses=False,
         socket_timeout=socket_timeout,
@@ -144,6 +169,9 @@ def make_cluster_client(url: str, *, socket_timeout: float | None) -> RedisClust
         max_connections=MAX_CONNECTIONS_PER_NODE,
         health_check_interval=0,
     )
+    assert isinstance(client, FluxCluster)
+    client.moving_timeout = socket_timeout or FluxCluster.moving_timeout
+    return client
 
 
 def check_spread(cluster: RedisCluster, keys: Keys) -> None:

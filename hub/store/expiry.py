@@ -8,8 +8,9 @@ The rules are :mod:`hub.core.lease`'s.
 
 On a Redis Cluster, a sweep names the partition's unwritten key as the reduce calls do
 (``Keys.unwritten_beside``), so it never starts while the partition's slot moves (it
-would fail at the first entity that has left, with its first writes done); a
-partition whose slot is moving is skipped, and swept by the next sweep after it moved.
+would fail at the first entity that has left, with its first writes done): it waits
+until the slot has moved (hub/store/cluster.py, ``FluxCluster``), and past the store's
+reply timeout the partition is skipped, swept by a later sweep.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class LeaseTable:
             reply = cast("list[int]", await self._script(keys=key_list, args=args))
         except (*REDIS_FAILURES, redis_errors.ResponseError) as exc:
             if slot_moving(exc):
-                return Expiry(0, 0, 0)  # nothing ran: swept once the slot has moved
+                return Expiry(0, 0, 0)  # nothing ran: a later sweep does it
             if not isinstance(exc, redis_errors.ResponseError):
                 raise LogUnavailable(f"Redis failed while expiring leases: {exc}") from exc
             # Refused whole (OOM past maxmemory, MISCONF on a full disk, a read-only

@@ -270,19 +270,25 @@ class Backoff:
         self._deadline = time.monotonic() + timeout
         self._delay = FIRST_DELAY
 
+    async def pause(self) -> bool:
+        """Sleep before the next try; False (at once) when the time is up."""
+        if time.monotonic() + self._delay > self._deadline:
+            return False
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, MAX_DELAY)
+        return True
+
     async def wait(self, exc: BaseException) -> None:
         """Sleep before the next try.
 
         Raises:
             LogUnavailable: the time is up.
         """
-        if time.monotonic() + self._delay > self._deadline:
+        if not await self.pause():
             raise LogUnavailable(
                 f"a Redis Cluster slot was moving for longer than the reply timeout "
                 f"({self.timeout:g} s): {exc}"
             ) from exc
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, MAX_DELAY)
 
 
 async def while_moving(read: Callable[[], Awaitable[T]], within: float) -> T:
