@@ -194,6 +194,24 @@ class LocalCluster:
             raise RuntimeError(f"redis-cli reshard failed: {done.stdout[-2000:]!r}")
         self.wait_agreed()
 
+    def rebalance(self, pipeline: int = 10) -> None:
+        """``redis-cli --cluster rebalance --cluster-use-empty-masters``: slots move to
+        the masters with fewer than their share (one just added has none)."""
+        self.wait_agreed()
+        command = [
+            self.cli,
+            "--cluster",
+            "rebalance",
+            self.url.split("//")[1],
+            "--cluster-use-empty-masters",
+            "--cluster-pipeline",
+            str(pipeline),
+        ]
+        done = subprocess.run(command, capture_output=True, timeout=600, check=False)
+        if done.returncode != 0 or b"[ERR]" in done.stdout:
+            raise RuntimeError(f"redis-cli rebalance failed: {done.stdout[-2000:]!r}")
+        self.wait_agreed()
+
     def wait_agreed(self, seconds: float = 30.0) -> None:
         """Until every live node has the same slot map (as ``redis-cli --cluster``
         checks before it changes anything: gossip spreads a change in a moment)."""

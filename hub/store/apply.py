@@ -50,7 +50,9 @@ class PendingApply:
         results: list[Applied | None] = [None] * self._count
         for p, indexes, call in self._calls:
             reply = await self._channel.reply(call)
-            _fill(results, p, indexes, reply)
+            for n, i in enumerate(indexes):
+                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
+                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
         return [r for r in results if r is not None]
 
     async def partial(self) -> list[Applied | None]:

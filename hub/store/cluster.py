@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -340,7 +340,9 @@ class ClusterChannels:
                 await self.moving.drive()
             else:
                 await call.via.hear(call)
-        return await self._outcome(call)
+        if call.error is not None:
+            await self._failed(call.error)
+        return list(call.reply)
 
     async def answer(self, call: ScriptCall) -> list[bytes] | None:
         """As :meth:`reply`, but None at once while its moving slot holds ``call``."""
@@ -348,14 +350,14 @@ class ClusterChannels:
             if call.via is None:
                 return None
             await call.via.hear(call)
-        return await self._outcome(call)
-
-    async def _outcome(self, call: ScriptCall) -> list[bytes]:
         if call.error is not None:
-            if isinstance(call.error, LogUnavailable):
-                await refresh(self._cluster)
-            raise call.error
+            await self._failed(call.error)
         return list(call.reply)
+
+    async def _failed(self, error: BaseException) -> NoReturn:
+        if isinstance(error, LogUnavailable):
+            await refresh(self._cluster)
+        raise error
 
     async def _drop(self, channel: ScriptChannel, reason: str) -> None:
         for name, known in list(self._channels.items()):
