@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -156,3 +157,24 @@ async def test_cache_and_publisher_come_through_a_hub_crash_exactly(
         assert sorted(ids) == sorted(sent)
         versions = {entity_id: version for entity_id, (version, _) in expected.items()}
         assert versions == {f"crash/{n}": total // 5 for n in range(5)}
+
+
+async def test_client_that_cannot_connect_says_why_and_stops_trying() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = FluxClient(url, request_timeout=0.3)
+    with pytest.raises(TimeoutError, match=r"within 0\.3 s \(last attempt: .*Connect call failed"):
+        async with client:
+            pass
+    # The failed `async with` closed the client: no runner left reconnecting in the loop.
+    assert client.closed
+
+
+def test_sync_client_that_cannot_connect_says_why_and_stops_its_thread() -> None:
+    def threads() -> int:
+        return sum(t.name == "flux-sync" and t.is_alive() for t in threading.enumerate())
+
+    before = threads()
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(TimeoutError, match=r"within 0\.3 s \(last attempt: "):
+        SyncFluxClient(url, request_timeout=0.3)
+    assert threads() == before

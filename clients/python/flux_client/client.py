@@ -286,6 +286,8 @@ class FluxClient:
         self._subs = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        #: Why the latest connection attempt failed (None once one succeeded).
+        self._last_error: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -294,7 +296,11 @@ class FluxClient:
         return self.state == "closed"
 
     async def __aenter__(self) -> FluxClient:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()  # else its runner would go on reconnecting, owned by no one
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -304,12 +310,19 @@ class FluxClient:
         """Start connecting (and stay connected); returns once the first connection is open.
 
         Raises:
-            TimeoutError: no connection within ``request_timeout``.
+            TimeoutError: no connection within ``request_timeout``; its message says why
+                the latest attempt failed (refused, unknown host, an HTTP status…).
         """
         if self._runner is None:
             self.state = "connecting"
             self._runner = asyncio.create_task(self._run(), name="flux-client")
-        await asyncio.wait_for(self._open.wait(), self.request_timeout)
+        try:
+            await asyncio.wait_for(self._open.wait(), self.request_timeout)
+        except TimeoutError:
+            why = f" (last attempt: {self._last_error})" if self._last_error else ""
+            raise TimeoutError(
+                f"no connection to {self.ws_url} within {self.request_timeout:g} s{why}"
+            ) from None
 
     async def close(self) -> None:
         """Close the connection; waiting calls get :class:`ClientClosed`."""
@@ -346,6 +359,7 @@ class FluxClient:
                     open_timeout=10,
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+                self._last_error = exc
                 self.state = "reconnecting" if self.generation else "connecting"
                 delay = random.uniform(0, min(self.backoff[1], self.backoff[0] * 2**attempt))
                 logger.info(
@@ -355,6 +369,7 @@ class FluxClient:
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
+            self._last_error = None
             self._ws = ws
             self.generation += 1
             self.state = "open"

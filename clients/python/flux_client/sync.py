@@ -36,7 +36,11 @@ class SyncFluxClient:
         )
         self._thread.start()
         self._client = FluxClient(url, **options)
-        self._call(self._client.connect())
+        try:
+            self._call(self._client.connect())
+        except BaseException:
+            self.close()  # else its thread would live on, reconnecting
+            raise
 
     def __enter__(self) -> SyncFluxClient:
         return self
