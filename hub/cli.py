@@ -161,15 +161,21 @@ def _parser() -> argparse.ArgumentParser:
         "events", metavar="EVENTS_JSON_ARRAY"
     )
     verb("connectors", "list connectors")
-    verb("admin-config", "show, or update with UPDATE_JSON, the runtime config").add_argument(
-        "update", metavar="UPDATE_JSON", nargs="?"
-    )
+    verb(
+        "admin-config",
+        "show, or update with UPDATE_JSON, the runtime config (an update takes the admin "
+        "token from env FLUX_ADMIN_TOKEN, when the hub has one)",
+    ).add_argument("update", metavar="UPDATE_JSON", nargs="?")
     verb("health", "check that the hub answers")
     p = verb("history", "show an entity's newest events")
     p.add_argument("entity_id", metavar="ENTITY_ID")
     p.add_argument("--limit", type=int, default=20, help="how many (1–500, default 20)")
     p.add_argument("--since", help="only events stored since this RFC 3339 time")
-    p = verb("namespace", "register, show or delete a namespace (admin token for register/delete)")
+    p = verb(
+        "namespace",
+        "register, show or delete a namespace (register and delete take the admin token "
+        "from env FLUX_ADMIN_TOKEN)",
+    )
     p.add_argument("action", choices=["register", "get", "delete"])
     p.add_argument("name", metavar="NAME")
     p = verb(
@@ -207,6 +213,8 @@ def _client(args: argparse.Namespace) -> int:
     from .commands import CLIENT_VERBS, CommandError, Context, run_verb
 
     url = (args.url or os.environ.get("FLUX_URL") or DEFAULT_URL).rstrip("/")
+    if "://" not in url:
+        url = "http://" + url  # `localhost:3000`, read as curl and the SDK read it
     token = args.token or os.environ.get("FLUX_TOKEN") or None
     tty = sys.stdout.isatty()
     if args.command == "watch":
@@ -217,12 +225,17 @@ def _client(args: argparse.Namespace) -> int:
         except WhereError as exc:
             print(f"flux watch: {exc}", file=sys.stderr)
             return 2
+        from flux_client import FluxError
+
         try:
             asyncio.run(watch(url, token, spec, tty=tty and not args.json))
         except KeyboardInterrupt:
             return 0
         except (OSError, TimeoutError) as exc:
             print(f"flux watch: cannot reach the hub at {url}: {exc}", file=sys.stderr)
+            return 1
+        except FluxError as exc:  # refused: a token, private reads (docs/tenancy.md)
+            print(f"flux watch: {exc}", file=sys.stderr)
             return 1
         return 0
     if args.command == "mcp":

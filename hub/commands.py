@@ -22,13 +22,17 @@ from urllib.parse import quote
 
 import httpx
 
-from .core.timefmt import parse_rfc3339_ms
+from .core.timefmt import format_ms, parse_rfc3339_ms
 from .core.where import WhereError, where_from_words
 
 __all__ = ["CommandError", "Context", "run_verb"]
 
 #: Columns of property values shown in tables before they are cut.
 MAX_CELL = 60
+#: ``--limit`` of ``flux history``: what the hub serves (hub/api/events.py).
+HISTORY_LIMITS = (1, 500)
+#: 9999-12-31T23:59:59.999Z: event timestamps past it are shown as given.
+_LAST_MS = 253_402_300_799_999
 
 
 class CommandError(Exception):
@@ -92,6 +96,9 @@ def run_verb(ctx: Context, verb: str, args: Any) -> None:
     Raises:
         CommandError: with the exit status and a message for stderr.
     """
+    if getattr(args, "entity_id", None) == "":
+        # The hub would take "" for an id (as Flux does) and no verb could reach it again.
+        raise CommandError("ENTITY_ID must not be empty", 2)
     handler = _VERBS[verb]
     handler(ctx, args)
 
@@ -101,6 +108,9 @@ def run_verb(ctx: Context, verb: str, args: Any) -> None:
 
 def _publish(ctx: Context, args: Any) -> None:
     properties = _json_arg(args.properties, "PROPERTIES_JSON")
+    if not isinstance(properties, dict):
+        # The hub acknowledges such an event and skips it (as Flux does): nothing changes.
+        raise CommandError("PROPERTIES_JSON must be a JSON object: '{\"name\": value, …}'", 2)
     event = {
         "stream": args.stream,
         "source": args.source,
@@ -254,6 +264,9 @@ def _health(ctx: Context, args: Any) -> None:
 
 
 def _history(ctx: Context, args: Any) -> None:
+    low, high = HISTORY_LIMITS
+    if not low <= args.limit <= high:
+        raise CommandError(f"--limit must be from {low} to {high}, got {args.limit}", 2)
     params: dict[str, Any] = {"entity": args.entity_id, "limit": args.limit}
     if args.since is not None:
         params["since"] = args.since
@@ -263,8 +276,17 @@ def _history(ctx: Context, args: Any) -> None:
         return
     for event in events:
         props = event.get("payload", {}).get("properties")
-        print(f"{event.get('timestamp')}  {event.get('source')}  {json.dumps(props)}", file=ctx.out)
+        when = _event_time(event.get("timestamp"))
+        print(f"{when}  {event.get('source')}  {json.dumps(props)}", file=ctx.out)
     print(f"{len(events)} events, newest first", file=ctx.out)
+
+
+def _event_time(timestamp: Any) -> str:
+    """An event's ``timestamp`` (ms since the epoch) as RFC 3339, like ``lastUpdated``;
+    one that is not such a number (Flux accepts any positive integer) as given."""
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool) and 0 < timestamp <= _LAST_MS:
+        return format_ms(timestamp)
+    return str(timestamp)
 
 
 def _namespace(ctx: Context, args: Any) -> None:

@@ -2,7 +2,9 @@
 
 On a terminal the table is redrawn (at most :data:`FRAMES_PER_SECOND` times a second)
 with the connection state in its first line; piped, every update is printed as one
-JSON line instead. It follows reconnections by itself (the SDK resumes).
+JSON line instead. A hub it cannot reach at the start is an error (exit 1, after
+:data:`FIRST_CONNECTION_SECONDS`); once connected, it follows reconnections by itself
+(the SDK resumes).
 
 FILTER arguments: ``*`` everything; ``crew/`` (ending in ``/``) a prefix; one with
 ``*``, ``?`` or ``[`` a glob; anything else an exact id. ``--namespace`` adds a
@@ -27,6 +29,10 @@ from .core.where import where_from_words
 __all__ = ["filter_of", "watch"]
 
 FRAMES_PER_SECOND = 10
+#: Seconds to wait for the first connection before saying that the hub cannot be
+#: reached (a hub started just before has this long to come up). Once connected, the
+#: watch follows every reconnection for as long as it runs.
+FIRST_CONNECTION_SECONDS = 10.0
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -62,9 +68,22 @@ async def watch(
     *,
     tty: bool,
     out: TextIO = sys.stdout,
+    first_connection: float | None = None,
 ) -> None:
-    """Show the entities of ``spec`` until cancelled (Ctrl-C)."""
-    async with FluxClient(url, token=token, request_timeout=None) as client:
+    """Show the entities of ``spec`` until cancelled (Ctrl-C).
+
+    Raises:
+        TimeoutError: no connection within ``first_connection`` seconds (default
+            :data:`FIRST_CONNECTION_SECONDS`); the message says why the latest attempt
+            failed.
+        flux_client.FluxError: the hub refused the subscription (a token, private reads).
+    """
+    if tty:
+        out.write(f"{_CLEAR}flux watch — connecting to {url} (Ctrl-C to quit)\n")
+        out.flush()
+    wait = FIRST_CONNECTION_SECONDS if first_connection is None else first_connection
+    async with FluxClient(url, token=token, request_timeout=wait) as client:
+        client.request_timeout = None  # connected: from now on, wait through reconnections
         if not tty:
             async with await client.subscribe(snapshot=True, **spec) as updates:
                 async for update in updates:

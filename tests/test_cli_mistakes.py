@@ -1,0 +1,123 @@
+"""The ``flux`` command's answers to a new user's obvious mistakes: one line on stderr
+saying what is wrong, an exit status that is not 0, no traceback — and nothing done
+that the user did not mean.
+
+Found by walking the README as a newcomer: ``flux watch`` against a hub that is not
+there drew a blank screen forever, and a traceback on a hub with private reads;
+``flux publish`` acknowledged properties that were not an object (the hub skips such an
+event) and created an entity with the empty id, which no verb could reach again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import httpx
+import pytest
+
+from hub import watch
+from hub.cli import main
+from hub.store import Store
+
+from .conftest import make_settings, running_hub, timeout
+from .processes import free_port
+from .test_cli_client import Terminal, flux
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_watch_says_when_the_hub_cannot_be_reached(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(watch, "FIRST_CONNECTION_SECONDS", 0.5)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["--url", url, "watch", "*"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"flux watch: cannot reach the hub at {url}: no connection to ")
+    assert "within 0.5 s (last attempt: " in line and url.rsplit(":", 1)[1] in line
+
+
+async def test_watch_refused_by_private_reads_says_why(store: Store, key_prefix: str) -> None:
+    gateway = {"auth_enabled": True, "admin_token": "adm", "private_reads": True}
+    async with running_hub(make_settings(key_prefix, gateway=gateway), store) as hub:
+        url = f"http://127.0.0.1:{hub.port}"
+        for token in ({}, {"FLUX_TOKEN": "not-a-token"}):
+            status, out, err = await flux(url, "watch", "crew/", env=token)
+            assert (status, out) == (1, ""), err
+            assert _one_line(err).startswith("flux watch: unauthorized: ")
+
+
+async def test_publish_refuses_properties_that_are_not_an_object(
+    base_url: str, http: httpx.AsyncClient
+) -> None:
+    for properties in ("[1, 2]", '"warm"', "21.5", "null"):
+        status, out, err = await flux(base_url, "publish", "s", "cli", "bad/x", properties)
+        assert (status, out) == (2, ""), (properties, err)
+        assert _one_line(err).startswith("flux publish: PROPERTIES_JSON must be a JSON object")
+    history = await http.get("/api/events", params={"entity": "bad/x"})
+    assert history.json() == []  # nothing was sent
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["publish", "s", "cli", "", '{"v": 1}'],
+        ["heartbeat", "", '{"v": 1}', "--ttl", "5"],
+        ["get", ""],
+        ["delete", ""],
+        ["history", ""],
+    ],
+    ids=lambda args: args[0],
+)
+async def test_verbs_refuse_an_empty_entity_id(
+    base_url: str, http: httpx.AsyncClient, args: list[str]
+) -> None:
+    status, out, err = await flux(base_url, *args)
+    assert (status, out) == (2, ""), err
+    assert _one_line(err) == f"flux {args[0]}: ENTITY_ID must not be empty"
+    listed = (await http.get("/api/state/entities")).json()
+    assert "" not in [entity["id"] for entity in listed]
+
+
+async def test_history_limit_out_of_its_range_is_refused(base_url: str) -> None:
+    for limit in ("0", "501", "-3"):
+        status, _, err = await flux(base_url, "history", "a/b", "--limit", limit)
+        assert status == 2
+        assert _one_line(err) == f"flux history: --limit must be from 1 to 500, got {limit}"
+
+
+async def test_url_without_a_scheme_is_read_as_http(base_url: str) -> None:
+    address = base_url.removeprefix("http://")  # 127.0.0.1:PORT, as curl takes it
+    status, _, err = await flux(None, "--url", address, "publish", "s", "cli", "u/x", '{"v": 1}')
+    assert status == 0, err
+    status, out, err = await flux(None, "--url", address, "get", "u/x")
+    assert status == 0, err
+    assert json.loads(out)["properties"] == {"v": 1}
+
+
+async def test_history_on_a_terminal_shows_event_times_as_rfc3339(
+    base_url: str, http: httpx.AsyncClient
+) -> None:
+    event = {"stream": "s", "source": "cli", "timestamp": 1796601716638}
+    await http.post(
+        "/api/events", json={**event, "payload": {"entity_id": "h/x", "properties": {"v": 1}}}
+    )
+    terminal = Terminal()
+    await terminal.start(
+        sys.executable, "-m", "hub.cli", "history", "h/x", env={"FLUX_URL": base_url}
+    )
+    try:
+        await terminal.wait_for("1 events, newest first")
+        assert terminal.process is not None
+        assert await asyncio.wait_for(terminal.process.wait(), timeout(10)) == 0
+    finally:
+        await terminal.stop()
+    assert '2026-12-07T00:01:56.638Z  cli  {"v": 1}' in terminal.screen()
+    assert "1796601716638" not in terminal.screen()
