@@ -3,10 +3,10 @@
 
 First, on one cluster, a partition's slot moved step by step (redis-cli's steps:
 SETSLOT IMPORTING/MIGRATING, MIGRATE ... KEYS, SETSLOT NODE): publishes into it wait
-(in order, none fails) while another partition's go on, and one waiting past the
-store's reply timeout fails, unapplied (hub/store/moving.py); reads that need several
-of its keys at once and the lease sweep wait too, and its delta log is read on its new
-master.
+(in order, none fails) while another partition's go on, up to the ingest's bound of
+submissions waiting; one waiting past the store's reply timeout fails, unapplied
+(hub/store/moving.py); reads that need several of its keys at once and the lease sweep
+wait too, and its delta log is read on its new master.
 
 Then the whole hub:
 
@@ -123,6 +123,34 @@ async def test_publishes_into_a_moving_slot_wait_in_order_while_others_go_on(
         entity = await store.get(moving)
         assert entity is not None and entity.properties == {"n": b"2"}
         assert cluster.master_of_slot(slot) == target
+
+
+async def test_past_queue_size_waiting_for_a_moving_slot_no_partition_is_written(
+    cluster: LocalCluster, key_prefix: str
+) -> None:
+    keys = Keys(key_prefix, PARTITIONS)
+    moving, other = _in_partition(keys, 9, "m/"), _in_partition(keys, 13, "o/")
+    slot = key_slot(b"9")
+    target = next(p for p in cluster.master_ports() if p != cluster.master_of_slot(slot))
+    async with await Store.connect(cluster.url, keys, LogSettings()) as store:
+        # One submission per batch, and room for two set aside.
+        ingest = Ingest(store, max_batch=1, queue_size=2, clock=time.time)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ingest.run)
+            await ingest.submit([Item(moving, 0)])
+            await anyio.to_thread.run_sync(cluster.begin_migration, slot, target)
+            held = [await ingest.enqueue([Item(moving, n)]) for n in (1, 2)]
+            await anyio.sleep(0.3)
+            beside = await ingest.enqueue([Item(other, 0)])
+            await anyio.sleep(0.3)
+            assert not beside.done.is_set() and not any(t.done.is_set() for t in held)
+            source = cluster.master_of_slot(slot)
+            await anyio.to_thread.run_sync(cluster.move_keys, slot, source, target)
+            await anyio.to_thread.run_sync(cluster.end_migration, slot, target)
+            with anyio.fail_after(timeout(5)):
+                versions = [(await t.result())[0].version for t in (*held, beside)]
+            assert versions == [2, 3, 1]
+            tasks.cancel_scope.cancel()
 
 
 async def test_a_publish_held_past_the_reply_timeout_fails_and_was_not_applied(

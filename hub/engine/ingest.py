@@ -276,6 +276,8 @@ class Ingest:
                     return
                 self._queued.clear()
                 await self._queued.wait()
+            if self._aside_tickets >= self.queue_size:
+                continue  # (set aside while this task waited for the queue)
             batch = [queue.popleft()]
             try:
                 count = len(batch[0].items)
