@@ -5,14 +5,17 @@ that the user did not mean.
 Found by walking the README as a newcomer: ``flux watch`` against a hub that is not
 there drew a blank screen forever, and a traceback on a hub with private reads;
 ``flux publish`` acknowledged properties that were not an object (the hub skips such an
-event) and created an entity with the empty id, which no verb could reach again.
+event) and created an entity with the empty id, which no verb could reach again;
+``flux serve`` on a data directory it could not create printed a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -121,3 +124,24 @@ async def test_history_on_a_terminal_shows_event_times_as_rfc3339(
         await terminal.stop()
     assert '2026-12-07T00:01:56.638Z  cli  {"v": 1}' in terminal.screen()
     assert "1796601716638" not in terminal.screen()
+
+
+def test_serve_on_a_data_dir_it_cannot_use_says_so(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for data_dir, why in [
+        (tmp_path / "a-file", "not a directory"),
+        (tmp_path / "a-file" / "below", "not a directory"),
+        (Path("/proc/flux-data"), "No such file or directory"),
+    ]:
+        ran = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout(30),
+            check=False,
+        )
+        assert ran.returncode == 1, ran.stderr
+        assert _one_line(ran.stderr) == (
+            f"flux serve: cannot use {data_dir} as the data directory: {why}; "
+            "choose another with --data-dir or FLUX_DATA_DIR"
+        )

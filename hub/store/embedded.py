@@ -169,12 +169,21 @@ class EmbeddedRedis:
         """Lock the data directory, clear leftovers, start the server, wait for it.
 
         Raises:
-            ConfigError: the directory is in use by another hub, or no binary.
+            ConfigError: the directory cannot be created or written, or is in use by
+                another hub; or no binary.
             LogUnavailable: the server exited or did not answer in time.
         """
         binary = find_server_binary(self.binary)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
+        except OSError as exc:  # a file there, no permission, a read-only or full disk
+            file = isinstance(exc, FileExistsError | NotADirectoryError)
+            raise ConfigError(
+                f"cannot use {self.data_dir} as the data directory: "
+                f"{'not a directory' if file else exc.strerror or exc}; "
+                "choose another with --data-dir or FLUX_DATA_DIR"
+            ) from None
         try:
             self._stop_orphan()
             self._write_config()
