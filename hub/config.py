@@ -83,6 +83,14 @@ class RedisSettings(_Frozen):
         """``(replicas, timeout_ms)`` for the store's WAIT, or None without one."""
         return (self.wait_replicas, self.wait_timeout_ms) if self.wait_replicas else None
 
+    @field_validator("url")
+    @classmethod
+    def _url_is_redis(cls, value: str | None) -> str | None:
+        # redis-py's own refusal comes later, as a traceback from deep in the pool.
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
 
 class LogSettings(_Frozen):
     """Retention of the logs kept in Redis. Trimming is approximate (``MAXLEN ~``)."""
@@ -305,7 +313,7 @@ class Settings(_Frozen):
                 continue
             group, _, field = dotted.partition(".")
             tree.setdefault(group, {})[field] = value
-            names[(group, field)] = "--" + field.replace("_", "-")
+            names[(group, field)] = _FLAGS.get(dotted, "--" + field.replace("_", "-"))
         oauth = _oauth_clients(env)
         if oauth:
             tree.setdefault("connectors", {})["oauth_clients"] = oauth
@@ -319,6 +327,10 @@ class Settings(_Frozen):
             return cls(**groups)
         except ValidationError as exc:
             raise ConfigError(_explain(exc, names)) from None
+
+
+#: Flags whose name is not their field's (``serve --redis`` sets ``redis.url``).
+_FLAGS = {"redis.url": "--redis"}
 
 
 def _bool(raw: str) -> bool:

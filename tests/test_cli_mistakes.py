@@ -6,13 +6,15 @@ Found by walking the README as a newcomer: ``flux watch`` against a hub that is 
 there drew a blank screen forever, and a traceback on a hub with private reads;
 ``flux publish`` acknowledged properties that were not an object (the hub skips such an
 event) and created an entity with the empty id, which no verb could reach again;
-``flux serve`` on a data directory it could not create printed a traceback.
+``flux serve`` on a data directory it could not create, and ``serve`` or ``replay`` given
+a Redis URL that is not one, printed a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +147,30 @@ def test_serve_on_a_data_dir_it_cannot_use_says_so(tmp_path: Path) -> None:
             f"flux serve: cannot use {data_dir} as the data directory: {why}; "
             "choose another with --data-dir or FLUX_DATA_DIR"
         )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "origin"),
+    [
+        (["serve", "--port", "0", "--redis", "localhost:6379"], {}, "--redis"),
+        (["serve", "--port", "0"], {"FLUX_REDIS_URL": "localhost:6379"}, "FLUX_REDIS_URL"),
+        (["replay", "--redis", "http://localhost:6379"], {}, "--redis"),
+    ],
+    ids=["serve-flag", "serve-env", "replay-flag"],
+)
+def test_redis_url_that_is_not_one_is_named(
+    args: list[str], env: dict[str, str], origin: str
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=timeout(30),
+        check=False,
+    )
+    assert ran.returncode == 2, ran.stderr
+    command = args[0]
+    assert _one_line(ran.stderr) == (
+        f"flux {command}: {origin}: must be a redis://, rediss:// or unix:// URL"
+    )
