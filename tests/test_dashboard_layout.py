@@ -70,3 +70,36 @@ async def test_dashboard_fits_the_screen_from_phone_to_desktop(
         if width >= 1200:  # 8 x 8.5rem + gaps + padding = 1184 px: the eight figures in one row
             assert len(set(layout["tops"])) == 1, (width, layout)
     assert devtools.page_errors() == []
+
+
+async def test_dashboard_shows_an_update_of_another_day_whole(
+    devtools: DevTools, base_url: str, http: httpx.AsyncClient
+) -> None:
+    # The page's clock two days ahead: every entity was updated on another day, so its
+    # time is shown with its date (2026-12-06 23:29:38), which must fit its column.
+    await devtools.send(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "const Real = Date, ahead = 2 * 86400000;"
+            "globalThis.Date = class extends Real {"
+            " constructor(...a) { a.length ? super(...a) : super(Real.now() + ahead); }"
+            " static now() { return Real.now() + ahead; } };"
+        },
+    )
+    reply = await http.post(
+        "/api/events",
+        json={
+            "stream": "layout",
+            "source": "pytest",
+            "payload": {"entity_id": "lab/old", "properties": {"t": 1}},
+        },
+    )
+    assert reply.status_code == 200
+    await _open_at(devtools, base_url, 1280)
+    cells = json.loads(
+        await devtools.evaluate(
+            "JSON.stringify([...document.querySelectorAll('#entities td.time')]"
+            ".map((td) => [td.textContent, td.scrollWidth <= td.clientWidth]))"
+        )
+    )
+    assert cells and all(len(text) == 19 and fits for text, fits in cells), cells
