@@ -129,57 +129,6 @@ async def subscribe_with_snapshot(ws: Any, sub: str, prefix: str, replica: Any) 
             return
 
 
-def run_slow_consumer(url: str, prefix: str, control: Connection) -> None:
-    """A subscriber (snapshot, then live) that stops reading when told.
-
-    Commands on ``control``: ``"stall"`` (stop reading the socket), ``"resume"``,
-    ``("finish", expected_state)`` (read until its replica equals it, then answer
-    ``(equal, deltas applied)``). It answers ``"ready"`` once synced. Its replica
-    asserts the protocol's promises on every delta (tests/native_client.py).
-    """
-    asyncio.run(_slow_consumer(url, prefix, control))
-
-
-async def _slow_consumer(url: str, prefix: str, control: Connection) -> None:
-    from .native_client import Replica
-
-    replica = Replica()
-    # max_queue=1: with one message waiting, the client stops reading its socket.
-    async with websockets.connect(url, subprotocols=["flux.v1"], max_queue=1) as ws:  # type: ignore[list-item]
-        await subscribe_with_snapshot(ws, "slow", prefix, replica)
-        control.send("ready")
-
-        async def read() -> None:
-            while True:
-                replica.apply(json.loads(await ws.recv()))
-
-        reader: asyncio.Task[None] | None = asyncio.create_task(read())
-        while True:
-            command = await asyncio.to_thread(control.recv)
-            if command == "stall" and reader is not None:
-                reader.cancel()
-                reader = None
-            elif command == "resume" and reader is None:
-                reader = asyncio.create_task(read())
-            elif isinstance(command, tuple) and command[0] == "finish":
-                if reader is not None:
-                    reader.cancel()
-                expected = command[1]
-                deadline = time.time() + 30
-                while replica_state(replica, prefix) != expected and time.time() < deadline:
-                    try:
-                        replica.apply(json.loads(await asyncio.wait_for(ws.recv(), 1)))
-                    except TimeoutError:
-                        continue
-                control.send((replica_state(replica, prefix) == expected, replica.deltas))
-                # Keep reading while closing: with its one-message queue full, the
-                # client would not read the hub's close frame, and wait 10 s for it.
-                drain = asyncio.create_task(discard(ws))
-                await ws.close()
-                drain.cancel()
-                return
-
-
 async def discard(ws: Any) -> None:
     """Read and drop every frame until the connection closes."""
     with contextlib.suppress(websockets.ConnectionClosed):

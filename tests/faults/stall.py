@@ -62,7 +62,7 @@ from ..load_clients import (
 )
 from ..native_client import Replica, rest_state
 
-__all__ = ["StallOutcome", "run_stalled_subscriber", "stall_run"]
+__all__ = ["StallOutcome", "run_stalled_subscriber", "send_buffer", "stall_run"]
 
 HOT = 50
 WIDE = 1000
@@ -104,10 +104,12 @@ class StallOutcome:
     to_close: list[float] = field(default_factory=list)
     #: When the stalled one read each close ("recover0 +0.0 s": as it read again).
     close_phases: list[str] = field(default_factory=list)
-    #: After the last resume: its replica equals the REST state; deltas applied; gaps.
+    #: After the last resume: its replica equals the REST state; deltas applied; gaps;
+    #: ``reset`` frames read (a hub that fell behind its delta log starts it over).
     equal: bool = False
     deltas: int = 0
     gaps: int = 0
+    resets: int = 0
 
     def fair(self, ratio: float = 1.2, slack: float = 0.002) -> bool:
         return self.p99_with <= self.p99_without * ratio + slack
@@ -225,7 +227,7 @@ async def stall_run(
                     if phase.startswith("stalled"):
                         control.send("stall")
                         if session is not None:
-                            _small_send_buffer(session)
+                            send_buffer(session, SEND_BUFFER)
                         stalled_at = time.monotonic()
                     elif phase.startswith("recover"):
                         control.send("resume")
@@ -242,7 +244,7 @@ async def stall_run(
             expected = {i: [v, p] for i, (v, p) in state.items()}
             control.send(("finish", expected))
             assert await asyncio.to_thread(control.poll, timeout(40)), "stalled one hung"
-            outcome.equal, outcome.deltas, outcome.gaps, closes = control.recv()
+            outcome.equal, outcome.deltas, outcome.gaps, outcome.resets, closes = control.recv()
             outcome.closes = [(code, reason) for code, reason, _ in closes]
             outcome.close_phases = [_phase_of(at, starts) for _, _, at in closes]
 
@@ -258,18 +260,23 @@ async def stall_run(
             return outcome
 
 
-def _small_send_buffer(session: NativeSession) -> None:
-    """Bound the kernel's send buffer of the hub's side of the stalled connection, as
-    its network stalls (its receive buffer is empty then: it was reading).
+def send_buffer(session: NativeSession, size: int) -> int:
+    """Set the kernel's send buffer of the hub's side of ``session``'s connection (the
+    kernel doubles ``size``); the size it had, to restore with ``size // 2``.
 
-    Over loopback (a 64 KiB MSS) the kernel sizes it at about a megabyte: at the
-    stalled one's 60-90 KB/s it would take most of a minute to fill before the hub saw any
-    unsent byte of its own. A stalled network holds less in flight than that; the hub
-    itself does not set the option, so this is the only change to its socket.
+    As a network stalls (the stalled one's receive buffer is empty then: it was
+    reading), :data:`SEND_BUFFER`: over loopback (a 64 KiB MSS) the kernel sizes it at
+    about a megabyte, and at the stalled one's 60-90 KB/s it would take most of a minute
+    to fill before the hub saw any unsent byte of its own. A stalled network holds less
+    in flight than that; the hub itself does not set the option, so this is the only
+    change to its socket.
     """
     sock = session.ws.transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    if sock is None:
+        return 0
+    previous = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    return previous
 
 
 def _phase_of(at: float, starts: dict[str, float]) -> str:
@@ -302,35 +309,41 @@ def _p99(latencies: list[float]) -> float:
 # ---------------------------------------------------------------- the stalled one
 
 
-def run_stalled_subscriber(url: str, prefix: str, control: Connection) -> None:
+def run_stalled_subscriber(
+    url: str, prefix: str, control: Connection, receive_buffer: int = RECEIVE_BUFFER
+) -> None:
     """A subscriber to ``prefix`` (snapshot, then live) whose network stalls when told.
 
     Commands on ``control``: ``"stall"`` (stop reading the socket), ``"resume"`` (read
     again: what was queued, then, if the hub closed the connection, reconnect and
     subscribe ``from`` its cursor), ``("finish", expected_state)`` (read until its
-    replica equals it, then answer ``(equal, deltas, gaps, closes)``, closes being the
-    ``(code, reason, time.time())`` of each close it read). It answers ``"ready"`` once synced.
+    replica equals it, then answer ``(equal, deltas, gaps, resets, closes)``, closes
+    being the ``(code, reason, time.time())`` of each close it read). It answers
+    ``"ready"`` once synced. Its socket receives into ``receive_buffer`` bytes.
     """
-    asyncio.run(_stalled_subscriber(url, prefix, control))
+    asyncio.run(_stalled_subscriber(url, prefix, control, receive_buffer))
 
 
-async def _connect(url: str) -> Any:
-    """A connection whose socket receives into 4 KiB: a stalled reader's kernel buffers
-    hold little, so the hub's side fills as it would over a stalled network."""
+async def _connect(url: str, receive_buffer: int) -> Any:
+    """A connection whose socket receives into ``receive_buffer`` bytes (4 KiB): a
+    stalled reader's kernel buffers hold little, so the hub's side fills as it would
+    over a stalled network."""
     parts = urlsplit(url)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
     # max_queue=1: with one message waiting, the client stops reading its socket.
     return await websockets.connect(url, sock=sock, subprotocols=["flux.v1"], max_queue=1)  # type: ignore[list-item]
 
 
-async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> None:
+async def _stalled_subscriber(
+    url: str, prefix: str, control: Connection, receive_buffer: int
+) -> None:
     replica = Replica()
     closes: list[tuple[int | None, str, float]] = []
     gaps = 0
-    ws = await _connect(url)
+    ws = await _connect(url, receive_buffer)
     await subscribe_with_snapshot(ws, "stalled", prefix, replica)
     control.send("ready")
 
@@ -342,7 +355,7 @@ async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> Non
             except websockets.ConnectionClosed as exc:
                 code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, "")
                 closes.append((code, reason, time.time()))
-                ws = await _connect(url)
+                ws = await _connect(url, receive_buffer)
                 await ws.send(
                     json.dumps(
                         {
@@ -377,7 +390,7 @@ async def _stalled_subscriber(url: str, prefix: str, control: Connection) -> Non
                 while replica_state(replica, prefix) != expected and time.time() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 equal = replica_state(replica, prefix) == expected
-                control.send((equal, replica.deltas, gaps, closes))
+                control.send((equal, replica.deltas, gaps, replica.resets, closes))
                 return
     finally:
         if reader is not None:
