@@ -82,8 +82,10 @@ async def test_stored_token_is_polled_into_entities_seen_by_rest_and_a_subscribe
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    # A Flux (compat) client: without a subscription it receives every update.
-    async with websockets.connect(ws_url) as ws:
+    # A Flux (compat) client: without a subscription it receives every update. Its
+    # queue unbounded: with 16 updates left unread (websockets' default), it would stop
+    # reading its socket, miss the hub's closing frame, and close after 10 s.
+    async with websockets.connect(ws_url, max_queue=None) as ws:
         await ws.ping()
         reply = await http.post("/api/connectors/github/token", json={"token": TOKEN.access_token})
         assert reply.status_code == 200 and reply.json() == {"success": True}
