@@ -250,6 +250,15 @@ def _admin_config(ctx: Context, args: Any) -> None:
         _show(ctx, _call(ctx, "GET", "/api/admin/config"))
         return
     body = _json_arg(args.update, "UPDATE_JSON")
+    if isinstance(body, dict):
+        # The hub ignores a field it does not know (as Flux does): a misspelt setting
+        # would look applied. The settings are the fields it shows.
+        known = _call(ctx, "GET", "/api/admin/config")
+        unknown = sorted(set(body) - set(known))
+        if unknown:
+            raise CommandError(
+                f"unknown setting {', '.join(unknown)}; the settings are {', '.join(known)}", 2
+            )
     # flux.sh refuses to send without FLUX_ADMIN_TOKEN; we let the hub decide (it is
     # open when it has no admin token) and show its answer.
     _show(ctx, _call(ctx, "PUT", "/api/admin/config", admin=True, json=body))

@@ -7,7 +7,8 @@ there drew a blank screen forever, and a traceback on a hub with private reads;
 ``flux publish`` acknowledged properties that were not an object (the hub skips such an
 event) and created an entity with the empty id, which no verb could reach again;
 ``flux serve`` on a data directory it could not create, and ``serve`` or ``replay`` given
-a Redis URL that is not one, printed a traceback.
+a Redis URL that is not one, printed a traceback; ``flux admin-config`` showed a
+misspelt setting as if applied (the hub ignores a field it does not know).
 """
 
 from __future__ import annotations
@@ -174,3 +175,17 @@ def test_redis_url_that_is_not_one_is_named(
     assert _one_line(ran.stderr) == (
         f"flux {command}: {origin}: must be a redis://, rediss:// or unix:// URL"
     )
+
+
+async def test_admin_config_refuses_a_setting_the_hub_does_not_have(
+    base_url: str, http: httpx.AsyncClient
+) -> None:
+    before = (await http.get("/api/admin/config")).json()
+    update = '{"rate_limit_per_namespace_per_minut": 5, "body_size_limit_single_bytes": 2048}'
+    status, out, err = await flux(base_url, "admin-config", update)
+    assert (status, out) == (2, ""), err
+    assert _one_line(err) == (
+        "flux admin-config: unknown setting rate_limit_per_namespace_per_minut; the settings "
+        f"are {', '.join(before)}"
+    )
+    assert (await http.get("/api/admin/config")).json() == before  # nothing sent
