@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,14 @@ if TYPE_CHECKING:
     from .browser import DevTools
 
 TIMEOUT_FACTOR = float(os.environ.get("FLUX_TESTS_TIMEOUT_FACTOR", "1"))
+
+# Started in the background by a non-interactive shell (`nohup pytest &` in a script,
+# some CI runners), pytest inherits SIGINT ignored, and so would every process it
+# starts: an ignored signal stays ignored across exec. The tests interrupt `flux watch`
+# and `flux serve` with SIGINT, as a user's Ctrl-C does; ignored, each waited out its
+# timeout and failed (four tests, 25 s each). Python's own handler is restored here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def timeout(seconds: float) -> float:
