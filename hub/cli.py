@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -202,11 +204,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return _serve(args)
-    if args.command == "replay":
-        from .replay_command import run_replay
+    try:
+        if args.command == "replay":
+            from .replay_command import run_replay
 
-        return run_replay(args)
-    return _client(args)
+            return run_replay(args)
+        return _client(args)
+    except BrokenPipeError:
+        # The reader of the output left (`flux list | head -1`): stop quietly, with the
+        # status of a tool that SIGPIPE killed, and let the interpreter's last flush
+        # go nowhere rather than fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def _client(args: argparse.Namespace) -> int:
@@ -231,6 +241,8 @@ def _client(args: argparse.Namespace) -> int:
             asyncio.run(watch(url, token, spec, tty=tty and not args.json))
         except KeyboardInterrupt:
             return 0
+        except BrokenPipeError:
+            raise  # the reader left: main() ends quietly
         except (OSError, TimeoutError) as exc:
             print(f"flux watch: cannot reach the hub at {url}: {exc}", file=sys.stderr)
             return 1

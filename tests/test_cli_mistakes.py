@@ -8,7 +8,8 @@ there drew a blank screen forever, and a traceback on a hub with private reads;
 event) and created an entity with the empty id, which no verb could reach again;
 ``flux serve`` on a data directory it could not create, and ``serve`` or ``replay`` given
 a Redis URL that is not one, printed a traceback; ``flux admin-config`` showed a
-misspelt setting as if applied (the hub ignores a field it does not know).
+misspelt setting as if applied (the hub ignores a field it does not know); and
+``flux list | head -1`` ended in a traceback (``watch``: "cannot reach the hub").
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +191,39 @@ async def test_admin_config_refuses_a_setting_the_hub_does_not_have(
         f"are {', '.join(before)}"
     )
     assert (await http.get("/api/admin/config")).json() == before  # nothing sent
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [["list"], ["history", "pipe/e0", "--limit", "500"], ["watch", "pipe/"]],
+    ids=lambda verb: verb[0],
+)
+async def test_output_cut_short_by_its_reader_ends_quietly(
+    base_url: str, http: httpx.AsyncClient, tmp_path: Path, verb: list[str]
+) -> None:
+    pad = "x" * 500  # more than a pipe's buffer in all: flux meets the closed end
+    events = [
+        {
+            "stream": "s",
+            "source": "cli",
+            "payload": {
+                "entity_id": f"pipe/e{n % 2 if verb[0] == 'history' else n}",
+                "properties": {"n": n, "pad": pad},
+            },
+        }
+        for n in range(300)
+    ]
+    assert (await http.post("/api/events/batch", json={"events": events})).status_code == 200
+    # As typed in a shell: `flux list | head -1`, flux's own status and stderr kept.
+    flux_command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "hub.cli", *verb])
+    script = f"{flux_command} 2>{tmp_path}/err | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    ran = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        env={**os.environ, "FLUX_URL": base_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(ran.communicate(), timeout(30))
+    assert (tmp_path / "err").read_text() == ""  # no traceback, no "cannot reach the hub"
+    assert out.decode().strip() == "141"  # as a tool that SIGPIPE ended
