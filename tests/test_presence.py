@@ -99,6 +99,24 @@ async def test_sdk_heartbeat_keeps_an_entity_past_its_ttl_then_deletes_it(
     assert (end.kind, end.reason) == ("deleted", "")
 
 
+async def test_sdk_request_cancelled_as_its_reply_comes_is_cancelled(
+    hub: Hub, base_url: str
+) -> None:
+    """A heartbeat is stopped by cancelling its task, often while a beat's publish is
+    being answered. The reply and the cancellation in one turn of the loop: the caller
+    must see the cancellation (on Python 3.11, asyncio.wait_for returned the reply and
+    dropped it: the stopped heartbeat beat on, and its stop() never returned)."""
+    async with FluxClient(base_url) as flux:
+        task = asyncio.create_task(flux.publish("crew/agent-c", {"n": 1}, ttl=5))
+        await asyncio.sleep(0)  # it runs up to the wait for its reply
+        (pending,) = flux._pending.values()
+        ack = {"type": "ack", "results": [{"eventId": "e", "status": "ok", "version": 1}]}
+        pending.future.set_result(ack)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_sdk_heartbeat_left_to_expire_reports_the_reason(
     hub: Hub, base_url: str, http: httpx.AsyncClient
 ) -> None:

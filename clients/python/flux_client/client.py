@@ -443,7 +443,11 @@ class FluxClient:
             return await pending.future
 
         try:
-            answer = await asyncio.wait_for(deliver(), wait or self.request_timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for loses a
+            # cancellation that comes as the reply does (the caller's task goes on as
+            # if never cancelled: a heartbeat being stopped kept beating).
+            async with asyncio.timeout(wait or self.request_timeout):
+                answer = await deliver()
         finally:
             self._pending.pop(ref, None)
         if answer["type"] == "error":
