@@ -106,6 +106,9 @@ class Replica:
     cursor: dict[int, str] = field(default_factory=dict)
     deltas: int = 0
     resets: int = 0
+    #: Whether a ``synced`` (or ``checkpoint``) came: only then does the cursor name
+    #: every partition, so that a resume from it can succeed.
+    synced: bool = False
 
     def cursor_text(self) -> str:
         return ",".join(self.cursor[p] if p == 0 else self.cursor[p] for p in sorted(self.cursor))
@@ -126,6 +129,7 @@ class Replica:
                 self.entities[e["id"]] = Held(e["version"], dict(e["properties"]))
         elif kind in ("synced", "checkpoint"):
             self.set_cursor(frame["cursor"])
+            self.synced = True
         elif kind == "delta":
             self.deltas += 1
             held = self.entities.get(frame["id"])
