@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -187,12 +188,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("patterns", metavar="FILTER", nargs="*")
     p.add_argument("--namespace", action="append", default=[], help="add a namespace")
     p.add_argument("--where", action="append", default=[], metavar="COND", help=WHERE_HELP)
+    p.add_argument(
+        "--wait",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for the hub at the start, then exit 1 (default 10; 0: wait "
+        "until it is up, as a service started before its hub does); once connected, "
+        "watch follows reconnections by itself",
+    )
     verb(
         "mcp",
         "serve MCP (Model Context Protocol) on stdin/stdout for an agent, acting on the hub "
         "with the token given (docs/mcp.md)",
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, finite and not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +259,8 @@ def _client(args: argparse.Namespace) -> int:
         from flux_client import FluxError
 
         try:
-            asyncio.run(watch(url, token, spec, tty=tty and not args.json))
+            first = None if args.wait is None else args.wait or math.inf
+            asyncio.run(watch(url, token, spec, tty=tty and not args.json, first_connection=first))
         except KeyboardInterrupt:
             return 0
         except BrokenPipeError:

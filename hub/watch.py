@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 import sys
 from typing import Any, TextIO
@@ -74,14 +75,16 @@ async def watch(
 
     Raises:
         TimeoutError: no connection within ``first_connection`` seconds (default
-            :data:`FIRST_CONNECTION_SECONDS`); the message says why the latest attempt
-            failed.
+            :data:`FIRST_CONNECTION_SECONDS`; ``math.inf``: no limit); the message says
+            why the latest attempt failed.
         flux_client.FluxError: the hub refused the subscription (a token, private reads).
     """
     if tty:
         out.write(f"{_CLEAR}flux watch — connecting to {url} (Ctrl-C to quit)\n")
         out.flush()
-    wait = FIRST_CONNECTION_SECONDS if first_connection is None else first_connection
+    wait: float | None = FIRST_CONNECTION_SECONDS if first_connection is None else first_connection
+    if wait == math.inf:
+        wait = None  # the client's "no timeout": keep trying until the hub is up
     async with FluxClient(url, token=token, request_timeout=wait) as client:
         client.request_timeout = None  # connected: from now on, wait through reconnections
         if not tty:

@@ -25,7 +25,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub import watch
 from hub.cli import main
 from hub.store import Store
 
@@ -41,15 +40,67 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
-def test_watch_says_when_the_hub_cannot_be_reached(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(watch, "FIRST_CONNECTION_SECONDS", 0.5)
+def test_watch_says_when_the_hub_cannot_be_reached(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    assert main(["--url", url, "watch", "*"]) == 1
+    assert main(["--url", url, "watch", "*", "--wait", "0.5"]) == 1
     line = _one_line(capsys.readouterr().err)
     assert line.startswith(f"flux watch: cannot reach the hub at {url}: no connection to ")
     assert "within 0.5 s (last attempt: " in line and url.rsplit(":", 1)[1] in line
+
+
+@pytest.mark.parametrize("wait", ["-1", "soon", "inf", "nan"])
+def test_watch_refuses_a_wait_that_is_not_seconds(
+    wait: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["watch", "*", "--wait", wait])
+    assert exited.value.code == 2
+    assert "argument --wait: " in capsys.readouterr().err
+
+
+async def test_watch_wait_0_waits_for_a_hub_that_starts_later(
+    store: Store, key_prefix: str
+) -> None:
+    # The default first-connection wait shortened to 0.3 s in the watching process, so
+    # that a watch still bound by it would give up before the hub is up a second later.
+    port = free_port()
+    program = (
+        "import sys, hub.watch; hub.watch.FIRST_CONNECTION_SECONDS = 0.3; "
+        "from hub.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    url = f"http://127.0.0.1:{port}"
+    following = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        program,
+        "--url",
+        url,
+        "watch",
+        "--wait",
+        "0",
+        "*",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(1.5)
+        assert following.returncode is None, await following.stderr.read()  # type: ignore[union-attr]
+        settings = make_settings(key_prefix, gateway={"host": "127.0.0.1", "port": port})
+        async with running_hub(settings, store), httpx.AsyncClient() as http:
+            payload = {"entity_id": "w/late", "properties": {"up": True}}
+            event = {"stream": "s", "source": "t", "payload": payload}
+            reply = await http.post(f"{url}/api/events", json=event)
+            assert reply.status_code == 200, reply.text
+            assert following.stdout is not None
+            while True:
+                line = await asyncio.wait_for(following.stdout.readline(), timeout(20))
+                assert line, await following.stderr.read()  # type: ignore[union-attr]
+                if json.loads(line)["id"] == "w/late":
+                    break
+    finally:
+        if following.returncode is None:
+            following.kill()
+        await following.wait()
 
 
 async def test_watch_refused_by_private_reads_says_why(store: Store, key_prefix: str) -> None:
