@@ -96,10 +96,18 @@ async def test_dashboard_shows_an_update_of_another_day_whole(
     )
     assert reply.status_code == 200
     await _open_at(devtools, base_url, 1280)
-    cells = json.loads(
-        await devtools.evaluate(
-            "JSON.stringify([...document.querySelectorAll('#entities td.time')]"
-            ".map((td) => [td.textContent, td.scrollWidth <= td.clientWidth]))"
+    # The entity's row comes with the page's snapshot, which may land after the
+    # connection shows "live" and the connectors panel fills (on a busy machine).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout(15)
+    cells: list[list[Any]] = []
+    while not cells:
+        assert loop.time() < deadline, devtools.page_errors()
+        await asyncio.sleep(0.05)
+        cells = json.loads(
+            await devtools.evaluate(
+                "JSON.stringify([...document.querySelectorAll('#entities td.time')]"
+                ".map((td) => [td.textContent, td.scrollWidth <= td.clientWidth]))"
+            )
         )
-    )
     assert cells and all(len(text) == 19 and fits for text, fits in cells), cells
