@@ -10,11 +10,12 @@ Timeouts scale with ``FLUX_TESTS_TIMEOUT_FACTOR`` (default 1) for slow CI machin
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,61 @@ TIMEOUT_FACTOR = float(os.environ.get("FLUX_TESTS_TIMEOUT_FACTOR", "1"))
 # timeout and failed (four tests, 25 s each). Python's own handler is restored here.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+class _Room:
+    """A readers-writer lock across the pytest-xdist workers of one run.
+
+    The suite runs on two workers (pyproject's addopts). A test marked ``alone`` (one
+    that measures the hub's latency or its timing under load) runs while no other test
+    does: every test holds the room shared, an ``alone`` test holds it exclusively. The
+    turnstile, held by an ``alone`` test from before it waits for the room, stops the
+    other worker from starting tests meanwhile (without it, that worker's tests, back to
+    back, could keep the room shared indefinitely). Both are ``flock`` locks on two
+    files in the run's temporary directory, which every worker shares.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        flags = os.O_CREAT | os.O_RDWR | os.O_CLOEXEC
+        self.turnstile = os.open(directory / "alone-turnstile.lock", flags, 0o600)
+        self.room = os.open(directory / "alone-room.lock", flags, 0o600)
+
+    @contextmanager
+    def enter(self, *, alone: bool) -> Iterator[None]:
+        fcntl.flock(self.turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(self.turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.room, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(self.turnstile, fcntl.LOCK_UN)
+
+
+_rooms: dict[str, _Room] = {}
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Run each test in the room (:class:`_Room`) when the suite runs on xdist workers.
+
+    Outermost (``tryfirst``): the wait for the room is not counted in the test's time
+    limit, which pytest-timeout starts in its own wrapper of this hook.
+    """
+    basetemp = item.config.option.basetemp
+    if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:
+        return (yield)
+    # A worker's base directory is the run's, plus its name (xdist's workermanage).
+    shared = str(Path(basetemp).parent)
+    room = _rooms.get(shared)
+    if room is None:
+        room = _rooms[shared] = _Room(Path(shared))
+    with room.enter(alone=item.get_closest_marker("alone") is not None):
+        return (yield)
 
 
 def timeout(seconds: float) -> float:

@@ -107,6 +107,7 @@ class Run:
     latencies: list[Latencies]
 
 
+@pytest.mark.alone
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_stalled_subscriber_is_conflated_within_bounds_and_ends_right(

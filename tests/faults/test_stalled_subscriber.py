@@ -13,6 +13,8 @@ three stalls and compares.
 
 from __future__ import annotations
 
+import pytest
+
 from .stall import stall_run
 
 CONFLATE_AFTER = 64 * 1024
@@ -21,6 +23,7 @@ MAX_PENDING = 200
 DISPATCH_BATCH_BYTES = 1000 * 256
 
 
+@pytest.mark.alone
 async def test_stalled_subscriber_is_conflated_then_closed_1013_and_resumes(
     redis_url: str, key_prefix: str
 ) -> None:
