@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from hub.config import Settings
-from hub.transport.server import SHUTDOWN_GRACE
+from hub.transport.server import IN_FLIGHT_GRACE, SHUTDOWN_GRACE
 
 from .conftest import timeout
 from .doc_blocks import ROOT, doc_blocks
@@ -208,8 +208,8 @@ def test_the_deployment_probes_drains_and_is_locked_down(base: list[dict[str, An
     assert sleep[0] == "sleep" and int(sleep[1]) > 0
     drain = Settings.from_env(_pod_env(base)).gateway.shutdown_drain_seconds
     assert drain > 0
-    # Then the hub's close: in-flight work, then the WebSockets, SHUTDOWN_GRACE each.
-    close = 2 * SHUTDOWN_GRACE
+    # Then the hub's close: in-flight publishes (IN_FLIGHT_GRACE), then the WebSockets.
+    close = IN_FLIGHT_GRACE + SHUTDOWN_GRACE
     assert int(sleep[1]) + drain + close < pod["terminationGracePeriodSeconds"]
     # Readiness notices the drain's 503 before the drain ends.
     readiness = hub["readinessProbe"]

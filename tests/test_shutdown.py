@@ -27,7 +27,8 @@ from hub.errors import ConfigError
 from hub.store import Store
 
 from .conftest import running_hub, timeout
-from .native_client import rest_state
+from .faults.scenarios import OwnedRedis
+from .native_client import Native, event, rest_state
 from .processes import HubProcess, free_port
 
 
@@ -144,6 +145,45 @@ async def _run_the_stream(first: HubProcess, second: HubProcess, url: str) -> No
         await cache.wait_until(lambda _: cache.snapshot() == expected, within=timeout(20))
         assert cache.gaps == 0
         assert subscriber.generation >= 2
+
+
+@pytest.mark.slow
+async def test_publishes_waiting_on_a_stalled_redis_at_sigterm_are_acknowledged_before_1001(
+    tmp_path: Path, key_prefix: str
+) -> None:
+    # Redis can hold writes for seconds (an append-only file's fsync behind on a busy
+    # disk); publishes read before the SIGTERM are still answered before the close, or
+    # a client would send them again to the next hub and see them as duplicates.
+    owned = OwnedRedis(tmp_path / "redis")
+    owned.start()
+    port = free_port()
+    hub = HubProcess(owned.url, key_prefix, port, {})
+    try:
+        await hub.start()
+        client = await Native.connect(f"ws://127.0.0.1:{port}/api/ws")
+        assert (await client.publish(event("stall/warm", n=0)))[0]["status"] == "ok"
+        owned.pause()
+        refs = list(range(1, 5))
+        for ref in refs:
+            await client.send({"type": "publish", "ref": ref, "events": [event(f"stall/{ref}")]})
+        await asyncio.sleep(0.3)  # read by the hub, waiting on Redis
+        assert hub.process is not None
+        hub.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(3.0)  # longer than the close's own grace (SHUTDOWN_GRACE)
+        owned.resume()
+        acked = []
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                frame = await client.recv(wait=20)
+                if frame["type"] == "ack":
+                    assert [r["status"] for r in frame["results"]] == ["ok"], frame
+                    acked.append(frame["ref"])
+        assert acked == refs
+        assert client.ws.close_code == 1001
+        assert await asyncio.wait_for(hub.process.wait(), timeout(20)) == 0
+    finally:
+        await hub.stop()
+        owned.stop()
 
 
 def test_the_drain_setting_is_checked() -> None:

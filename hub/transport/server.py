@@ -62,6 +62,11 @@ PING_INTERVAL = 20.0
 #: Flux: events/s is measured over the last 5 s; active publishers over 10 s.
 RATE_WINDOW = 5.0
 PUBLISHER_WINDOW = 10.0
+#: Seconds given at shutdown to the native publishes already read: each is answered
+#: when Redis has applied it. Redis can hold writes for ~2 s on its own (an append-only
+#: file's fsync behind on a busy disk), and a publish applied but cut off before its
+#: acknowledgement comes back as a duplicate on the next hub.
+IN_FLIGHT_GRACE = 10.0
 #: Seconds given to open connections to close at shutdown.
 SHUTDOWN_GRACE = 2.0
 
@@ -205,7 +210,7 @@ class Gateway:
             self._server.close()
         for ws in list(self.websockets):
             ws.transport.pause_reading()  # no new frames: what was read is finished
-        with anyio.move_on_after(SHUTDOWN_GRACE):  # polled: once, for a few ms at most
+        with anyio.move_on_after(IN_FLIGHT_GRACE):  # polled: for a few ms, as a rule
             while any(map(_in_flight, self.native_sessions)):  # noqa: ASYNC110
                 await anyio.sleep(0.005)
         for session in list(self.native_sessions):
