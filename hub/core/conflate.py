@@ -20,9 +20,14 @@ a removal):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from .model import Delta, LeasedDelta
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["merge"]
 
@@ -59,21 +64,11 @@ def merge(a: Delta, b: Delta) -> Delta | None:
     else:
         unchanged = frozenset()
     deadline = a.deadline if b.deadline is None else b.deadline
-    if deadline is None:
-        return Delta(
-            b.entity_id,
-            a.base,
-            b.version,
-            b.last_updated,
-            touched,
-            unchanged,
-            created=a.created,
-            replaced=a.replaced,
-            source=b.source,
-            position=b.position,
-            seq=b.seq,
-        )
-    return LeasedDelta(
+    # The lease's last news, if either delta had any, rides on the merged one.
+    make: Callable[..., Delta] = (
+        Delta if deadline is None else functools.partial(LeasedDelta, deadline=deadline)
+    )
+    return make(
         b.entity_id,
         a.base,
         b.version,
@@ -85,5 +80,4 @@ def merge(a: Delta, b: Delta) -> Delta | None:
         source=b.source,
         position=b.position,
         seq=b.seq,
-        deadline=deadline,
     )
