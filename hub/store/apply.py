@@ -49,10 +49,7 @@ class PendingApply:
         """
         results: list[Applied | None] = [None] * self._count
         for p, indexes, call in self._calls:
-            reply = await self._channel.reply(call)
-            for n, i in enumerate(indexes):
-                status, version, dpos, epos = reply[4 * n : 4 * n + 4]
-                results[i] = Applied(_STATUS[status], int(version), dpos.decode(), epos.decode(), p)
+            _fill(results, p, indexes, await self._channel.reply(call))
         return [r for r in results if r is not None]
 
     async def partial(self) -> list[Applied | None]:
